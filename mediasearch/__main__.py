@@ -1,0 +1,5 @@
+"""``python -m mediasearch``."""
+
+from mediasearch.cli import main
+
+main()

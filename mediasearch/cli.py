@@ -1,0 +1,394 @@
+"""The command line: parse, call into the pipeline, print. Nothing heavy is imported at start-up."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from mediasearch import __version__
+from mediasearch.errors import MediaSearchError
+
+app = typer.Typer(
+    name="mediasearch",
+    help="Find photos and moments in videos by what they show.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_F = TypeVar("_F", bound=Callable[..., Any])
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def handles_errors(fn: _F) -> _F:
+    """Turn domain errors into one red line and exit 1; Ctrl-C into a hint and exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mediasearch.output import error_line
+
+        try:
+            return fn(*args, **kwargs)
+        except MediaSearchError as exc:
+            error_line(str(exc))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            error_line("interrupted; run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mediasearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(None, "--home", help="Where the index, config and caches live."),
+    model: str | None = typer.Option(None, "--model", help="open_clip model name, or 'demo'."),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="Pretrained tag or weights file."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
+    qdrant_url: str | None = typer.Option(None, "--qdrant-url", help="Use a Qdrant server instead."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    """Global options; every one can also come from MEDIASEARCH_* or the home's config.toml."""
+    ctx.obj = {"home": home, "model": model, "pretrained": pretrained, "device": device}
+    ctx.obj["qdrant_url"] = qdrant_url
+
+
+def settings_of(ctx: typer.Context, **overrides: Any) -> Any:
+    from mediasearch.settings import load_settings
+
+    return load_settings({**(ctx.obj or {}), **overrides})
+
+
+# -- indexing ------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def index(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Folders (or files) to bring the index in step with."),
+    frame_interval: float | None = typer.Option(None, help="Seconds between sampled video frames."),
+    max_frames: int | None = typer.Option(None, help="At most this many frames per video."),
+    batch_size: int | None = typer.Option(None, help="Images per model batch."),
+    workers: int | None = typer.Option(None, help="Decoding threads (0: automatic)."),
+    hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+    tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add, update and remove index entries to match the folders."""
+    from mediasearch import library
+    from mediasearch.indexer import IndexOptions, index_paths
+    from mediasearch.output import RichProgress, key_values, print_json
+
+    settings = settings_of(
+        ctx,
+        frame_interval=frame_interval,
+        max_frames=max_frames,
+        batch_size=batch_size,
+        workers=workers,
+        tagging=tag or None,
+    )
+    options = IndexOptions(
+        settings.frame_interval, settings.max_frames, settings.batch_size, settings.workers, hidden
+    )
+    opened = library.open_for_index(settings)
+    try:
+        tagger = library.index_tagger(settings, opened)
+        progress = RichProgress() if sys.stderr.isatty() and not as_json else None
+        summary = index_paths([str(p) for p in paths], opened.model, opened.store, options, progress, tagger)
+        library.finish_index(settings, opened, summary.to_json())
+    finally:
+        opened.close()
+    if as_json:
+        print_json(summary.to_json())
+        return
+    data = summary.to_json()
+    key_values("indexed", [(k, v) for k, v in data.items() if k != "errors"])
+    _print_errors(data["errors"])
+
+
+def _print_errors(errors: list[dict[str, str]]) -> None:
+    from rich.markup import escape
+
+    from mediasearch.output import console
+
+    out = console(stderr=True)
+    for err in errors:
+        out.print(f"[yellow]skipped[/yellow] {escape(err['path'])}: {escape(err['error'])}")
+
+
+@app.command()
+@handles_errors
+def forget(ctx: typer.Context, path: Path = typer.Argument(...), as_json: bool = JSON_OPT) -> None:
+    """Drop a folder (or file) and everything under it from the index."""
+    from mediasearch import library
+    from mediasearch.output import console, print_json
+
+    dropped = library.forget(settings_of(ctx), str(path))
+    if as_json:
+        print_json({"path": str(path.absolute()), "files": dropped})
+    else:
+        console().print(f"forgot {dropped} files under {path.absolute()}")
+
+
+@app.command()
+@handles_errors
+def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """What is indexed, by which model, where, the last run and its failures."""
+    from mediasearch import library
+    from mediasearch.output import key_values, print_json
+
+    data = library.status(settings_of(ctx))
+    if as_json:
+        print_json(data)
+        return
+    model = data["model"] or {}
+    rows = [(k, data[k]) for k in ("home", "files", "images", "videos", "frames", "store")]
+    if model:
+        rows.append(("model", f"{model.get('name', '-')} ({model.get('pretrained') or 'bundled weights'})"))
+    last = data["last_run"] or {}
+    if last:
+        rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+    key_values("mediasearch", rows)
+    _print_errors(data["failures"])
+
+
+# -- search --------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def query(
+    ctx: typer.Context,
+    text: str | None = typer.Argument(None, help="What to look for; '2:dog' weighs it."),
+    image: list[Path] = typer.Option([], "--image", help="An example image (alone or with text)."),
+    also: list[str] = typer.Option([], "--and", help="More text to add ('w:text' weighs it)."),
+    not_: list[str] = typer.Option([], "--not", help="Text to subtract ('w:text' weighs it)."),
+    not_image: list[Path] = typer.Option([], "--not-image", help="An image to subtract."),
+    weight: float | None = typer.Option(None, "--weight", help="Weight of TEXT (default 1)."),
+    limit: int = typer.Option(10, "--limit", "-k", min=1),
+    kind: str | None = typer.Option(None, "--type", help="image or video."),
+    path: Path | None = typer.Option(None, "--path", help="Only under this folder."),
+    tags: list[str] = typer.Option([], "--tag", help="Only items with this tag (repeatable)."),
+    after: str | None = typer.Option(None, "--after", help="Taken on or after (YYYY[-MM[-DD]])."),
+    before: str | None = typer.Option(None, "--before", help="Taken before (YYYY[-MM[-DD]])."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Calibrated cut-off, 0..1."),
+    sort: str = typer.Option("score", "--sort", help="score or date."),
+    raw: bool = typer.Option(False, "--raw", help="Embed the text as is, without prompt templates."),
+    paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Find items by text, by example image, or both; --not subtracts."""
+    from mediasearch import library
+    from mediasearch.search import Query, parse_date, search
+
+    q = Query(
+        terms=_terms(text, weight, also, image, not_, not_image),
+        raw=raw,
+        limit=limit,
+        kind=_choice("--type", kind, ("image", "video")),
+        path_prefix=str(path.absolute()) if path else None,
+        tags=tuple(tags),
+        after=parse_date(after) if after else None,
+        before=parse_date(before) if before else None,
+        min_score=min_score,
+        sort=_choice("--sort", sort, ("score", "date")) or "score",
+    )
+    opened = library.open_for_query(settings_of(ctx))
+    with opened.store:
+        hits = search(opened.store, opened.model, q)
+    _print_hits(hits, as_json, paths_only, title=text or "")
+
+
+def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"{flag} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _terms(
+    text: str | None,
+    weight: float | None,
+    also: list[str],
+    images: list[Path],
+    nots: list[str],
+    not_images: list[Path],
+) -> tuple[Any, ...]:
+    """Command-line query parts → weighted search terms ('w:text' weighs a text)."""
+    from mediasearch.search import Term, parse_weighted
+
+    terms: list[Term] = []
+    if text:
+        w, t = parse_weighted(text)
+        terms.append(Term("text", t, weight if weight is not None else w))
+    terms += [Term("text", t, w) for w, t in map(parse_weighted, also)]
+    terms += [Term("image", str(p), 1.0) for p in images]
+    terms += [Term("text", t, -w) for w, t in map(parse_weighted, nots)]
+    terms += [Term("image", str(p), -1.0) for p in not_images]
+    return tuple(terms)
+
+
+def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "") -> None:
+    from mediasearch.output import hits_table, print_json
+
+    if as_json:
+        print_json([h.to_json() for h in hits])
+    elif paths_only:
+        for hit in hits:
+            sys.stdout.write(hit.path + "\n")
+    else:
+        hits_table(hits, title)
+
+
+@app.command()
+@handles_errors
+def similar(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="An indexed file, or any image or video."),
+    limit: int = typer.Option(10, "--limit", "-k", min=1),
+    kind: str | None = typer.Option(None, "--type", help="image or video."),
+    paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Items that look like FILE."""
+    from mediasearch import library
+    from mediasearch.search import Query, search_vector, similar_vector
+
+    q = Query(limit=limit, kind=_choice("--type", kind, ("image", "video")))
+    opened = library.open_for_query(settings_of(ctx))
+    with opened.store:
+        vec, own = similar_vector(opened.store, opened.model, str(file))
+        hits = search_vector(opened.store, opened.model, vec, q, exclude_ids=own)
+    _print_hits(hits, as_json, paths_only, title=f"like {file}")
+
+
+@app.command()
+@handles_errors
+def tag(
+    ctx: typer.Context,
+    vocab: Path | None = typer.Option(None, "--vocab", help="Tags, one a line ('tag = 0.7')."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Zero-shot tags for everything indexed; new items are tagged at index time from then on."""
+    from mediasearch import library
+    from mediasearch.output import key_values, print_json
+
+    result = library.tag_all(settings_of(ctx), str(vocab) if vocab else None)
+    if as_json:
+        print_json(result)
+        return
+    key_values("tagged", [("files", result["files"]), ("with tags", result["tagged"])])
+    _print_tag_counts(result["tags"])
+
+
+def _print_tag_counts(counts: dict[str, int]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mediasearch.output import console
+
+    table = Table("tag", "files")
+    for name, n in counts.items():
+        table.add_row(escape(name), str(n))
+    console().print(table)
+
+
+@app.command("tags")
+@handles_errors
+def list_tags(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """The tags in the index, with how many files carry each."""
+    from mediasearch import library
+    from mediasearch.output import print_json
+
+    counts = library.tag_counts(settings_of(ctx))
+    if as_json:
+        print_json(counts)
+    else:
+        _print_tag_counts(counts)
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def classify(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(..., help="Images (or videos) to classify."),
+    labels: str = typer.Option(..., "--labels", help="Comma-separated labels, e.g. 'cat,dog'."),
+    top: int = typer.Option(5, "--top", min=1, help="Labels to show per file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Zero-shot classification with probabilities."""
+    from mediasearch import library
+    from mediasearch.output import console, print_json
+
+    results, errors = library.classify_files(settings_of(ctx), [str(f) for f in files], labels)
+    _print_errors(errors)
+    if not results:
+        raise typer.Exit(1)
+    if as_json:
+        print_json(results)
+        return
+    out = console()
+    for item in results:
+        best = ", ".join(f"{lab['label']} {lab['prob']:.0%}" for lab in item["labels"][:top])
+        out.print(f"{item['path']}: {best}", markup=False)
+
+
+@app.command()
+@handles_errors
+def embed(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(None, help="Images or videos to embed."),
+    text: list[str] = typer.Option([], "--text", help="A text to embed (repeatable)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Print embeddings (L2-normalised) for files and texts."""
+    from mediasearch import library
+    from mediasearch.output import console, print_json
+
+    if not files and not text:
+        raise typer.BadParameter("give files to embed or --text")
+    rows, errors = library.embed(settings_of(ctx), [str(f) for f in files or []], text)
+    _print_errors(errors)
+    if not rows:
+        raise typer.Exit(1)
+    if as_json:
+        print_json(rows)
+        return
+    out = console()
+    for row in rows:
+        vec = row["embedding"]
+        head = ", ".join(f"{v:+.3f}" for v in vec[:6])
+        out.print(f"{row.get('path', row.get('text'))}  dim={len(vec)}  [{head}, ...]", markup=False)
+
+
+@app.command()
+@handles_errors
+def demo(
+    ctx: typer.Context,
+    folder: Path = typer.Option(Path("mediasearch-demo"), "--dir", help="Where to build the sample library."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Build a small sample library, index it with the bundled demo model, and run a few queries."""
+    from mediasearch.demo import run_demo
+
+    run_demo(settings_of(ctx, home=folder / "home", model="demo"), folder, as_json=as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,586 @@
+"""Decode images and sample video frames into RGB images plus their media metadata.
+
+Pillow, numpy, decord and PyAV are imported inside the functions that use them. Every failure is a
+`MediaError` with a one-line reason; nothing else escapes `load_image` or `sample_video`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from mediasearch.errors import MediaError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "NEUTRAL_GREY",
+    "Frame",
+    "MediaMeta",
+    "VideoSample",
+    "load_image",
+    "plan_timestamps",
+    "sample_video",
+]
+
+NEUTRAL_GREY = (128, 128, 128)
+"""Background that transparent areas are composited on."""
+
+_IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_HEIF_EXTS = (".heic", ".heif")
+_BATCH_FRAMES = 32  # frames per decord get_batch call: bounds memory and the cost of one failure
+_EXIF_IFD = 0x8769
+_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME = 0x010F, 0x0110, 0x0132
+_TAG_DATETIME_ORIGINAL, _TAG_OFFSET, _TAG_OFFSET_ORIGINAL = 0x9003, 0x9010, 0x9011
+_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
+_VIDEO_DATE_KEYS = ("com.apple.quicktime.creationdate", "creation_time", "date")
+_VIDEO_MAKE_KEYS = ("com.apple.quicktime.make", "com.android.manufacturer", "make")
+_VIDEO_MODEL_KEYS = ("com.apple.quicktime.model", "com.android.model", "model")
+
+
+@dataclass(frozen=True)
+class MediaMeta:
+    """Size as displayed (orientation applied), capture date (unix time), camera, video duration."""
+
+    width: int
+    height: int
+    date: float | None = None
+    camera: str | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled video frame and the time (seconds from the start) it is shown at."""
+
+    timestamp: float
+    image: Image.Image
+
+
+@dataclass
+class VideoSample:
+    """Frames sampled from a video; `error` says what was lost when the file was partly unreadable."""
+
+    frames: list[Frame]
+    meta: MediaMeta
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def load_image(path: str, *, target: int = 224) -> tuple[Image.Image, MediaMeta]:
+    """Decode an image to RGB, oriented, with a short side in [target, 2*target) when larger.
+
+    Large JPEGs are decoded at reduced size; `MediaMeta` keeps the original (oriented) size.
+    Raises `MediaError` for anything that cannot be decoded, including decompression bombs.
+    """
+    from PIL import Image
+
+    try:
+        # The warning (between 1x and 2x Pillow's pixel limit) must fail the file too, not just print.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=_image_formats(path)) as im:
+                return _decode_opened(im, target)
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(_image_failure(exc)) from exc
+
+
+def _decode_opened(im: Image.Image, target: int) -> tuple[Image.Image, MediaMeta]:
+    from PIL import Image, ImageOps
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and im.width * im.height > limit:  # in case another thread reset the filter
+        raise MediaError(_bomb_message(im.size))
+    exif = im.getexif()
+    meta = _image_meta(im.size, exif)
+    if im.format in ("JPEG", "MPO") and target > 0:
+        im.draft("RGB", (target, target))  # DCT scaling: both sides stay >= target
+    im.load()  # a full decode now, so a truncated file fails here and not in the encoder
+    ImageOps.exif_transpose(im, in_place=True)
+    out = _reduce(_to_rgb(im), target)
+    # The caller's `with` closes `im`, which would invalidate it if it were returned as is.
+    return (out.copy() if out is im else out), meta
+
+
+def _image_formats(path: str) -> tuple[str, ...]:
+    """Formats Pillow may try: the common photo formats only, HEIF once its plugin is registered."""
+    if path.lower().endswith(_HEIF_EXTS) and _register_heif():
+        return (*_IMAGE_FORMATS, "HEIF")
+    return _IMAGE_FORMATS
+
+
+@functools.cache
+def _register_heif() -> bool:
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB with transparency composited on neutral grey; 16-bit and float greys scaled to 8 bits."""
+    from PIL import Image
+
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _to_8bit(im)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*NEUTRAL_GREY, 255))
+        background.alpha_composite(rgba)
+        return background.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit or float grey image to 8 bits (Pillow's own convert would clip)."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(im).astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and 255 < high <= 65535 and low >= 0):
+        values = values * (255 / 65535)
+    elif im.mode == "F" and low >= 0 and high <= 1:
+        values = values * 255
+    elif low < 0 or high > 255:  # an unknown range: stretch it
+        values = (values - low) * (255 / max(high - low, 1e-12))
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def _reduce(im: Image.Image, target: int) -> Image.Image:
+    """Box-reduce by an integer factor so the short side lands in [target, 2*target)."""
+    factor = min(im.size) // target if target > 0 else 0
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def _image_meta(size: tuple[int, int], exif: Mapping[int, Any]) -> MediaMeta:
+    width, height = size
+    if exif.get(0x0112) in _SWAPPED_ORIENTATIONS:
+        width, height = height, width
+    return MediaMeta(width=width, height=height, date=_exif_date(exif), camera=_exif_camera(exif))
+
+
+def _exif_date(exif: Any) -> float | None:
+    """DateTimeOriginal, else DateTime, as unix time (local time unless an offset tag says otherwise)."""
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # a malformed sub-IFD must not cost the picture
+        sub = {}
+    candidates = (
+        (sub.get(_TAG_DATETIME_ORIGINAL), sub.get(_TAG_OFFSET_ORIGINAL)),
+        (exif.get(_TAG_DATETIME), sub.get(_TAG_OFFSET)),
+    )
+    for value, offset in candidates:
+        stamp = _parse_exif_datetime(value, offset)
+        if stamp is not None:
+            return stamp
+    return None
+
+
+def _parse_exif_datetime(value: object, offset: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip("\x00 ")[:19]
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S"):
+        try:
+            moment = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        tz = _parse_utc_offset(offset)
+        return _unix_time(moment.replace(tzinfo=tz) if tz else moment)
+    return None
+
+
+def _parse_utc_offset(value: object) -> timezone | None:
+    match = re.fullmatch(r"([+-])(\d\d):?(\d\d)", value.strip("\x00 ")) if isinstance(value, str) else None
+    if match is None:
+        return None
+    sign = -1 if match.group(1) == "-" else 1
+    return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+
+
+def _exif_camera(exif: Mapping[int, Any]) -> str | None:
+    return _camera(exif.get(_TAG_MAKE), exif.get(_TAG_MODEL))
+
+
+def _camera(make: object, model: object) -> str | None:
+    """ "Make Model", without repeating the make when the model already starts with it."""
+    make_s = make.strip("\x00 ") if isinstance(make, str) else ""
+    model_s = model.strip("\x00 ") if isinstance(model, str) else ""
+    if make_s and model_s.lower().startswith(make_s.lower()):
+        return model_s
+    return " ".join(p for p in (make_s, model_s) if p) or None
+
+
+def _unix_time(moment: datetime) -> float | None:
+    """Unix time of `moment` (naive = local time); None for placeholder dates (before 1971)."""
+    if moment.year < 1971:
+        return None
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _image_failure(exc: BaseException) -> str:
+    """A one-line reason for a failed image decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return _bomb_message(_bomb_size(exc))
+    if isinstance(exc, UnidentifiedImageError):
+        return "cannot identify image file"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot read file: {_one_line(exc.strerror or str(exc)).lower()}"
+    if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
+        return "truncated image"
+    return f"cannot decode image: {_one_line(str(exc)) or type(exc).__name__}"
+
+
+def _bomb_size(exc: BaseException) -> tuple[int, int] | None:
+    """The declared size from Pillow's bomb check; its message has only the pixel count."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_decompression_bomb_check":
+            size = frame.f_locals.get("size")
+            if isinstance(size, tuple) and len(size) == 2:
+                return int(size[0]), int(size[1])
+        tb = tb.tb_next
+    return None
+
+
+def _bomb_message(size: tuple[int, int] | None) -> str:
+    shown = f"{size[0]}x{size[1]}" if size else "over the pixel limit"
+    return f"image too large (decompression bomb guard): {shown}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------------------------- videos
+
+
+def plan_timestamps(duration: float, interval: float, max_frames: int) -> list[float]:
+    """Times to sample: 0, interval, 2*interval, ... below `duration`; at most `max_frames`, spread
+    evenly over the video when there would be more. Always at least one (0.0)."""
+    if interval <= 0 or max_frames < 1:
+        raise ValueError("interval must be > 0 and max_frames >= 1")
+    if not math.isfinite(duration) or duration <= 0:
+        return [0.0]
+    count = max(1, math.ceil(duration / interval - 1e-9))
+    step = interval
+    if count > max_frames:
+        count, step = max_frames, duration / max_frames
+    return [round(i * step, 6) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What PyAV says about a video before any frame is sampled."""
+
+    width: int  # as displayed, rotation applied
+    height: int
+    rotation: int  # degrees counter-clockwise to display the coded frames
+    duration: float | None
+    fps: float | None
+    date: float | None
+    camera: str | None
+
+
+def sample_video(
+    path: str, *, interval: float = 2.0, max_frames: int = 600, target: int = 224
+) -> VideoSample:
+    """Sample one frame every `interval` seconds (at most `max_frames`) at a short side of ~`target`.
+
+    Uses decord; a file that decord cannot index (typically truncated) is read sequentially with
+    PyAV instead, keeping the frames before the damage and setting `error`. Raises `MediaError` when
+    no frame at all can be read.
+    """
+    if interval <= 0 or max_frames < 1:
+        raise ValueError("interval must be > 0 and max_frames >= 1")
+    probe = _probe_video(path)
+    try:
+        frames, duration, error = _sample_frames(path, probe, interval, max_frames, target)
+    except MediaError:
+        raise
+    except Exception as exc:  # keep the promise: one MediaError per bad file, nothing else
+        raise MediaError(f"cannot decode video: {_one_line(str(exc)) or type(exc).__name__}") from exc
+    if not frames:
+        raise MediaError(error or "no video frame could be decoded")
+    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration)
+    return VideoSample(frames=frames, meta=meta, error=error)
+
+
+def _sample_frames(
+    path: str, probe: _Probe, interval: float, max_frames: int, target: int
+) -> tuple[list[Frame], float | None, str | None]:
+    try:
+        reader = _open_decord(path, probe, target)
+    except Exception:  # decord missing, or it cannot index the file: PyAV copes with damage
+        return _sample_with_pyav(path, probe, interval, max_frames, target)
+    try:
+        return _sample_with_decord(reader, interval, max_frames)
+    finally:
+        del reader  # releases the decoder and the file now, not at some later collection
+
+
+def _probe_video(path: str) -> _Probe:
+    """Open the container with PyAV: fails cleanly (and quietly) on files that are not video."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise MediaError("no video stream")
+            stream = container.streams.video[0]
+            rotation = _first_frame_rotation(container, stream)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if rotation in (90, 270):
+                width, height = height, width
+            metadata = dict(container.metadata)
+            return _Probe(
+                width=width,
+                height=height,
+                rotation=rotation,
+                duration=_stream_duration(container, stream),
+                fps=float(stream.average_rate) if stream.average_rate else None,
+                date=_video_date(metadata),
+                camera=_video_camera(metadata),
+            )
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"cannot open video: {_av_reason(exc)}") from exc
+
+
+def _first_frame_rotation(container: Any, stream: Any) -> int:
+    """The display rotation of the first frame (phones record portrait video as rotated landscape)."""
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            return int(round(frame.rotation)) % 360
+    except av.FFmpegError:
+        pass
+    return 0
+
+
+def _stream_duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _video_date(metadata: Mapping[str, str]) -> float | None:
+    for key in _VIDEO_DATE_KEYS:
+        value = metadata.get(key)
+        if value:
+            stamp = _parse_iso_datetime(value)
+            if stamp is not None:
+                return stamp
+    return None
+
+
+def _parse_iso_datetime(text: str) -> float | None:
+    """ISO 8601 as written by cameras ("...Z", "...+0200", naive = local time)."""
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    text = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return _unix_time(moment)
+
+
+def _video_camera(metadata: Mapping[str, str]) -> str | None:
+    return _camera(_first_key(metadata, _VIDEO_MAKE_KEYS), _first_key(metadata, _VIDEO_MODEL_KEYS))
+
+
+def _first_key(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
+    return next((metadata[k] for k in keys if metadata.get(k)), None)
+
+
+def _av_reason(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    return _one_line(str(strerror or exc) or type(exc).__name__).lower()
+
+
+@functools.cache
+def _decord() -> Any:
+    """decord, with its bundled FFmpeg's log output turned off (it would clutter progress bars)."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
+
+
+def _open_decord(path: str, probe: _Probe, target: int) -> Any:
+    decord = _decord()
+    width, height = _scaled_size(probe.width, probe.height, target)
+    return decord.VideoReader(path, width=width, height=height)
+
+
+def _scaled_size(width: int, height: int, target: int) -> tuple[int, int]:
+    """Output size with the short side at `target` and the aspect kept; (-1, -1) = no scaling.
+
+    decord applies the display rotation first, so these are displayed dimensions.
+    """
+    short = min(width, height)
+    if target <= 0 or short <= target:
+        return -1, -1
+    if width <= height:
+        return target, max(1, round(height * target / width))
+    return max(1, round(width * target / height)), target
+
+
+def _sample_with_decord(
+    reader: Any, interval: float, max_frames: int
+) -> tuple[list[Frame], float, str | None]:
+    """Batched decode of the planned frames; a batch that fails is retried frame by frame."""
+    import numpy as np
+    from PIL import Image
+
+    starts, duration = _frame_times(reader)
+    planned = plan_timestamps(duration, interval, max_frames)
+    picks = np.searchsorted(starts, np.asarray(planned) + 1e-6, side="right") - 1
+    indices = sorted({int(i) for i in np.clip(picks, 0, len(starts) - 1)})
+    frames: list[Frame] = []
+    for chunk in _chunks(indices, _BATCH_FRAMES):
+        for index, array in _read_frames(reader, chunk):
+            frames.append(Frame(round(float(starts[index]), 6), Image.fromarray(array)))
+    lost = len(indices) - len(frames)
+    error = f"video partly unreadable: {lost} of {len(indices)} sampled frames could not be decoded"
+    return frames, duration, (error if lost else None)
+
+
+def _frame_times(reader: Any) -> tuple[Any, float]:
+    """Start time of every frame (from 0) and the duration; frame count / fps if the PTS look wrong."""
+    import numpy as np
+
+    count = len(reader)
+    fps = float(reader.get_avg_fps() or 0.0)
+    try:
+        pts = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64)
+        starts = pts[:, 0] - pts[0, 0]
+        duration = float(pts[-1, 1] - pts[0, 0])
+        if duration > 0 and np.all(np.diff(starts) >= 0):
+            return starts, duration
+    except Exception:  # odd containers: fall back to a constant frame rate
+        pass
+    step = 1.0 / fps if fps > 0 else 0.0
+    return np.arange(count) * step, count * step
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _read_frames(reader: Any, indices: Sequence[int]) -> Iterable[tuple[int, Any]]:
+    """(index, HxWx3 uint8 array) for each frame that decodes."""
+    try:
+        batch = _as_numpy(reader.get_batch(list(indices)))
+    except Exception:  # a damaged stretch: the frames around it may still decode one by one
+        return list(_read_one_by_one(reader, indices))
+    return zip(indices, batch, strict=True)
+
+
+def _read_one_by_one(reader: Any, indices: Sequence[int]) -> Iterator[tuple[int, Any]]:
+    for index in indices:
+        try:
+            reader.seek_accurate(index)
+            yield index, _as_numpy(reader.next())
+        except Exception:
+            continue
+
+
+def _as_numpy(data: Any) -> Any:
+    """decord returns its own NDArray unless someone changed its (global) bridge."""
+    import numpy as np
+
+    return data.asnumpy() if hasattr(data, "asnumpy") else np.asarray(data)
+
+
+def _sample_with_pyav(
+    path: str, probe: _Probe, interval: float, max_frames: int, target: int
+) -> tuple[list[Frame], float | None, str | None]:
+    """Sequential PyAV decode that skips damaged packets and stops where the data ends."""
+    import av
+
+    planned = plan_timestamps(probe.duration or 0.0, interval, max_frames)
+    frames: list[Frame] = []
+    damaged = False
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            damaged = _collect_av_frames(container, stream, probe, planned, target, frames)
+    except av.FFmpegError:
+        damaged = True
+    if len(frames) == len(planned) and not damaged:
+        return frames, probe.duration, None
+    shown = f"{frames[-1].timestamp:.1f}" if frames else "0"
+    total = f" of {probe.duration:.1f}" if probe.duration else ""
+    return frames, probe.duration, f"video truncated or corrupt: frames read up to {shown} s{total} s"
+
+
+def _collect_av_frames(
+    container: Any, stream: Any, probe: _Probe, planned: list[float], target: int, out: list[Frame]
+) -> bool:
+    """Append the frame shown at each planned time to `out`; True if damaged data was skipped."""
+    import av
+
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    slack = 0.5 / probe.fps if probe.fps else 0.0  # take the frame nearest to each planned time
+    pending = iter(planned)
+    due = next(pending, None)
+    damaged = False
+    for packet in container.demux(stream):
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:
+            damaged = True
+            continue
+        for frame in decoded:
+            when = None if frame.time is None else float(frame.time) - start
+            if due is None or when is None or when + slack < due:
+                continue
+            out.append(Frame(round(when, 6), _av_frame_image(frame, probe, target)))
+            while due is not None and due <= when + slack:
+                due = next(pending, None)
+        if due is None:
+            break
+    return damaged
+
+
+def _av_frame_image(frame: Any, probe: _Probe, target: int) -> Image.Image:
+    """RGB PIL image of a PyAV frame, scaled like decord's output and rotated for display."""
+    from PIL import Image
+
+    width, height = _scaled_size(probe.width, probe.height, target)
+    if probe.rotation in (90, 270):
+        width, height = height, width
+    size = {} if width < 0 else {"width": width, "height": height}
+    image = frame.to_image(**size)
+    turns = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+    method = turns.get(probe.rotation)
+    return image.transpose(method) if method is not None else image

@@ -1,0 +1,61 @@
+"""`mediasearch demo`: a sample library of rendered shapes, indexed with the bundled demo model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mediasearch.settings import Settings
+
+VIDEO_SEGMENTS = (("yellow", "triangle"), ("blue", "star"), ("green", "circle"))
+QUERIES = ("a red circle", "a photo of a blue star", "a yellow triangle", "something purple")
+
+
+def build_library(folder: Path, *, images: int = 48, seed: int = 7) -> Path:
+    """Render the sample photos and one MP4 (one shape per 8-second segment) into ``folder``."""
+    from mediasearch.shapes import make_library, write_shapes_video
+
+    library = folder / "library"
+    (library / "photos").mkdir(parents=True, exist_ok=True)
+    (library / "videos").mkdir(parents=True, exist_ok=True)
+    if not any((library / "photos").iterdir()):
+        make_library(library / "photos", images, seed)
+    video = library / "videos" / "shapes.mp4"
+    if not video.exists():
+        write_shapes_video(video, VIDEO_SEGMENTS, seed=seed)
+    return library
+
+
+def run_demo(settings: Settings, folder: Path, *, as_json: bool = False) -> dict[str, Any]:
+    """Build, index and query the sample library; print what happens."""
+    from mediasearch import library as lib
+    from mediasearch.indexer import IndexOptions, index_paths
+    from mediasearch.output import console, hits_table, key_values, print_json
+    from mediasearch.search import Query, Term, search
+
+    out = console()
+    root = build_library(folder)
+    if not as_json:
+        out.print(f"[bold]sample library[/bold] in {root} (48 photos, one 24 s video)")
+    opened = lib.open_for_index(settings)
+    try:
+        summary = index_paths([str(root)], opened.model, opened.store, IndexOptions(frame_interval=2.0))
+        lib.finish_index(settings, opened, summary.to_json())
+        results: dict[str, Any] = {"index": summary.to_json(), "queries": {}}
+        if not as_json:
+            key_values("indexed", [(k, v) for k, v in summary.to_json().items() if k != "errors"])
+        for text in QUERIES:
+            hits = search(opened.store, opened.model, Query(terms=(Term("text", text),), limit=5))
+            results["queries"][text] = [h.to_json() for h in hits]
+            if not as_json:
+                hits_table(hits, title=f"query: {text}")
+    finally:
+        opened.close()
+    if as_json:
+        print_json(results)
+    else:
+        out.print(
+            f"\nTry your own: [bold]mediasearch --home {settings.home} query \"a green square\"[/bold]"
+            f"\nor index your photos: [bold]mediasearch --model demo index ~/Pictures[/bold]"
+        )
+    return results

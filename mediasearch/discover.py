@@ -1,0 +1,267 @@
+"""Walk the watched folders and list the media files in them (stdlib only).
+
+Paths are kept in ``os.fsdecode`` form: a name that is not valid UTF-8 holds surrogate escapes, so
+the string still opens the real file. Anything shown to a user or stored as JSON goes through
+`display_path` / `path_payload` first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mediasearch.errors import MediaError
+
+__all__ = [
+    "IMAGE_EXTS",
+    "VIDEO_EXTS",
+    "FileEntry",
+    "ancestor_dirs",
+    "discover",
+    "display_path",
+    "fingerprint",
+    "media_kind",
+    "path_from_payload",
+    "path_payload",
+    "root_status",
+]
+
+MediaKind = Literal["image", "video"]
+ErrorCallback = Callable[[str, str], None]
+
+# HEIC/HEIF only when the optional plugin is installed; find_spec looks without importing it.
+# Extensions are lower case, without the dot; use `media_kind` rather than testing them by hand.
+_HEIF_EXTS = frozenset({"heic", "heif"}) if importlib.util.find_spec("pillow_heif") else frozenset()
+_BASE_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
+IMAGE_EXTS: frozenset[str] = _BASE_IMAGE_EXTS | _HEIF_EXTS
+VIDEO_EXTS: frozenset[str] = frozenset({"mp4", "mov", "m4v", "mkv", "webm", "avi"})
+
+_FINGERPRINT_CHUNK = 64 * 1024
+
+# Characters a terminal would act on: C0/C1 controls, DEL, line/paragraph separators, bidi controls.
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One media file found under a root; `path` is absolute and opens the file."""
+
+    path: str
+    root: str
+    kind: MediaKind
+    size: int
+    mtime: float
+
+
+def media_kind(name: str) -> MediaKind | None:
+    """Return "image" or "video" from a file name's extension (any case), or None."""
+    ext = os.path.splitext(name)[1][1:].lower()
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in VIDEO_EXTS:
+        return "video"
+    return None
+
+
+def discover(
+    roots: Sequence[str | Path],
+    *,
+    include_hidden: bool = False,
+    on_error: ErrorCallback | None = None,
+) -> Iterator[FileEntry]:
+    """Yield the media files under `roots`, sorted by name at every level, depth first.
+
+    Symbolic links are followed; a directory reached twice is walked once. Problems are passed to
+    `on_error(path, reason)` and never raised. A file reachable from several roots is yielded once,
+    under the first root (roots are walked in sorted order, so an outer root comes first).
+    """
+    report = on_error or _ignore_error
+    yielded: set[str] = set()
+    for root in sorted({os.path.abspath(os.fspath(r)) for r in roots}):
+        for entry in _walk_root(root, include_hidden, report):
+            if entry.path not in yielded:
+                yielded.add(entry.path)
+                yield entry
+
+
+def root_status(root: str | Path) -> Literal["ok", "missing", "empty"]:
+    """Say whether a root can be trusted: "missing" (or unreadable), "empty" (maybe unmounted), "ok".
+
+    An empty or missing root must never be read as "every file under it was deleted".
+    """
+    path = os.path.abspath(os.fspath(root))
+    try:
+        if not os.path.isdir(path):
+            return "ok" if os.path.isfile(path) else "missing"
+        with os.scandir(path) as it:
+            return "ok" if next(it, None) is not None else "empty"
+    except OSError:
+        return "missing"
+
+
+def fingerprint(path: str, size: int) -> str:
+    """Content fingerprint: blake2b over the size and the first and last 64 KiB (hex)."""
+    digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            if size <= 2 * _FINGERPRINT_CHUNK:
+                digest.update(f.read(size))
+            else:
+                digest.update(f.read(_FINGERPRINT_CHUNK))
+                f.seek(size - _FINGERPRINT_CHUNK)
+                digest.update(f.read(_FINGERPRINT_CHUNK))
+    except OSError as exc:
+        raise MediaError(f"cannot read file: {_reason(exc)}") from exc
+    return digest.hexdigest()
+
+
+def display_path(path: str) -> str:
+    """A path safe to print or store as UTF-8: bad bytes become U+FFFD, controls are escaped."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate that no file system name can produce
+        raw = path.encode("utf-8", "replace")
+    return _UNSAFE_CHARS.sub(_escape_char, raw.decode("utf-8", "replace"))
+
+
+def path_payload(path: str) -> dict[str, str]:
+    """JSON-safe form of a path: "path" to show, plus "path_raw" (base64 bytes) when that is lossy."""
+    shown = display_path(path)
+    if shown == path:
+        return {"path": path}
+    return {"path": shown, "path_raw": base64.b64encode(os.fsencode(path)).decode("ascii")}
+
+
+def path_from_payload(payload: dict[str, str]) -> str:
+    """Inverse of `path_payload`: the file-system path that opens the file."""
+    raw = payload.get("path_raw")
+    if raw is not None:
+        return os.fsdecode(base64.b64decode(raw, validate=True))
+    return payload["path"]
+
+
+def ancestor_dirs(path: str) -> list[str]:
+    """Every directory above `path`, nearest first, in display form (the payload for prefix filters).
+
+    A query prefix must go through `display_path` too, so that both sides compare alike.
+    """
+    dirs: list[str] = []
+    current = os.path.dirname(os.path.normpath(path))
+    while current:
+        dirs.append(display_path(current))
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return dirs
+
+
+def _walk_root(root: str, include_hidden: bool, report: ErrorCallback) -> Iterator[FileEntry]:
+    """Depth-first walk of one root with an explicit stack (no recursion limit on deep trees)."""
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        report(root, _reason(exc))
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        kind = media_kind(root)
+        if kind is not None and stat.S_ISREG(st.st_mode):
+            yield FileEntry(root, root, kind, st.st_size, st.st_mtime)
+        return
+    visited = {(st.st_dev, st.st_ino)}
+    stack = [iter(_scan(root, report))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif include_hidden or not entry.name.startswith("."):
+            if _is_dir(entry, report):
+                subdir = _enter_dir(entry, visited, report)
+                if subdir is not None:
+                    stack.append(iter(subdir))
+            else:
+                found = _file_entry(entry, root, report)
+                if found is not None:
+                    yield found
+
+
+def _scan(directory: str, report: ErrorCallback) -> list[os.DirEntry[str]]:
+    """The entries of one directory, sorted by name; [] (reported) if it cannot be read."""
+    try:
+        with os.scandir(directory) as it:
+            entries = list(it)
+    except OSError as exc:
+        report(directory, _reason(exc))
+        return []
+    entries.sort(key=lambda e: e.name)
+    return entries
+
+
+def _is_dir(entry: os.DirEntry[str], report: ErrorCallback) -> bool:
+    try:
+        return entry.is_dir()  # no syscall for plain entries: the type comes from readdir
+    except OSError as exc:
+        report(entry.path, _reason(exc))
+        return False
+
+
+def _enter_dir(
+    entry: os.DirEntry[str], visited: set[tuple[int, int]], report: ErrorCallback
+) -> list[os.DirEntry[str]] | None:
+    """The sorted entries of a subdirectory, or None if it was already walked (a link loop)."""
+    try:
+        st = entry.stat()
+    except OSError as exc:
+        report(entry.path, _reason(exc))
+        return None
+    key = (st.st_dev, st.st_ino)
+    if key in visited:
+        return None
+    visited.add(key)
+    return _scan(entry.path, report)
+
+
+def _file_entry(entry: os.DirEntry[str], root: str, report: ErrorCallback) -> FileEntry | None:
+    """A FileEntry for a media file (one stat), None for anything else."""
+    kind = media_kind(entry.name)
+    if kind is None:
+        return None
+    try:
+        st = entry.stat()
+    except FileNotFoundError:
+        if entry.is_symlink():
+            report(entry.path, "broken symbolic link")
+        return None  # otherwise it was deleted while we looked: not an error
+    except OSError as exc:
+        report(entry.path, _reason(exc))
+        return None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device named like a photo would block a reader
+        return None
+    return FileEntry(entry.path, root, kind, st.st_size, st.st_mtime)
+
+
+def _reason(exc: OSError) -> str:
+    """A one-line, lower-case reason for an OSError ("permission denied")."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return " ".join(text.split()).lower()
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _ignore_error(path: str, reason: str) -> None:
+    del path, reason
