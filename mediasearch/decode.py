@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,7 +34,7 @@ __all__ = [
 NEUTRAL_GREY = (128, 128, 128)
 """Background that transparent areas are composited on."""
 
-_IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO
 _HEIF_EXTS = (".heic", ".heif")
 _BATCH_FRAMES = 32  # frames per decord get_batch call: bounds memory and the cost of one failure
 _EXIF_IFD = 0x8769
@@ -76,7 +77,7 @@ class VideoSample:
 # --------------------------------------------------------------------------------------------- images
 
 
-def load_image(path: str, *, target: int = 224) -> tuple[Image.Image, MediaMeta]:
+def load_image(path: str | os.PathLike[str], *, target: int = 224) -> tuple[Image.Image, MediaMeta]:
     """Decode an image to RGB, oriented, with a short side in [target, 2*target) when larger.
 
     Large JPEGs are decoded at reduced size; `MediaMeta` keeps the original (oriented) size.
@@ -84,10 +85,13 @@ def load_image(path: str, *, target: int = 224) -> tuple[Image.Image, MediaMeta]
     """
     from PIL import Image
 
+    path = os.fspath(path)
     try:
-        # The warning (between 1x and 2x Pillow's pixel limit) must fail the file too, not just print.
+        # Between 1x and 2x its pixel limit Pillow only warns; the size check in _decode_opened fails
+        # those files instead. Silencing (not raising) the warning here keeps that check independent
+        # of the process-wide warning filters, which catch_warnings swaps unsafely across threads.
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=_image_formats(path)) as im:
                 return _decode_opened(im, target)
     except MediaError:
@@ -100,7 +104,7 @@ def _decode_opened(im: Image.Image, target: int) -> tuple[Image.Image, MediaMeta
     from PIL import Image, ImageOps
 
     limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and im.width * im.height > limit:  # in case another thread reset the filter
+    if limit is not None and im.width * im.height > limit:
         raise MediaError(_bomb_message(im.size))
     exif = im.getexif()
     meta = _image_meta(im.size, exif)
@@ -239,7 +243,7 @@ def _image_failure(exc: BaseException) -> str:
     """A one-line reason for a failed image decode."""
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    if isinstance(exc, Image.DecompressionBombError):
         return _bomb_message(_bomb_size(exc))
     if isinstance(exc, UnidentifiedImageError):
         return "cannot identify image file"
@@ -302,9 +306,7 @@ class _Probe:
     camera: str | None
 
 
-def sample_video(
-    path: str, *, interval: float = 2.0, max_frames: int = 600, target: int = 224
-) -> VideoSample:
+def sample_video(path: str, *, interval: float = 2.0, max_frames: int = 600, target: int = 224) -> VideoSample:
     """Sample one frame every `interval` seconds (at most `max_frames`) at a short side of ~`target`.
 
     Uses decord; a file that decord cannot index (typically truncated) is read sequentially with
@@ -313,6 +315,7 @@ def sample_video(
     """
     if interval <= 0 or max_frames < 1:
         raise ValueError("interval must be > 0 and max_frames >= 1")
+    path = os.fspath(path)
     probe = _probe_video(path)
     try:
         frames, duration, error = _sample_frames(path, probe, interval, max_frames, target)
@@ -452,9 +455,7 @@ def _scaled_size(width: int, height: int, target: int) -> tuple[int, int]:
     return max(1, round(width * target / height)), target
 
 
-def _sample_with_decord(
-    reader: Any, interval: float, max_frames: int
-) -> tuple[list[Frame], float, str | None]:
+def _sample_with_decord(reader: Any, interval: float, max_frames: int) -> tuple[list[Frame], float, str | None]:
     """Batched decode of the planned frames; a batch that fails is retried frame by frame."""
     import numpy as np
     from PIL import Image
@@ -538,7 +539,9 @@ def _sample_with_pyav(
         damaged = True
     if len(frames) == len(planned) and not damaged:
         return frames, probe.duration, None
-    shown = f"{frames[-1].timestamp:.1f}" if frames else "0"
+    if not frames:
+        return frames, probe.duration, "no video frame could be decoded"
+    shown = f"{frames[-1].timestamp:.1f}"
     total = f" of {probe.duration:.1f}" if probe.duration else ""
     return frames, probe.duration, f"video truncated or corrupt: frames read up to {shown} s{total} s"
 

@@ -13,9 +13,12 @@ import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Color = tuple[int, int, int]
 
@@ -120,7 +123,7 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def _image(size: tuple[int, int], color: Color | int, mode: str, transparent: bool, marker: bool) -> Any:
+def _image(size: tuple[int, int], color: Color | int, mode: str, transparent: bool, marker: bool) -> Image.Image:
     from PIL import Image, ImageDraw
 
     rgb = color if isinstance(color, tuple) else (color, color, color)
@@ -157,7 +160,7 @@ def _image(size: tuple[int, int], color: Color | int, mode: str, transparent: bo
     return image
 
 
-def _exif(orientation: int | None, date: str | datetime | None, camera: tuple[str, str] | None) -> Any:
+def _exif(orientation: int | None, date: str | datetime | None, camera: tuple[str, str] | None) -> Image.Exif | None:
     from PIL import Image
 
     if orientation is None and date is None and camera is None:
@@ -314,17 +317,12 @@ def _png_header_only(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
 
 
 def _broken_mp4(target: Path, kind: str, make_video: Callable[..., Path]) -> None:
-    source = make_video(
-        target.with_name(target.name + ".source.mp4"), noise=True, faststart=kind != "mp4_no_moov"
-    )
+    source = make_video(target.with_name(target.name + ".source.mp4"), noise=True, faststart=kind != "mp4_no_moov")
     data = bytearray(source.read_bytes())
     source.unlink()
     if kind == "damaged_mp4":
@@ -333,3 +331,14 @@ def _broken_mp4(target: Path, kind: str, make_video: Callable[..., Path]) -> Non
     else:
         del data[len(data) // 2 :]
     target.write_bytes(bytes(data))
+
+
+# Fixtures for indexing and search with the demo model live in their own module.
+from library_fixtures import (  # noqa: E402, F401
+    _offline,
+    _share_demo_model,
+    cli,
+    demo_model,
+    demo_settings,
+    shapes_folder,
+)
