@@ -20,6 +20,7 @@ from mediasearch.discover import (
     FileEntry,
     ancestor_dirs,
     discover,
+    display_path,
     fingerprint,
     path_from_payload,
     path_payload,
@@ -63,8 +64,6 @@ class IndexSummary:
     errors: list[dict[str, str]] = field(default_factory=list)
 
     def error(self, path: str, reason: str, *, failed: bool = True) -> None:
-        from mediasearch.discover import display_path
-
         self.errors.append({"path": display_path(path), "error": reason})
         self.failed += int(failed)
 
@@ -139,7 +138,7 @@ def file_key(path: str) -> str:
 def load_stored(store: Store, folder: str) -> dict[str, StoredFile]:
     """Every file the store holds under ``folder``, keyed by its real path."""
     files: dict[str, StoredFile] = {}
-    for rec in store.scroll(Filter(dir_prefix=folder), fields=STATE_FIELDS):
+    for rec in store.scroll(Filter(dir_prefix=display_path(folder)), fields=STATE_FIELDS):
         p = rec.payload
         path = path_from_payload(p)
         sf = files.get(path)
@@ -480,6 +479,6 @@ def forget(store: Store, folder: str) -> int:
     folder = os.path.abspath(folder)
     files = load_stored(store, folder)
     if files:
-        store.delete_where(Filter(dir_prefix=folder))
+        store.delete_where(Filter(dir_prefix=display_path(folder)))
         store.flush()
     return len(files)

@@ -203,21 +203,21 @@ def forget(settings: Settings, path: str) -> int:
 
 def index_tagger(settings: Settings, opened: Opened) -> Any:
     """A tagger for new items when tagging is on (``--tag``, or since ``mediasearch tag`` ran)."""
-    from mediasearch.tagging import Tagger, Vocabulary, load_vocabulary
+    from mediasearch.tagging import Tagger, Vocabulary, default_vocabulary
 
     saved = (opened.store.get_meta() or {}).get("tagging")
     if not saved and not settings.tagging:
         return None
-    vocab = Vocabulary.from_json(saved) if saved else load_vocabulary()
+    vocab = Vocabulary.from_json(saved) if saved else default_vocabulary(opened.model)
     return Tagger(opened.model, vocab)
 
 
 def tag_all(settings: Settings, vocab_path: str | None) -> dict[str, Any]:
     """Tag everything indexed and remember the vocabulary for items indexed later."""
-    from mediasearch.tagging import Tagger, load_vocabulary, tag_store
+    from mediasearch.tagging import Tagger, default_vocabulary, load_vocabulary, tag_store
 
-    vocab = load_vocabulary(vocab_path)
     opened = open_for_query(settings)
+    vocab = load_vocabulary(vocab_path) if vocab_path else default_vocabulary(opened.model)
     with opened.store as store:
         result = tag_store(store, Tagger(opened.model, vocab))
         store.set_meta({**(store.get_meta() or {}), "tagging": vocab.to_json()})
@@ -257,9 +257,12 @@ def embed(settings: Settings, paths: list[str], texts: list[str]) -> tuple[list[
 
 
 def classify_files(
-    settings: Settings, paths: list[str], labels_text: str
+    settings: Settings, paths: list[str], labels_text: str | None
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Zero-shot probabilities of each label for each file, with the template ensemble."""
+    """Zero-shot probabilities of each label for each file, with the template ensemble.
+
+    Without labels, the model's linear head (a ``finetune --head linear`` checkpoint) classifies.
+    """
     import numpy as np
 
     from mediasearch.errors import QueryError
@@ -268,18 +271,25 @@ def classify_files(
         ensemble_embeddings,
         logit_scale,
         parse_labels,
+        ranked,
         templates_for,
     )
 
-    labels = parse_labels(labels_text)
-    if len(labels) < 2:
+    labels = parse_labels(labels_text or "")
+    if labels_text is not None and len(labels) < 2:
         raise QueryError("--labels needs at least two labels, comma-separated")
     model = load(settings, spec_from_settings(settings))
+    if labels_text is None and model.head is None:
+        raise QueryError("--labels is required: this model has no linear head (`finetune --head linear` adds one)")
     done, errors = _encode_files(model, paths)
     if not done:
         return [], errors
-    label_embs = ensemble_embeddings(model, labels, templates_for(model))
-    scores = classify_embeddings(np.stack([v for _, v in done]), label_embs, labels, logit_scale(model))
+    embs = np.stack([v for _, v in done])
+    if labels_text is None and model.head is not None:
+        scores = ranked(model.head.probabilities(embs), model.head.labels)
+    else:
+        label_embs = ensemble_embeddings(model, labels, templates_for(model))
+        scores = classify_embeddings(embs, label_embs, labels, logit_scale(model))
     rows = [
         {"path": p, "labels": [{"label": s.label, "prob": round(s.prob, 4)} for s in row]}
         for (p, _), row in zip(done, scores, strict=True)

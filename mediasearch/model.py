@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mediasearch.checkpoint import LinearHead, is_checkpoint
 from mediasearch.errors import ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -55,16 +56,21 @@ class ModelSpec:
 
     def key(self) -> str:
         """A stable identity for the weights; the store keys collections on it."""
+        if self.is_demo and self.pretrained:  # a fine-tune checkpoint of the demo model
+            return f"demo:file-{file_digest(Path(self.pretrained))}"
         if self.is_demo:
             return f"demo:{file_digest(DEMO_DIR / 'open_clip_model.safetensors')}"
         if self.name.startswith("hf-hub:"):
             return self.name
+        if self.name.startswith("local-dir:"):
+            found = _checkpoint_in(Path(self.name.split(":", 1)[1]))
+            return f"{self.name}:{file_digest(found) if found else 'random'}"
         if self.pretrained and os.path.isfile(self.pretrained):
             return f"{self.name}:file-{file_digest(Path(self.pretrained))}"
         return f"{self.name}:{self.pretrained or 'random'}"
 
     def describe(self) -> str:
-        if self.is_demo or self.name.startswith("hf-hub:"):
+        if (self.is_demo and not self.pretrained) or self.name.startswith("hf-hub:"):
             return self.name
         return f"{self.name} ({self.pretrained or 'no weights'})"
 
@@ -83,6 +89,15 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     except OSError as exc:
         raise ModelError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
     return h.hexdigest()
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    """The weights file open_clip picks in a local-dir model folder (safetensors first)."""
+    for pattern in ("*.safetensors", "*.bin", "*.pth"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
 
 
 def resolve_device(requested: str) -> str:
@@ -129,10 +144,30 @@ def default_pretrained(name: str) -> str | None:
 
 
 def resolve_spec(spec: ModelSpec) -> ModelSpec:
-    """Fill in the default pretrained tag for a bare open_clip model name."""
+    """Fill in the default pretrained tag for a bare open_clip model name; weights files become absolute."""
+    if spec.pretrained is not None and os.path.isfile(spec.pretrained):
+        return ModelSpec(spec.name, os.path.abspath(spec.pretrained))  # a collection records where it is
     if spec.is_demo or spec.pretrained is not None or spec.name.startswith(("hf-hub:", "local-dir:")):
         return spec
     return ModelSpec(spec.name, default_pretrained(spec.name))
+
+
+def _create_from_checkpoint(
+    spec: ModelSpec, device: str, precision: str, cache_dir: Path | None
+) -> tuple[Any, Any, LinearHead | None]:
+    """A fine-tune checkpoint: its base architecture, then its weights (and linear head) over it."""
+    from mediasearch import checkpoint
+
+    meta, state, head = checkpoint.load(str(spec.pretrained))
+    base = str((meta.get("base") or {}).get("name", ""))
+    if base != spec.name:
+        raise ModelError(f"{spec.pretrained} was fine-tuned from {base!r}: pass --model {base}")
+    model, preprocess = _create(ModelSpec(spec.name), device, precision, cache_dir)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint {spec.pretrained} does not fit {base}: {str(exc).splitlines()[0]}") from None
+    return model, preprocess, head
 
 
 def _create(spec: ModelSpec, device: str, precision: str, cache_dir: Path | None) -> tuple[Any, Any]:
@@ -176,6 +211,7 @@ class ClipModel:
     batch_size: int = 32
     dim: int = 0
     image_size: int = 224
+    head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -245,18 +281,24 @@ def load_model(
 
     dev = resolve_device(device)
     spec = resolve_spec(spec)
-    if spec.pretrained and not spec.is_demo and _looks_like_path(spec.pretrained):
+    if spec.pretrained and (spec.is_demo or _looks_like_path(spec.pretrained)):
         if not os.path.isfile(spec.pretrained):
             raise WeightsUnavailableError(f"weights file not found: {spec.pretrained}")
     precision = "fp16" if dev in ("cuda", "mps") else "fp32"
-    model, transform = _create(spec, dev, precision, cache_dir)
+    head = None
+    if spec.pretrained and is_checkpoint(spec.pretrained):
+        model, transform, head = _create_from_checkpoint(spec, dev, precision, cache_dir)
+    elif spec.is_demo and spec.pretrained:
+        raise ModelError("--model demo takes only a `mediasearch finetune` checkpoint as --pretrained")
+    else:
+        model, transform = _create(spec, dev, precision, cache_dir)
     model.eval()
     name = f"local-dir:{DEMO_DIR}" if spec.is_demo else spec.name
     tokenizer = open_clip.get_tokenizer(name, cache_dir=str(cache_dir) if cache_dir else None)
     image_size = _image_size(model)
     with torch.inference_mode():
         dim = int(model.encode_text(tokenizer(["x"]).to(dev)).shape[-1])
-    return ClipModel(spec, dev, model, transform, tokenizer, batch_size, dim, image_size)
+    return ClipModel(spec, dev, model, transform, tokenizer, batch_size, dim, image_size, head)
 
 
 def _image_size(model: Any) -> int:

@@ -1,9 +1,7 @@
 """Search: build a query vector, ask the store, group video frames into moments, calibrate scores.
 
-Raw CLIP cosines are not comparable across queries, so each hit also gets a *calibrated* score: the
-probability, under the model's own temperature, that the query describes the item better than the
-best of a few neutral prompts ("a photo", "an image", ...). 0.5 means "no better than a neutral
-caption"; ``--min-score`` applies to this value, so one cut-off works for every text query.
+Raw CLIP cosines are not comparable across queries, so each hit also gets a *calibrated* score (see
+``relevance``); ``--min-score`` applies to it, so one cut-off works for every text query.
 """
 
 from __future__ import annotations
@@ -19,10 +17,10 @@ import numpy as np
 from mediasearch.discover import path_from_payload
 from mediasearch.errors import QueryError
 from mediasearch.model import Embedder
+from mediasearch.relevance import Calibrator
 from mediasearch.store import Filter, Record, Store
-from mediasearch.zeroshot import ensemble_embeddings, logit_scale, templates_for
+from mediasearch.zeroshot import ensemble_embeddings, templates_for
 
-NEUTRAL_PROMPTS: tuple[str, ...] = ("a photo", "an image", "a picture", "a photo of something")
 _WEIGHT = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 
 
@@ -170,25 +168,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / n).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class Calibrator:
-    """Maps raw cosines to P(query beats the best neutral prompt) for each item."""
-
-    neutral: np.ndarray  # K×D
-    scale: float
-
-    @classmethod
-    def for_model(cls, model: Embedder) -> Calibrator:
-        return cls(model.encode_texts(list(NEUTRAL_PROMPTS)), logit_scale(model))
-
-    def __call__(self, raw: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """``raw``: N cosines (or N×T for T queries) of the items whose embeddings are ``vectors``."""
-        baseline = (vectors @ self.neutral.T).max(axis=1)
-        if raw.ndim == 2:
-            baseline = baseline[:, None]
-        return 1.0 / (1.0 + np.exp(-self.scale * (raw - baseline)))
-
-
 def search(store: Store, model: Embedder, query: Query, *, exclude_ids: Sequence[str] = ()) -> list[Hit]:
     """Run a query: nearest points, grouped by file, calibrated, filtered, sorted."""
     vec = query_vector(model, query)
@@ -199,7 +178,10 @@ def search_vector(
     store: Store, model: Embedder, vec: np.ndarray, query: Query, *, exclude_ids: Sequence[str] = ()
 ) -> list[Hit]:
     """The search behind ``search`` and ``similar``, from a ready query vector."""
-    calibrate = Calibrator.for_model(model)
+    from mediasearch.tagging import default_vocabulary
+
+    texts = [t.value for t in query.terms if t.kind == "text" and t.weight > 0]
+    calibrate = Calibrator.for_query(model, texts, default_vocabulary(model).labels)
     flt = query.filter(exclude_ids)
     fetch = max(query.limit * 8, 64)
     hits: dict[str, Hit] = {}
@@ -267,7 +249,7 @@ def _moment(store: Store, hit: Hit, vec: np.ndarray) -> None:
 
 
 def similar_vector(store: Store, model: Embedder, path: str) -> tuple[np.ndarray, list[str]]:
-    """"More like this": an indexed file's stored vector(s), else the file encoded now.
+    """ "More like this": an indexed file's stored vector(s), else the file encoded now.
 
     Returns the query vector and the ids of the file's own points (to leave out of the results).
     """

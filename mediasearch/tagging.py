@@ -1,7 +1,7 @@
 """Zero-shot tags: a vocabulary, prompt-ensembled label embeddings and per-tag thresholds.
 
 A tag applies to an item when the tag's calibrated probability (the tag against the best neutral
-prompt, see ``search.Calibrator``) reaches its threshold, 0.5 unless the vocabulary says otherwise.
+caption, see ``relevance``) reaches its threshold, 0.5 unless the vocabulary says otherwise.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import numpy as np
 
 from mediasearch.errors import QueryError
 from mediasearch.model import Embedder
-from mediasearch.search import Calibrator
+from mediasearch.relevance import Calibrator
 from mediasearch.store import Store
 from mediasearch.zeroshot import ensemble_embeddings, templates_for
 
 BUILTIN_VOCAB = Path(__file__).parent / "data" / "vocabulary.txt"
+SHAPES_VOCAB = Path(__file__).parent / "data" / "shapes_vocabulary.txt"
 DEFAULT_THRESHOLD = 0.5
 MAX_TAGS = 10
 
@@ -70,13 +71,24 @@ def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
     return parse_vocabulary(text, str(target))
 
 
+_DEFAULTS: dict[Path, Vocabulary] = {}
+
+
+def default_vocabulary(model: Embedder) -> Vocabulary:
+    """The vocabulary that suits the model: the shapes domain for the demo model, else the built-in one."""
+    path = SHAPES_VOCAB if model.spec.is_demo else BUILTIN_VOCAB
+    if path not in _DEFAULTS:
+        _DEFAULTS[path] = load_vocabulary(path)
+    return _DEFAULTS[path]
+
+
 class Tagger:
     """Turns image embeddings into tag lists."""
 
     def __init__(self, model: Embedder, vocab: Vocabulary):
         self.vocab = vocab
         self.labels = ensemble_embeddings(model, vocab.labels, templates_for(model))
-        self.calibrator = Calibrator.for_model(model)
+        self.calibrator = Calibrator.neutral(model)
         self.thresholds = np.asarray(vocab.thresholds, np.float32)
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
