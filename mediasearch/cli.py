@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +74,13 @@ def settings_of(ctx: typer.Context, **overrides: Any) -> Any:
     return load_settings({**(ctx.obj or {}), **overrides})
 
 
+def _daemon(settings: Any) -> Any:
+    """The daemon serving this home, if one runs: it owns the store, so commands go through it."""
+    from mediasearch.client import find_daemon
+
+    return find_daemon(settings.home)
+
+
 # -- indexing ------------------------------------------------------------------------------------
 
 
@@ -103,18 +113,23 @@ def index(
     options = IndexOptions(
         settings.frame_interval, settings.max_frames, settings.batch_size, settings.workers, hidden
     )
-    opened = library.open_for_index(settings)
-    try:
-        tagger = library.index_tagger(settings, opened)
-        progress = RichProgress() if sys.stderr.isatty() and not as_json else None
-        summary = index_paths([str(p) for p in paths], opened.model, opened.store, options, progress, tagger)
-        library.finish_index(settings, opened, summary.to_json())
-    finally:
-        opened.close()
+    daemon = _daemon(settings)
+    if daemon is not None:
+        request = {**dataclasses.asdict(options), "tag": settings.tagging}
+        data = daemon.index([str(p) for p in paths], request, model=settings.model)
+    else:
+        opened = library.open_for_index(settings)
+        try:
+            tagger = library.index_tagger(settings, opened)
+            progress = RichProgress() if sys.stderr.isatty() and not as_json else None
+            summary = index_paths([str(p) for p in paths], opened.model, opened.store, options, progress, tagger)
+            library.finish_index(settings, opened, summary.to_json())
+        finally:
+            opened.close()
+        data = summary.to_json()
     if as_json:
-        print_json(summary.to_json())
+        print_json(data)
         return
-    data = summary.to_json()
     key_values("indexed", [(k, v) for k, v in data.items() if k != "errors"])
     _print_errors(data["errors"])
 
@@ -126,7 +141,7 @@ def _print_errors(errors: list[dict[str, str]]) -> None:
 
     out = console(stderr=True)
     for err in errors:
-        out.print(f"[yellow]skipped[/yellow] {escape(err['path'])}: {escape(err['error'])}")
+        out.print(f"[yellow]skipped[/yellow] {escape(err['path'])}: {escape(err['error'])}", soft_wrap=True)
 
 
 @app.command()
@@ -136,7 +151,9 @@ def forget(ctx: typer.Context, path: Path = typer.Argument(...), as_json: bool =
     from mediasearch import library
     from mediasearch.output import console, print_json
 
-    dropped = library.forget(settings_of(ctx), str(path))
+    settings = settings_of(ctx)
+    daemon = _daemon(settings)
+    dropped = daemon.forget(str(path))["files"] if daemon else library.forget(settings, str(path))
     if as_json:
         print_json({"path": str(path.absolute()), "files": dropped})
     else:
@@ -150,7 +167,9 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     from mediasearch import library
     from mediasearch.output import key_values, print_json
 
-    data = library.status(settings_of(ctx))
+    settings = settings_of(ctx)
+    daemon = _daemon(settings)
+    data = daemon.status() if daemon else library.status(settings)
     if as_json:
         print_json(data)
         return
@@ -161,6 +180,9 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     last = data["last_run"] or {}
     if last:
         rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+    if data.get("daemon"):
+        info = data["daemon"]
+        rows.append(("daemon", f"pid {info['pid']} at {info['url']}, watching {len(info['roots'])} folders"))
     key_values("mediasearch", rows)
     _print_errors(data["failures"])
 
@@ -206,9 +228,14 @@ def query(
         min_score=min_score,
         sort=_choice("--sort", sort, ("score", "date")) or "score",
     )
-    opened = library.open_for_query(settings_of(ctx))
-    with opened.store:
-        hits = search(opened.store, opened.model, q)
+    settings = settings_of(ctx)
+    daemon = _daemon(settings)
+    if daemon is not None:
+        hits = daemon.query(q, model=settings.model)
+    else:
+        opened = library.open_for_query(settings)
+        with opened.store:
+            hits = search(opened.store, opened.model, q)
     _print_hits(hits, as_json, paths_only, title=text or "")
 
 
@@ -267,10 +294,15 @@ def similar(
     from mediasearch.search import Query, search_vector, similar_vector
 
     q = Query(limit=limit, kind=_choice("--type", kind, ("image", "video")))
-    opened = library.open_for_query(settings_of(ctx))
-    with opened.store:
-        vec, own = similar_vector(opened.store, opened.model, str(file))
-        hits = search_vector(opened.store, opened.model, vec, q, exclude_ids=own)
+    settings = settings_of(ctx)
+    daemon = _daemon(settings)
+    if daemon is not None:
+        hits = daemon.similar(str(file), q, model=settings.model)
+    else:
+        opened = library.open_for_query(settings)
+        with opened.store:
+            vec, own = similar_vector(opened.store, opened.model, str(file))
+            hits = search_vector(opened.store, opened.model, vec, q, exclude_ids=own)
     _print_hits(hits, as_json, paths_only, title=f"like {file}")
 
 
@@ -285,7 +317,10 @@ def tag(
     from mediasearch import library
     from mediasearch.output import key_values, print_json
 
-    result = library.tag_all(settings_of(ctx), str(vocab) if vocab else None)
+    settings = settings_of(ctx)
+    daemon = _daemon(settings)
+    vocab_path = str(vocab) if vocab else None
+    result = daemon.tag(vocab_path) if daemon else library.tag_all(settings, vocab_path)
     if as_json:
         print_json(result)
         return
@@ -312,11 +347,67 @@ def list_tags(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     from mediasearch import library
     from mediasearch.output import print_json
 
-    counts = library.tag_counts(settings_of(ctx))
+    settings = settings_of(ctx)
+    daemon = _daemon(settings)
+    counts = daemon.tags() if daemon else library.tag_counts(settings)
     if as_json:
         print_json(counts)
     else:
         _print_tag_counts(counts)
+
+
+# -- daemon --------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def serve(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(None, help="Folders to watch, added to those the home remembers."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (not loopback: needs a token)."),
+    port: int = typer.Option(0, "--port", help="Port (0: any free one; HOME/daemon.json says which)."),
+    token: str | None = typer.Option(None, "--token", envvar="MEDIASEARCH_TOKEN", help="API token (default: random)."),
+    rescan_every: str = typer.Option("1d", "--rescan-every", help="Full rescan interval: 30m, 6h, 1d, or off."),
+    debounce: float = typer.Option(2.0, "--debounce", min=0.1, help="Seconds a folder must stay quiet first."),
+    poll: bool = typer.Option(False, "--poll", help="Poll the folders instead of using file events."),
+    poll_interval: float = typer.Option(10.0, "--poll-interval", min=0.5, help="Seconds between polls."),
+    hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+) -> None:
+    """Run the daemon: watch folders, rescan on a schedule, answer queries over HTTP (Ctrl-C stops)."""
+    from mediasearch.daemon import DaemonOptions, parse_interval
+    from mediasearch.daemon import serve as run
+    from mediasearch.indexer import IndexOptions
+
+    watching = ctx.info_name == "watch"
+    if watching and not paths:
+        raise typer.BadParameter("give at least one folder to watch")
+    settings = settings_of(ctx)
+    options = DaemonOptions(
+        roots=tuple(str(p.absolute()) for p in paths or []),
+        host=host,
+        port=port,
+        token=token,
+        rescan_every=parse_interval(rescan_every),
+        debounce=debounce,
+        poll=poll,
+        poll_interval=poll_interval,
+        index=IndexOptions(settings.frame_interval, settings.max_frames, settings.batch_size, settings.workers, hidden),
+        echo=watching,
+    )
+    run(settings, options, _announce)
+    # Everything is flushed and closed by now; tearing down torch's modules would add seconds to a stop.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+app.command("watch", help="The daemon, watching PATH... and logging every file it indexes on stderr.")(serve)
+
+
+def _announce(info: Any) -> None:
+    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; token in the home's daemon.json", err=True)
+    if sys.stderr.isatty():  # not into logs: the token opens the whole index
+        typer.echo(f"search page: {info.url}/?token={info.token}", err=True)
 
 
 # -- model ---------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def run_demo(settings: Settings, folder: Path, *, as_json: bool = False) -> dict
         print_json(results)
     else:
         out.print(
-            f"\nTry your own: [bold]mediasearch --home {settings.home} query \"a green square\"[/bold]"
+            f'\nTry your own: [bold]mediasearch --home {settings.home} query "a green square"[/bold]'
             f"\nor index your photos: [bold]mediasearch --model demo index ~/Pictures[/bold]"
         )
     return results

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from mediasearch.model import Embedder
 
+# The store keeps payload floats to about 7 significant decimals of a second; closer than this is "same".
+MTIME_TOLERANCE_S = 1e-5
 STATE_FIELDS = ("path", "path_raw", "size", "mtime", "fingerprint", "frames_total", "kind", "timestamp")
 
 
@@ -165,7 +167,7 @@ def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], prote
         old = stored.get(entry.path)
         if old is None:
             new.append(entry)
-        elif old.size == entry.size and old.mtime == entry.mtime and old.complete:
+        elif old.size == entry.size and abs(old.mtime - entry.mtime) < MTIME_TOLERANCE_S and old.complete:
             plan.unchanged.append(entry)
         else:
             plan.encode.append((entry, old))

@@ -95,7 +95,7 @@ def error_line(message: str) -> None:
     """The one red line a failed command prints on stderr."""
     from rich.markup import escape
 
-    console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
 
 class RichProgress:

@@ -1,0 +1,792 @@
+"""The daemon (`mediasearch serve` / `watch`): the one owner of a home's store, with the model kept warm.
+
+Threads: the main thread waits for SIGTERM/SIGINT; uvicorn serves the HTTP API (`api.py`) in its own
+thread; one "index" worker runs every write one at a time (event batches, rescans, index / forget /
+tag requests, the HNSW build); a scheduler turns settled file-system events and the rescan schedule
+into jobs for it. Queries run in the HTTP threads on the same open store.
+
+Stopping abandons the index run in flight before its next write, so every file in the store is
+whole; a kill -9 loses at most the batch being encoded. Either way the next start rescans the roots
+and catches up (point ids are deterministic: nothing is ever duplicated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import logging
+import logging.handlers
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mediasearch import library
+from mediasearch.client import DaemonError, DaemonInfo, connect_url, find_daemon, remove_port_file, write_port_file
+from mediasearch.discover import display_path, path_from_payload, path_payload
+from mediasearch.errors import (
+    ConfigError,
+    MediaSearchError,
+    ModelMismatchError,
+    StoreError,
+    StoreLockedError,
+)
+from mediasearch.indexer import IndexOptions, IndexSummary, StoredFile, index_paths, load_stored
+from mediasearch.settings import Settings
+from mediasearch.watcher import Coalescer, Watcher, under
+
+if TYPE_CHECKING:
+    from mediasearch.library import Opened
+    from mediasearch.search import Query
+    from mediasearch.store import Store
+
+LOG_NAME = "mediasearch.daemon"
+LOG_FILE = Path("logs") / "daemon.log"
+ROOTS_KEY = "daemon_roots"
+TICK_S = 0.2
+OPTIMIZE_GROWTH = 0.2  # rebuild HNSW once the store has changed by this fraction since the last build
+THUMB_CACHE = 256
+QUERY_WAIT_S = 10.0  # a query waits this long for a collection switch or an HNSW build, then gets 503
+
+
+class NotReadyError(MediaSearchError):
+    """The daemon is starting, stopping or rebuilding its index: try again shortly."""
+
+
+class NotIndexedError(MediaSearchError):
+    """The path asked for is not in the index (thumbnails are served for indexed files only)."""
+
+
+class Cancelled(Exception):
+    """The daemon is stopping: the run in flight is abandoned before its next write."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How `serve` / `watch` run (the command line's options)."""
+
+    roots: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    rescan_every: float = 86400.0  # seconds; 0: only at start
+    debounce: float = 2.0
+    poll: bool = False
+    poll_interval: float = 10.0
+    index: IndexOptions = field(default_factory=IndexOptions)
+    echo: bool = False  # also log every file on stderr
+    optimize_min_points: int | None = None  # None: the store's exact-search threshold
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_interval(text: str) -> float:
+    """'90', '30s', '15m', '6h', '1d' → seconds; '0', 'off' or 'never' → 0 (only at start)."""
+    if text.strip().lower() in ("off", "never"):
+        return 0.0
+    m = _INTERVAL.match(text.lower())
+    if not m:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 90, 30s, 15m, 6h, 1d, or off)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Anything but loopback is reachable by others: it needs a real token."""
+    if is_loopback(host):
+        return
+    if not token:
+        raise ConfigError(f"--host {host} is not loopback: it needs --token (or MEDIASEARCH_TOKEN)")
+    if len(token) < 16:
+        raise ConfigError("the token must be at least 16 characters long")
+
+
+class _GuardedStore:
+    """The index's store as an index run sees it: once stopping, the next write raises Cancelled
+    (before writing, so every file already written stays whole)."""
+
+    def __init__(self, store: Store, cancel: threading.Event) -> None:
+        self._store, self._cancel = store, cancel
+
+    def upsert(self, points: Any) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+        self._store.upsert(points)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _LogProgress:
+    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end)."""
+
+    def __init__(self, log: logging.Logger, every: float = 30.0) -> None:
+        self.log, self.every = log, every
+        self.total = self.files = self.frames = 0
+        self._next = 0.0
+
+    def start(self, files: int) -> None:
+        self.total, self._next = files, time.monotonic() + self.every
+        if files:
+            self.log.info("indexing %d files", files)
+
+    def advance(self, files: int = 0, frames: int = 0) -> None:
+        self.files += files
+        self.frames += frames
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every
+            self.log.info("indexed %d of %d files so far (%d frames)", self.files, self.total, self.frames)
+
+    def finish(self) -> None:
+        pass
+
+
+def snapshot(store: Store, paths: Sequence[str]) -> dict[str, StoredFile]:
+    """What the store holds under each path (a folder, or one file)."""
+    out: dict[str, StoredFile] = {}
+    for path in paths:
+        if os.path.isfile(path):
+            out.update((p, sf) for p, sf in load_stored(store, os.path.dirname(path)).items() if p == path)
+        else:
+            out.update(load_stored(store, path))
+    return out
+
+
+def changes(before: dict[str, StoredFile], after: dict[str, StoredFile]) -> list[tuple[str, str]]:
+    """(verb, path) per file that changed between two snapshots: indexed, updated, moved, removed."""
+    gone = {p: sf for p, sf in before.items() if p not in after}
+    by_print = {(sf.size, sf.fingerprint): p for p, sf in gone.items()}
+    out: list[tuple[str, str]] = []
+    for path, sf in sorted(after.items()):
+        old = before.get(path)
+        if old is None:
+            source = by_print.pop((sf.size, sf.fingerprint), None)
+            if source is not None:
+                gone.pop(source, None)
+                out.append(("moved", f"{display_path(source)} -> {display_path(path)}"))
+            else:
+                out.append(("indexed", display_path(path)))
+        elif (old.size, old.mtime, sorted(old.ids)) != (sf.size, sf.mtime, sorted(sf.ids)):
+            out.append(("updated", display_path(path)))
+    out += [("removed", display_path(p)) for p in sorted(gone)]
+    return out
+
+
+def setup_logging(home: Path, echo: bool) -> logging.Logger:
+    """One line per event in ``HOME/logs/daemon.log`` (rotated); warnings (or everything) on stderr."""
+    path = home / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 << 20, backupCount=5, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.setLevel(logging.INFO if echo else logging.WARNING)
+    log = logging.getLogger(LOG_NAME)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for old in list(log.handlers):
+        log.removeHandler(old)
+    log.addHandler(file_handler)
+    log.addHandler(console)
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.setLevel(logging.WARNING)
+    server_log.addHandler(file_handler)
+    return log
+
+
+class Service:
+    """What the HTTP API calls: the open store, the warm model, the watched roots, the index worker."""
+
+    def __init__(self, settings: Settings, options: DaemonOptions, log: logging.Logger) -> None:
+        self.settings = settings
+        self.options = options
+        self.log = log
+        self.state = "starting"
+        self.message = "loading the model and opening the store"
+        self.cancel = threading.Event()
+        self.roots: list[str] = []
+        self.info: DaemonInfo | None = None
+        self.last_scan: dict[str, Any] | None = None
+        self.started = time.time()
+        self.stop_reason = ""
+        self.coalescer = Coalescer([], options.debounce, ignore=[str(settings.home)])
+        self.watcher = Watcher(self.coalescer, log, poll=options.poll, poll_interval=options.poll_interval)
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
+        self._jobs = 0
+        self._jobs_lock = threading.Lock()
+        self._index: Opened | None = None
+        self._query: Opened | None = None
+        self._query_lock = threading.Lock()
+        self._scheduler: threading.Thread | None = None
+        self._changes = 0
+        self._thumbs: OrderedDict[tuple[str, int, float], bytes] = OrderedDict()
+        self._thumbs_lock = threading.Lock()
+        self._checked_changes = 0
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the model, open the store (waiting while another process holds it), start watching."""
+        opened = self._open_retrying()
+        if opened is None:
+            return
+        self._index = opened
+        self._query = opened
+        if opened.activate_when_done:  # a new model: queries stay on the old index until this one is full
+            self._query = library.open_for_query(replace(self.settings, model=None, pretrained=None))
+        self._set_roots(self._remembered_roots() + [os.path.abspath(r) for r in self.options.roots])
+        self.state, self.message = "ready", ""
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._scheduler.start()
+        model = opened.model.spec.describe()
+        self.log.info("ready: home %s, model %s, roots %s", self.settings.home, model, self.roots or "none")
+
+    def _open_retrying(self) -> Opened | None:
+        warned = False
+        while not self.cancel.is_set():
+            try:
+                self.settings = self._settings_for_home()
+                return library.open_for_index(self.settings)
+            except StoreLockedError as exc:
+                if not warned:
+                    self.log.warning("%s: waiting for it", exc)
+                    warned = True
+                self.message = str(exc)
+                self.cancel.wait(2.0)
+        return None
+
+    def _settings_for_home(self) -> Settings:
+        """Without --model, keep indexing with the model that built the home's index."""
+        if self.settings.model is not None:
+            return self.settings
+        try:
+            opened = library.open_for_query(self.settings, need_model=False)
+        except StoreLockedError:
+            raise
+        except StoreError:
+            return self.settings  # nothing indexed yet: the default model
+        with opened.store as store:
+            built = (store.get_meta() or {}).get("model") or {}
+        if not built.get("name"):
+            return self.settings
+        return replace(self.settings, model=built["name"], pretrained=built.get("pretrained"))
+
+    def stop(self) -> None:
+        """Abandon the run in flight safely, stop watching, flush and close the store."""
+        self.state, self.message = "stopping", "the daemon is stopping"
+        self.cancel.set()
+        self.watcher.stop()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+        self._runner.shutdown(wait=True, cancel_futures=True)
+        with self._query_lock:
+            for opened in {id(o): o for o in (self._query, self._index) if o is not None}.values():
+                opened.close()
+            self._query = self._index = None
+
+    # -- roots ------------------------------------------------------------------------------------
+
+    def _remembered_roots(self) -> list[str]:
+        roots = library.load_state(self.settings).get(ROOTS_KEY) or []
+        return [str(r) for r in roots if isinstance(r, str)]
+
+    def _set_roots(self, roots: Sequence[str]) -> None:
+        self.roots = sorted(set(roots))
+        library.save_state(self.settings, {ROOTS_KEY: self.roots})
+        self.coalescer.set_roots(self.roots)
+        for root in self.roots:
+            self.watcher.watch(root)
+
+    # -- the worker -------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._jobs > 0
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        with self._jobs_lock:
+            self._jobs += 1
+
+        def run() -> Any:
+            try:
+                return fn(*args)
+            except Cancelled:
+                self.log.info("stopping: the rest of this run is left for the next start")
+                raise NotReadyError("the daemon is stopping") from None
+            except MediaSearchError as exc:
+                self.log.error("%s", exc)
+                raise
+            except Exception:
+                self.log.exception("unexpected error in %s", getattr(fn, "__name__", "a job"))
+                raise
+            finally:
+                with self._jobs_lock:
+                    self._jobs -= 1
+
+        try:
+            return self._runner.submit(run)
+        except RuntimeError:  # shut down
+            with self._jobs_lock:
+                self._jobs -= 1
+            raise NotReadyError("the daemon is stopping") from None
+
+    def _wait(self, future: Future[Any]) -> Any:
+        from concurrent.futures import CancelledError
+
+        try:
+            return future.result()
+        except CancelledError:
+            raise NotReadyError("the daemon is stopping") from None
+
+    def _schedule(self) -> None:
+        """Turn the rescan schedule and settled events into jobs, one at a time."""
+        every = self.options.rescan_every
+        next_rescan = time.monotonic()  # the first rescan catches up with what changed while down
+        job: Future[Any] | None = None
+        while not self.cancel.wait(TICK_S):
+            if job is not None and not job.done():
+                continue
+            if time.monotonic() >= next_rescan:
+                job = self._submit(self._rescan_job)
+                next_rescan = time.monotonic() + every if every > 0 else math.inf
+                continue
+            folders = self.coalescer.ready()
+            if folders:
+                job = self._submit(self._run_index, folders, self.options.index)
+            elif self._needs_optimize():
+                job = self._submit(self._optimize_job)
+
+    def _run_index(self, paths: Sequence[str], options: IndexOptions, tagging: bool | None = None) -> IndexSummary:
+        """One index run with a line in the log per file changed or skipped."""
+        opened = self._opened_index()
+        settings = replace(self.settings, tagging=tagging) if tagging is not None else self.settings
+        tagger = library.index_tagger(settings, opened)
+        before = snapshot(opened.store, paths)
+        store = cast("Store", _GuardedStore(opened.store, self.cancel))
+        try:
+            summary = index_paths(paths, opened.model, store, options, _LogProgress(self.log), tagger)
+        finally:
+            done = changes(before, snapshot(opened.store, paths))
+            for verb, what in done:
+                self.log.info("%s %s", verb, what)
+            self._changes += len(done)
+        for err in summary.errors:
+            self.log.warning("skipped %s: %s", err["path"], err["error"])
+        return summary
+
+    def _rescan_job(self) -> None:
+        self.coalescer.clear()
+        self.watcher.refresh(self.roots)
+        roots = list(self.roots)
+        summary = self._run_index(roots, self.options.index) if roots else IndexSummary()
+        if roots:
+            self._finish(summary)
+        data = summary.to_json()
+        self.last_scan = {**{k: v for k, v in data.items() if k != "errors"}, "finished": time.time()}
+        self.log.info("rescan of %d roots: %s", len(roots), {k: v for k, v in data.items() if k != "errors"})
+
+    def _finish(self, summary: IndexSummary) -> None:
+        """Record the run; once a new model's index is complete, queries move over to it."""
+        opened = self._opened_index()
+        library.finish_index(self.settings, opened, summary.to_json())
+        if self._query is not opened:
+            with self._query_lock:
+                old, self._query = self._query, opened
+            if old is not None:
+                old.close()
+            opened.activate_when_done = False
+            self.log.info("queries now use %s", opened.collection)
+
+    def _opened_index(self) -> Opened:
+        if self._index is None:
+            raise NotReadyError(self.message or "the daemon is not ready")
+        return self._index
+
+    # -- HNSW build -------------------------------------------------------------------------------
+
+    def _needs_optimize(self) -> bool:
+        """After enough change to a collection big enough for approximate search."""
+        from mediasearch.store import EXACT_SEARCH_MAX_POINTS
+
+        if self._changes == self._checked_changes or self.settings.qdrant_url:
+            return False
+        self._checked_changes = self._changes
+        threshold = self.options.optimize_min_points or EXACT_SEARCH_MAX_POINTS
+        count = self._opened_index().store.count()
+        if count <= threshold or self._changes < OPTIMIZE_GROWTH * count:
+            return False
+        self._changes = self._checked_changes = 0
+        return True
+
+    def _optimize_job(self) -> None:
+        """Build HNSW in a child process: the engine holds the GIL while it optimises, which would
+        freeze this whole process (measured: 34 s for 60k points). Queries wait meanwhile (503)."""
+        opened = self._opened_index()
+        self.log.info("building the search index (HNSW) of %s", opened.collection)
+        started = time.monotonic()
+        with self._query_lock:
+            self.state, self.message = "optimizing", "the daemon is building its search index (HNSW)"
+            opened.store.close()
+            try:
+                code = _optimize_in_child(self.settings, opened.collection, self.cancel)
+            finally:
+                opened.store = _reopen(self.settings, opened.collection)
+                self.state, self.message = ("stopping", self.message) if self.cancel.is_set() else ("ready", "")
+        self.log.info("search index built in %.0f s (exit %s)", time.monotonic() - started, code)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _query_side(self, model: str | None) -> Opened:
+        if self.state != "ready" or self._query is None:
+            raise NotReadyError(self.message or f"the daemon is {self.state}")
+        _check_model(model, self._query, self.settings.home, "answers queries")
+        return self._query
+
+    @contextlib.contextmanager
+    def _querying(self, model: str | None = None) -> Iterator[Opened]:
+        """The query side, held against a switch of collection or an HNSW build (503, not a long wait)."""
+        self._query_side(model)
+        if not self._query_lock.acquire(timeout=QUERY_WAIT_S):
+            raise NotReadyError(self.message or "the daemon is busy: try again")
+        try:
+            yield self._query_side(model)
+        finally:
+            self._query_lock.release()
+
+    def query(self, query: Query, model: str | None = None) -> list[dict[str, Any]]:
+        """Hits as `query --json` prints them."""
+        from mediasearch.search import search
+
+        with self._querying(model) as opened:
+            return [h.to_json() for h in search(opened.store, opened.model, query)]
+
+    def similar(self, path: str, query: Query, model: str | None = None) -> list[dict[str, Any]]:
+        """Items that look like ``path`` (indexed or not), as `similar --json` prints them."""
+        from mediasearch.search import search_vector, similar_vector
+
+        with self._querying(model) as opened:
+            vec, own = similar_vector(opened.store, opened.model, path)
+            hits = search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+        return [h.to_json() for h in hits]
+
+    def index(
+        self,
+        paths: Sequence[str],
+        options: IndexOptions,
+        *,
+        tagging: bool | None = None,
+        watch: bool = False,
+        model: str | None = None,
+    ) -> dict[str, Any]:
+        """Bring the index in step with ``paths`` (as `mediasearch index` does); ``watch`` adds them as roots."""
+        _check_model(model, self._opened_index(), self.settings.home, "indexes")
+        paths = [os.path.abspath(p) for p in paths]
+
+        def job() -> dict[str, Any]:
+            summary = self._run_index(paths, options, tagging)
+            self._finish(summary)
+            if watch:
+                self._set_roots([*self.roots, *paths])
+            return summary.to_json()
+
+        return cast("dict[str, Any]", self._wait(self._submit(job)))
+
+    def forget(self, path: str) -> dict[str, Any]:
+        """Drop a folder from every collection; roots at or under it are no longer watched."""
+        path = os.path.abspath(path)
+
+        def job() -> dict[str, Any]:
+            from mediasearch.indexer import forget as forget_folder
+
+            dropped = 0
+            for store in self._every_collection():
+                before = snapshot(store, [path])
+                dropped = max(dropped, forget_folder(store, path))
+                if store is self._opened_index().store:
+                    for verb, what in changes(before, {}):
+                        self.log.info("%s %s (forgotten)", verb, what)
+            kept = [r for r in self.roots if not under(r, path)]
+            for root in set(self.roots) - set(kept):
+                self.watcher.unwatch(root)
+            self._set_roots(kept)
+            return {"path": path, "files": dropped}
+
+        return cast("dict[str, Any]", self._wait(self._submit(job)))
+
+    def _every_collection(self) -> Iterator[Store]:
+        from mediasearch.store import list_collections, open_store
+
+        kwargs = _store_kwargs(self.settings)
+        ours = {o.collection: o.store for o in (self._index, self._query) if o is not None}
+        for name in list_collections(**kwargs):
+            if name in ours:
+                yield ours[name]
+            else:
+                with open_store(collection=name, dim=None, create=False, **kwargs) as store:
+                    yield store
+
+    def tag(self, vocab: str | None) -> dict[str, Any]:
+        """Tag everything indexed (as `mediasearch tag`); new items are tagged from then on."""
+
+        def job() -> dict[str, Any]:
+            from mediasearch.tagging import Tagger, load_vocabulary, tag_store
+
+            vocabulary = load_vocabulary(vocab)
+            opened = self._query_side(None)
+            result = tag_store(opened.store, Tagger(opened.model, vocabulary))
+            opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
+            return result
+
+        return cast("dict[str, Any]", self._wait(self._submit(job)))
+
+    def tags(self) -> dict[str, int]:
+        from mediasearch.tagging import tag_counts
+
+        with self._querying() as opened:
+            return tag_counts(opened.store)
+
+    def status(self) -> dict[str, Any]:
+        """`status --json`, plus what the daemon is doing."""
+        with self._querying() as opened:
+            out = store_status(self.settings, opened)
+        out["daemon"] = self.describe()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "url": self.info.url if self.info else None,
+            "state": self.state,
+            "roots": self.roots,
+            "watching": dict(self.watcher.modes),
+            "busy": self.busy,
+            "pending_folders": self.coalescer.pending(),
+            "last_scan": self.last_scan,
+            "started": self.started,
+        }
+
+    def thumbnail(self, path: str, size: int) -> bytes:
+        """A JPEG thumbnail of an indexed file; any other path is refused."""
+        real, kind = self._indexed(path)
+        try:
+            key = (real, size, os.stat(real).st_mtime)
+        except OSError:
+            raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more") from None
+        with self._thumbs_lock:
+            data = self._thumbs.get(key)
+        if data is None:
+            data = make_thumbnail(real, kind, size)
+            with self._thumbs_lock:
+                self._thumbs[key] = data
+                while len(self._thumbs) > THUMB_CACHE:
+                    self._thumbs.popitem(last=False)
+        return data
+
+    def _indexed(self, path: str) -> tuple[str, str]:
+        """The stored path and kind of the indexed file ``path`` names (after lexical clean-up)."""
+        from mediasearch.store import Filter
+
+        if not path or "\x00" in path or not os.path.isabs(path):
+            raise NotIndexedError("give the absolute path of an indexed file")
+        shown = path_payload(os.path.normpath(path))["path"]
+        with self._querying() as opened:
+            record = next(iter(opened.store.scroll(Filter(path=shown), fields=("path", "path_raw", "kind"))), None)
+        if record is None:
+            raise NotIndexedError(f"{display_path(path)} is not in the index")
+        return path_from_payload(record.payload), str(record.payload.get("kind", "image"))
+
+
+def _check_model(model: str | None, opened: Opened, home: Path, does: str) -> None:
+    name = opened.model.spec.name
+    if model is not None and model != name:
+        raise ModelMismatchError(
+            f"the daemon for {home} {does} with {name}, not {model}: drop --model, or stop the daemon first"
+        )
+
+
+def _store_kwargs(settings: Settings) -> dict[str, Any]:
+    return {"home": settings.home, "qdrant_url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
+
+
+def _reopen(settings: Settings, collection: str) -> Store:
+    from mediasearch.store import open_store
+
+    return open_store(collection=collection, dim=None, create=False, wait_s=60.0, **_store_kwargs(settings))
+
+
+def _optimize_in_child(settings: Settings, collection: str, cancel: threading.Event) -> int | None:
+    code = (
+        "import sys; from pathlib import Path; from mediasearch.store import open_store\n"
+        "with open_store(home=Path(sys.argv[1]), collection=sys.argv[2], dim=None, create=False) as s:\n"
+        "    s.optimize()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(settings.home), collection])
+    while child.poll() is None:
+        if cancel.wait(0.5):
+            child.terminate()  # the engine clears what a killed optimise leaves behind at the next open
+    return child.wait()
+
+
+def store_status(settings: Settings, opened: Opened) -> dict[str, Any]:
+    """`library.status` computed on a store this process already holds open."""
+    last = library.load_state(settings).get("last_run") or {}
+    kinds: dict[str, str] = {}
+    frames = 0
+    for rec in opened.store.scroll(fields=("path", "kind")):
+        kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
+        frames += rec.payload.get("kind") == "video"
+    meta = opened.store.get_meta() or {}
+    return {
+        "home": str(settings.home),
+        "files": len(kinds),
+        "images": sum(k == "image" for k in kinds.values()),
+        "videos": sum(k == "video" for k in kinds.values()),
+        "frames": frames,
+        "model": meta.get("model"),
+        "store": opened.store.location,
+        "collection": opened.collection,
+        "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
+        "failures": last.get("errors", []),
+        "tagging": bool(meta.get("tagging")),
+    }
+
+
+def make_thumbnail(path: str, kind: str, size: int) -> bytes:
+    """A JPEG of at most ``size`` px a side: the image, or a video's first frame."""
+    from mediasearch.decode import load_image, sample_video
+
+    if kind == "video":
+        image = sample_video(path, interval=3600.0, max_frames=1, target=size).frames[0].image
+    else:
+        image, _ = load_image(path, target=size)
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+# -- the process ----------------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow happens (port 0: any free port)."""
+    address = "127.0.0.1" if host == "localhost" else host
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class HttpServer:
+    """uvicorn in a thread of its own, so that the main thread keeps the signals."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=3
+        )
+        self.server = uvicorn.Server(config)
+        self.sock = sock
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise DaemonError("the HTTP server did not start (see the log)")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _stop_on_signals(service: Service) -> threading.Event:
+    """SIGTERM / SIGINT stop the daemon cleanly; a second one leaves at once (a restart catches up)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        service.stop_reason = f"received {signal.Signals(signum).name}"
+        stop.set()
+        service.cancel.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _already_served(home: Path) -> bool:
+    try:
+        return find_daemon(home, wait_s=0) is not None
+    except DaemonError:
+        return True  # there, but starting or not answering
+
+
+def serve(settings: Settings, options: DaemonOptions, announce: Callable[[DaemonInfo], None] | None = None) -> None:
+    """Run the daemon for ``settings.home`` until SIGTERM or SIGINT."""
+    check_binding(options.host, options.token)
+    if _already_served(settings.home):
+        raise ConfigError(f"a daemon already serves {settings.home} (see {settings.home / 'daemon.json'})")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(settings.home, options.echo)
+    sock = bind(options.host, options.port)
+    port = int(sock.getsockname()[1])
+    url = connect_url(options.host, port)
+    token = options.token or secrets.token_urlsafe(24)
+    info = DaemonInfo(os.getpid(), url, token, uuid.uuid4().hex, options.host, socket.gethostname(), time.time())
+    service = Service(settings, options, log)
+    service.info = info
+    from mediasearch.api import create_app
+
+    app = create_app(service, token, instance=lambda: {"instance": info.instance, "pid": info.pid})
+    http = HttpServer(app, sock)
+    stop = _stop_on_signals(service)
+    http.start()
+    write_port_file(settings.home, info)
+    log.info("serving %s at %s (pid %d)", settings.home, url, info.pid)
+    if announce is not None:
+        announce(info)
+    try:
+        service.start()
+        while not stop.wait(0.5):
+            pass
+        log.info("stopping: %s", service.stop_reason)
+    finally:
+        service.stop()
+        http.stop()
+        remove_port_file(settings.home, info.instance)
+        log.info("stopped")
