@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mediasearch import shapes
@@ -46,10 +47,11 @@ def test_render_random_sizes_stay_in_range_and_are_seeded() -> None:
 
 
 def test_outlined_shape_covers_less_than_filled_and_contrast_fades_it() -> None:
-    kwargs = {"size": (256, 256), "background": "plain"}
-    filled = shapes.render("purple", "circle", rng=np.random.default_rng(5), **kwargs)
-    outlined = shapes.render("purple", "circle", rng=np.random.default_rng(5), outlined=True, **kwargs)
-    faded = shapes.render("purple", "circle", rng=np.random.default_rng(5), contrast=0.2, **kwargs)
+    def purple_circle(outlined: bool = False, contrast: float = 1.0) -> Image.Image:
+        return shapes.render("purple", "circle", rng=np.random.default_rng(5), size=(256, 256),
+                             background="plain", outlined=outlined, contrast=contrast)
+
+    filled, outlined, faded = purple_circle(), purple_circle(outlined=True), purple_circle(contrast=0.2)
     assert _shape_pixels(outlined, "purple").sum() < 0.7 * _shape_pixels(filled, "purple").sum()
     assert _shape_pixels(faded, "purple").sum() < 0.1 * _shape_pixels(filled, "purple").sum()
     textured = shapes.render("red", "star", rng=np.random.default_rng(0), outlined=True, background="textured",
@@ -91,3 +93,89 @@ def test_shapes_video_has_the_right_length_and_keyframes(tmp_path: Path) -> None
     assert _shape_pixels(Image.fromarray(first), "red").mean() > 0.005
     assert _shape_pixels(Image.fromarray(last), "blue").mean() > 0.005
     assert list(reader.get_key_indices()) == [0, 16]
+
+
+# ---------------------------------------------------------------- training code
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_clip_loss_prefers_matched_pairs() -> None:
+    from mediasearch.train import clip_loss
+
+    gen = torch.Generator().manual_seed(0)
+    images = _unit(torch.randn(16, 32, generator=gen))
+    texts = _unit(images + 0.05 * torch.randn(16, 32, generator=gen))
+    scale = torch.tensor(20.0)
+    matched = clip_loss(images, texts, scale)
+    shuffled = clip_loss(images, texts[torch.randperm(16, generator=gen)], scale)
+    assert float(matched) < 0.2 < float(shuffled)
+    # An identity mask is the plain one-positive-per-row loss.
+    assert torch.allclose(clip_loss(images, texts, scale, torch.eye(16, dtype=torch.bool)), matched)
+
+
+def test_clip_loss_spreads_the_target_over_positives() -> None:
+    from mediasearch.train import clip_loss
+
+    images = _unit(torch.tensor([[1.0, 0.2], [1.0, -0.2], [-1.0, 0.0]]))
+    swapped = images[[1, 0, 2]]  # texts 0 and 1 exchanged: both describe images 0 and 1
+    scale = torch.tensor(30.0)
+    same_class = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    # One positive per row: the swap is a mistake. Positives by class: the swap changes nothing.
+    assert float(clip_loss(images, swapped, scale)) > float(clip_loss(images, images, scale)) + 0.1
+    masked = clip_loss(images, images, scale, same_class)
+    assert torch.allclose(clip_loss(images, swapped, scale, same_class), masked)
+    # A uniform target over two positives can't go below its entropy, ln 2 (rows 0 and 1 of 3).
+    assert float(masked) >= 2 / 3 * np.log(2) - 1e-4
+    with pytest.raises(ValueError, match="shape"):
+        clip_loss(images, images, scale, torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="positive"):
+        clip_loss(images, images, scale, torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_cosine_schedule_warms_up_then_decays() -> None:
+    from mediasearch.train import TrainConfig, cosine_lr
+
+    config = TrainConfig(epochs=2, steps_per_epoch=10, lr=1.0, warmup_steps=4, accum_steps=2)
+    assert config.total_steps == 10
+    rates = [cosine_lr(step, config) for step in range(config.total_steps)]
+    assert rates[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:], strict=False))
+    assert rates[-1] < 0.1
+
+
+def test_training_a_tiny_clip_lowers_the_loss() -> None:
+    import open_clip
+
+    from mediasearch.train import Batch, TrainConfig, batch_loss, train_contrastive
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg={"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        text_cfg={"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    )
+    gen = torch.Generator().manual_seed(1)
+    # Four "classes": a class is a mean image and a fixed token sequence; batches repeat classes.
+    means = torch.randn(4, 3, 16, 16, generator=gen)
+    class_tokens = torch.randint(1, 64, (4, 8), generator=gen)
+
+    def batches(epoch: int) -> list[Batch]:
+        out: list[Batch] = []
+        for _ in range(4):
+            cls = torch.randint(0, 4, (12,), generator=gen)
+            images = means[cls] + 0.3 * torch.randn(12, 3, 16, 16, generator=gen)
+            out.append((images, class_tokens[cls], cls[:, None] == cls[None, :]))
+        return out
+
+    probe = batches(0)[0]
+    with torch.no_grad():
+        before = float(batch_loss(model, probe, "cpu"))
+    config = TrainConfig(epochs=6, steps_per_epoch=4, lr=3e-3, warmup_steps=2, accum_steps=2)
+    losses = train_contrastive(model, batches, config)
+    with torch.no_grad():
+        after = float(batch_loss(model, probe, "cpu"))
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert after < 0.7 * before
+    assert float(model.logit_scale.detach().exp()) <= 100.0 + 1e-3
