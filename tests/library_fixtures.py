@@ -54,7 +54,8 @@ def _share_demo_model(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     real_load = library.load
 
     def load(settings: Settings, spec: ModelSpec) -> Any:
-        return model if spec.is_demo else real_load(settings, spec)
+        # A fine-tune checkpoint of the demo model (--pretrained CKPT) is a different model: load it.
+        return model if spec.is_demo and not spec.pretrained else real_load(settings, spec)
 
     monkeypatch.setattr(library, "load", load)
     yield
