@@ -571,7 +571,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         """`status --json`, plus what the daemon is doing."""
         with self._querying() as opened:
-            out = store_status(self.settings, opened)
+            out = library.store_status(self.settings, opened)
         out["daemon"] = self.describe()
         return out
 
@@ -648,30 +648,6 @@ def _optimize_in_child(settings: Settings, collection: str, cancel: threading.Ev
         if cancel.wait(0.5):
             child.terminate()  # the engine clears what a killed optimise leaves behind at the next open
     return child.wait()
-
-
-def store_status(settings: Settings, opened: Opened) -> dict[str, Any]:
-    """`library.status` computed on a store this process already holds open."""
-    last = library.load_state(settings).get("last_run") or {}
-    kinds: dict[str, str] = {}
-    frames = 0
-    for rec in opened.store.scroll(fields=("path", "kind")):
-        kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
-        frames += rec.payload.get("kind") == "video"
-    meta = opened.store.get_meta() or {}
-    return {
-        "home": str(settings.home),
-        "files": len(kinds),
-        "images": sum(k == "image" for k in kinds.values()),
-        "videos": sum(k == "video" for k in kinds.values()),
-        "frames": frames,
-        "model": meta.get("model"),
-        "store": opened.store.location,
-        "collection": opened.collection,
-        "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
-        "failures": last.get("errors", []),
-        "tagging": bool(meta.get("tagging")),
-    }
 
 
 def make_thumbnail(path: str, kind: str, size: int) -> bytes:

@@ -152,41 +152,47 @@ def status(settings: Settings) -> dict[str, Any]:
     """What is indexed, by which model, where, the last run and its failures."""
     from mediasearch.store import active_collection
 
-    state = load_state(settings)
-    last = state.get("last_run") or {}
-    out: dict[str, Any] = {
+    if active_collection(**_store_kwargs(settings)) is None:
+        last = load_state(settings).get("last_run") or {}
+        return {
+            "home": str(settings.home),
+            "files": 0,
+            "images": 0,
+            "videos": 0,
+            "frames": 0,
+            "model": None,
+            "store": None,
+            "collection": None,
+            "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
+            "failures": last.get("errors", []),
+        }
+    opened = open_for_query(settings, need_model=False)
+    with opened.store:
+        return store_status(settings, opened)
+
+
+def store_status(settings: Settings, opened: Opened) -> dict[str, Any]:
+    """``status`` computed on a store this process already holds open (the CLI's or the daemon's)."""
+    last = load_state(settings).get("last_run") or {}
+    kinds: dict[str, str] = {}
+    frames = 0
+    for rec in opened.store.scroll(fields=("path", "kind")):
+        kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
+        frames += rec.payload.get("kind") == "video"
+    meta = opened.store.get_meta() or {}
+    return {
         "home": str(settings.home),
-        "files": 0,
-        "images": 0,
-        "videos": 0,
-        "frames": 0,
-        "model": None,
-        "store": None,
-        "collection": None,
+        "files": len(kinds),
+        "images": sum(k == "image" for k in kinds.values()),
+        "videos": sum(k == "video" for k in kinds.values()),
+        "frames": frames,
+        "model": meta.get("model"),
+        "store": opened.store.location,
+        "collection": opened.collection,
         "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
         "failures": last.get("errors", []),
+        "tagging": bool(meta.get("tagging")),
     }
-    if active_collection(**_store_kwargs(settings)) is None:
-        return out
-    opened = open_for_query(settings, need_model=False)
-    with opened.store as store:
-        kinds: dict[str, str] = {}
-        frames = 0
-        for rec in store.scroll(fields=("path", "kind")):
-            kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
-            frames += rec.payload.get("kind") == "video"
-        meta = store.get_meta() or {}
-        out.update(
-            files=len(kinds),
-            images=sum(k == "image" for k in kinds.values()),
-            videos=sum(k == "video" for k in kinds.values()),
-            frames=frames,
-            model=meta.get("model"),
-            store=store.location,
-            collection=opened.collection,
-            tagging=bool(meta.get("tagging")),
-        )
-    return out
 
 
 def forget(settings: Settings, path: str) -> int:
