@@ -342,7 +342,8 @@ def write_record(out_dir: Path, args: argparse.Namespace, losses: list[float], m
         f"- Loss per epoch: {', '.join(f'{x:.3f}' for x in losses)}.",
         f"- Time on {platform.processor() or platform.machine()} with {torch.get_num_threads()} threads: "
         f"rendering {timings['render']:.0f}s, training {timings['train']:.0f}s, total {timings['total']:.0f}s "
-        f"wall clock; {timings['cpu']:.0f} CPU seconds in all (wall time grows if other jobs share the cores).",
+        "wall clock" + (f"; {timings['cpu']:.0f} CPU seconds in all" if "cpu" in timings else "")
+        + " (wall time grows when other jobs share the cores).",
         "",
         f"## Evaluation ({args.n_eval} fresh files, seed {args.eval_seed}, JPEG/PNG/WebP via Pillow)",
         "",
