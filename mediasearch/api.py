@@ -1,15 +1,25 @@
-"""The daemon's HTTP API (FastAPI): query, similar, status, index, forget, tag, tags, thumbnails.
+"""The daemon's HTTP API (FastAPI): query, similar, status, index, forget, tag, tags, thumbnails, media.
 
 Every route but ``/health``, the OpenAPI spec (``/openapi.json``, ``/docs``) and the search page
-needs the daemon's token (header ``X-Mediasearch-Token``, ``Authorization: Bearer``, or ``?token=``).
+(``/`` and its ``/static/`` files, shipped in ``mediasearch/web``) needs the daemon's token (header
+``X-Mediasearch-Token``, ``Authorization: Bearer``, or ``?token=``; pictures and videos the page shows
+carry it as ``?token=``, since an ``<img>`` or ``<video>`` cannot send a header).
 JSON bodies and answers are the CLI's ``--json`` documents. FastAPI is imported inside `create_app`,
 and this module deliberately has no ``from __future__ import annotations``: FastAPI reads the
 route signatures, whose models are defined next to the routes.
 """
 
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import io
+import mimetypes
 import os
 import secrets
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from mediasearch import __version__
@@ -64,7 +74,9 @@ class ServiceLike(Protocol):
 
     def tags(self) -> dict[str, int]: ...
 
-    def thumbnail(self, path: str, size: int) -> bytes: ...
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
+
+    def media(self, path: str) -> tuple[str, str]: ...
 
 
 def status_code(exc: MediaSearchError) -> int:
@@ -134,12 +146,49 @@ def _when(value: float | str | None) -> float | None:
     return parse_date(value) if isinstance(value, str) else value
 
 
-def _to_query(body: Any) -> "Query":
+MAX_UPLOAD_BYTES = 20 << 20
+_UPLOAD_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+def _save_upload(data: str, folder: str, n: int) -> str:
+    """An image term's base64 bytes (or data: URL) as a file in ``folder``, for the encoder to read."""
+    from PIL import Image, UnidentifiedImageError
+
+    encoded = data.split(",", 1)[1] if data.startswith("data:") else data
+    if len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+        raise QueryError(f"the image is too large to search by (at most {MAX_UPLOAD_BYTES >> 20} MB)")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        with Image.open(io.BytesIO(raw)) as im:
+            kind = im.format or ""
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+        raise QueryError("the image to search by is not a picture mediasearch can read") from None
+    if kind not in _UPLOAD_FORMATS:
+        raise QueryError(f"cannot search by a {kind} image: use JPEG, PNG, WebP, GIF, BMP or TIFF")
+    path = os.path.join(folder, f"upload-{n}.{_UPLOAD_FORMATS[kind]}")
+    with open(path, "wb") as out:
+        out.write(raw)
+    return path
+
+
+@contextlib.contextmanager
+def _query_of(body: Any) -> Iterator["Query"]:
+    """The body's Query; images sent as bytes live in a temporary folder while it runs."""
+    if not any(t.data for t in body.terms):
+        yield _to_query(body)
+        return
+    with tempfile.TemporaryDirectory(prefix="mediasearch-upload-") as folder:
+        yield _to_query(body, folder)
+
+
+def _to_query(body: Any, uploads: str | None = None) -> "Query":
     """A validated ``POST /query`` body as a search Query (``text`` first, then ``terms``)."""
     from mediasearch.search import Query, Term
 
     terms = [Term("text", body.text)] if body.text else []
-    terms += [Term(t.kind, t.value, t.weight) for t in body.terms]
+    for n, t in enumerate(body.terms):
+        value = _save_upload(t.data, uploads, n) if t.data and uploads else t.value
+        terms.append(Term(t.kind, value, t.weight))
     return Query(
         terms=tuple(terms),
         raw=body.raw,
@@ -155,14 +204,24 @@ def _to_query(body: Any) -> "Query":
 
 
 def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
-    from pydantic import BaseModel, Field
+    from fastapi import Query as Param
+    from pydantic import BaseModel, Field, model_validator
 
     from mediasearch.search import Query
 
     class TermIn(BaseModel):
         kind: Literal["text", "image"] = "text"
-        value: str
+        value: str = Field("", description="the text, or an image file on the daemon's machine")
+        data: str | None = Field(default=None, description="an image's bytes in base64 (or a data: URL) instead")
         weight: float = 1.0
+
+        @model_validator(mode="after")
+        def _one_source(self) -> "TermIn":
+            if self.data is not None and self.kind != "image":
+                raise ValueError("only an image term can carry data")
+            if not self.value and not self.data:
+                raise ValueError("a term needs a value (or, for an image, data)")
+            return self
 
     class QueryIn(BaseModel):
         """`mediasearch query` as JSON; ``text`` is a shorthand for one text term."""
@@ -184,6 +243,11 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         path: str
         limit: int = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
+        path_prefix: str | None = None
+        tags: list[str] = Field(default_factory=list)
+        after: float | str | None = None
+        before: float | str | None = None
+        sort: Literal["score", "date"] = "score"
         model: str | None = None
 
     class HitOut(BaseModel):
@@ -199,17 +263,29 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     @app.post("/query", dependencies=guarded, response_model=list[HitOut], tags=["search"])
     def query(body: QueryIn) -> list[dict[str, Any]]:
         """Nearest items to texts and example images (negative weights subtract), best first."""
-        return service.query(_to_query(body), body.model)
+        with _query_of(body) as parsed:
+            return service.query(parsed, body.model)
 
     @app.get("/query", dependencies=guarded, response_model=list[HitOut], tags=["search"])
-    def query_get(q: str, limit: int = 10, kind: Literal["image", "video"] | None = None) -> list[dict[str, Any]]:
+    def query_get(
+        q: str, limit: Annotated[int, Param(ge=1, le=10000)] = 10, kind: Literal["image", "video"] | None = None
+    ) -> list[dict[str, Any]]:
         """The same for a plain text (the search page uses it)."""
         return service.query(_to_query(QueryIn(text=q, limit=limit, kind=kind)))
 
     @app.post("/similar", dependencies=guarded, response_model=list[HitOut], tags=["search"])
     def similar(body: SimilarIn) -> list[dict[str, Any]]:
-        """Items that look like a file (indexed or not)."""
-        return service.similar(body.path, Query(limit=body.limit, kind=body.kind), body.model)
+        """Items that look like a file (indexed or not), with the query's filters."""
+        query = Query(
+            limit=body.limit,
+            kind=body.kind,
+            path_prefix=os.path.abspath(body.path_prefix) if body.path_prefix else None,
+            tags=tuple(body.tags),
+            after=_when(body.after),
+            before=_when(body.before),
+            sort=body.sort,
+        )
+        return service.similar(body.path, query, body.model)
 
 
 def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
@@ -223,9 +299,10 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         paths: list[str] = Field(min_length=1)
         frame_interval: float = Field(2.0, gt=0)
         max_frames: int = Field(600, ge=1)
-        batch_size: int = Field(32, ge=1)
+        batch_size: int = Field(0, ge=0)
         workers: int = Field(0, ge=0)
         include_hidden: bool = False
+        exact_times: bool = False
         tag: bool | None = None
         watch: bool = False
         model: str | None = None
@@ -244,7 +321,10 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     @app.post("/index", dependencies=guarded, tags=["index"])
     def index(body: IndexIn) -> dict[str, Any]:
         """Bring the index in step with folders (or files); answers `index --json` when done."""
-        options = IndexOptions(body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden)
+        options = IndexOptions(
+            body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
+            exact_times=body.exact_times,
+        )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 
     @app.post("/forget", dependencies=guarded, tags=["index"])
@@ -264,52 +344,82 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
 
 def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
+    from fastapi import Header, HTTPException
     from fastapi import Query as Param
-    from fastapi.responses import HTMLResponse, Response
+    from fastapi.responses import FileResponse, HTMLResponse, Response
 
     @app.get("/thumbnail", dependencies=guarded, tags=["search"], response_class=Response)
-    def thumbnail(path: str, size: Annotated[int, Param(ge=16, le=1024)] = 256) -> Response:
-        """A JPEG of an indexed file (404 for any path that is not in the index)."""
-        data = service.thumbnail(path, size)
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+    def thumbnail(
+        path: str,
+        size: Annotated[int, Param(ge=16, le=2048)] = 256,
+        t: Annotated[float | None, Param(ge=0, description="a video's frame at this second")] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """A JPEG of an indexed file, EXIF-rotated; for a video, its frame at ``t`` (404 for any path
+        that is not in the index)."""
+        data = service.thumbnail(path, size, t)
+        tag = '"' + hashlib.sha256(data).hexdigest()[:24] + '"'
+        headers = {"Cache-Control": THUMBNAIL_CACHING, "ETag": tag}
+        if _unchanged(tag, if_none_match):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse)
+    def media(path: str) -> FileResponse:
+        """The original of an indexed file (404 for any other path), with HTTP ranges for seeking."""
+        real, _ = service.media(path)
+        kind = mimetypes.guess_type(real)[0] or "application/octet-stream"
+        return FileResponse(real, media_type=kind, headers={"Cache-Control": "private, max-age=600", **_NOSNIFF})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return SEARCH_PAGE
+    def page(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        return _asset_response("index.html", if_none_match)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        if name not in WEB_ASSETS:
+            raise HTTPException(404, "no such file")
+        return _asset_response(name, if_none_match)
 
 
-SEARCH_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>mediasearch</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa}
-form{margin-bottom:1em} input[type=text]{width:28em;padding:.4em}
-#hits{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;width:180px;font-size:12px;overflow-wrap:anywhere}
-img{width:180px;height:180px;object-fit:contain;background:#eee}
-#msg{color:#a00}
-</style></head><body>
-<form id="f"><input type="text" id="q" placeholder="a red circle" autofocus>
-<button>search</button> <span id="msg"></span></form>
-<div id="hits"></div>
-<script>
-const token = new URLSearchParams(location.search).get("token") || localStorage.getItem("mstoken") || "";
-if (token) localStorage.setItem("mstoken", token);
-const enc = encodeURIComponent;
-document.getElementById("f").onsubmit = async (e) => {
-  e.preventDefault();
-  const msg = document.getElementById("msg"), box = document.getElementById("hits");
-  msg.textContent = ""; box.innerHTML = "";
-  const r = await fetch("query?limit=48&q=" + enc(document.getElementById("q").value),
-                        {headers: {"X-Mediasearch-Token": token}});
-  const data = await r.json();
-  if (!r.ok) { msg.textContent = data.error || data.detail || r.status; return; }
-  for (const h of data) {
-    const fig = document.createElement("figure"), img = document.createElement("img");
-    img.src = "thumbnail?size=256&path=" + enc(h.path) + "&token=" + enc(token);
-    const cap = document.createElement("figcaption");
-    cap.textContent = h.path + (h.timestamp !== null ? " @ " + h.timestamp + " s" : "") + " " + h.score.toFixed(3);
-    fig.append(img, cap); box.append(fig);
-  }
-};
-</script></body></html>
-"""
+THUMBNAIL_CACHING = "private, max-age=600, stale-while-revalidate=86400"
+WEB_ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+# The page loads nothing from elsewhere; the token travels in its URL once, so no referrer either.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    **_NOSNIFF,
+}
+
+
+@functools.cache
+def web_asset(name: str) -> tuple[bytes, str]:
+    """A file of the search page (package data in ``mediasearch/web``) and its ETag."""
+    from importlib.resources import files
+
+    data = (files("mediasearch") / "web" / name).read_bytes()
+    return data, '"' + hashlib.sha256(data).hexdigest()[:24] + '"'
+
+
+def _asset_response(name: str, if_none_match: str | None) -> Any:
+    from fastapi.responses import Response
+
+    data, tag = web_asset(name)
+    headers = {"ETag": tag, "Cache-Control": "no-cache", **_PAGE_HEADERS}
+    if _unchanged(tag, if_none_match):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=WEB_ASSETS[name], headers=headers)
+
+
+def _unchanged(tag: str, if_none_match: str | None) -> bool:
+    """Whether the client's ``If-None-Match`` names ``tag`` (then a 304 answers)."""
+    return bool(if_none_match) and tag in [v.strip().removeprefix("W/") for v in (if_none_match or "").split(",")]

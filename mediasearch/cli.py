@@ -40,11 +40,22 @@ def handles_errors(fn: _F) -> _F:
         except MediaSearchError as exc:
             error_line(str(exc))
             raise typer.Exit(1) from None
+        except OSError as exc:  # the home or a file we had to write: unwritable, full disk, ...
+            error_line(_os_error_line(exc))
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             error_line("interrupted; run the same command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error_line(exc: OSError) -> str:
+    from mediasearch.discover import display_path
+
+    name = exc.filename
+    where = f"{display_path(os.fsdecode(name))}: " if isinstance(name, (str, bytes)) and name else ""
+    return f"{where}{(exc.strerror or str(exc)).lower()}"
 
 
 def _version(value: bool) -> None:
@@ -91,9 +102,12 @@ def index(
     paths: list[Path] = typer.Argument(..., help="Folders (or files) to bring the index in step with."),
     frame_interval: float | None = typer.Option(None, help="Seconds between sampled video frames."),
     max_frames: int | None = typer.Option(None, help="At most this many frames per video."),
-    batch_size: int | None = typer.Option(None, help="Images per model batch."),
+    batch_size: int | None = typer.Option(None, help="Images per model batch (0: chosen for the device)."),
     workers: int | None = typer.Option(None, help="Decoding threads (0: automatic)."),
     hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+    exact_times: bool = typer.Option(
+        False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
+    ),
     tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -111,7 +125,8 @@ def index(
         tagging=tag or None,
     )
     options = IndexOptions(
-        settings.frame_interval, settings.max_frames, settings.batch_size, settings.workers, hidden
+        settings.frame_interval, settings.max_frames, settings.batch_size, settings.workers, hidden,
+        exact_times=exact_times,
     )
     daemon = _daemon(settings)
     if daemon is not None:
@@ -135,13 +150,11 @@ def index(
 
 
 def _print_errors(errors: list[dict[str, str]]) -> None:
-    from rich.markup import escape
-
-    from mediasearch.output import console
+    from mediasearch.output import console, shown
 
     out = console(stderr=True)
     for err in errors:
-        out.print(f"[yellow]skipped[/yellow] {escape(err['path'])}: {escape(err['error'])}", soft_wrap=True)
+        out.print(f"[yellow]skipped[/yellow] {shown(err['path'])}: {shown(err['error'])}", soft_wrap=True)
 
 
 @app.command()
@@ -233,7 +246,7 @@ def query(
     if daemon is not None:
         hits = daemon.query(q, model=settings.model)
     else:
-        opened = library.open_for_query(settings)
+        opened = library.open_for_query(settings, text_only=all(t.kind == "text" for t in q.terms))
         with opened.store:
             hits = search(opened.store, opened.model, q)
     _print_hits(hits, as_json, paths_only, title=text or "")
@@ -418,15 +431,26 @@ def _announce(info: Any) -> None:
 def classify(
     ctx: typer.Context,
     files: list[Path] = typer.Argument(..., help="Images (or videos) to classify."),
-    labels: str = typer.Option(..., "--labels", help="Comma-separated labels, e.g. 'cat,dog'."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Comma-separated labels, e.g. 'cat,dog' (optional with a linear-head checkpoint)."
+    ),
     top: int = typer.Option(5, "--top", min=1, help="Labels to show per file."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Learned prompts (finetune --prompt-learning)."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Zero-shot classification with probabilities."""
+    """Zero-shot classification with probabilities (or a fine-tuned checkpoint's linear head)."""
     from mediasearch import library
     from mediasearch.output import console, print_json
 
-    results, errors = library.classify_files(settings_of(ctx), [str(f) for f in files], labels)
+    if prompts is not None:
+        from mediasearch.prompt_learning import classify_files
+        from mediasearch.zeroshot import parse_labels
+
+        settings = settings_of(ctx)
+        model = library.load(settings, library.spec_from_settings(settings))
+        results, errors = classify_files(model, [str(f) for f in files], parse_labels(labels or ""), prompts)
+    else:
+        results, errors = library.classify_files(settings_of(ctx), [str(f) for f in files], labels)
     _print_errors(errors)
     if not results:
         raise typer.Exit(1)
@@ -480,6 +504,204 @@ def demo(
     run_demo(settings_of(ctx, home=folder / "home", model="demo"), folder, as_json=as_json)
 
 
+# -- fine-tuning and evaluation -----------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def finetune(
+    ctx: typer.Context,
+    data: Path = typer.Argument(..., help="CSV/JSONL of (path, caption and/or label), or a folder of class folders."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write; use it as --pretrained CKPT."),
+    test: Path | None = typer.Option(None, "--test", help="Held-out test set (default: part of DATA)."),
+    reference: Path | None = typer.Option(None, "--reference", help="Labelled set of the model's original domain."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/validation/test split and the shuffling."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held out from DATA when there is no --test."),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-5; the demo model 2e-3)."),
+    weight_decay: float = typer.Option(0.1, "--weight-decay"),
+    warmup: int | None = typer.Option(None, "--warmup", help="Warmup steps (default: a tenth of all steps)."),
+    accum_steps: int = typer.Option(1, "--accum-steps", help="Batches per optimiser step (less memory)."),
+    lock_image: bool = typer.Option(False, "--lock-image", help="Keep the image tower as it is."),
+    lock_text: bool = typer.Option(False, "--lock-text", help="Keep the text tower as it is."),
+    unfreeze_last: int | None = typer.Option(None, "--unfreeze-last", help="Train only the last N blocks."),
+    patience: int = typer.Option(3, "--patience", help="Epochs without validation gain before stopping."),
+    alphas: str = typer.Option("0:1:0.1", "--alphas", help="WiSE-FT α to try: 'a,b,c' or 'start:stop:step'."),
+    max_reference_drop: float = typer.Option(0.02, "--max-reference-drop", help="Largest reference accuracy loss."),
+    replay: int = typer.Option(0, "--replay", help="Reference images mixed into training (rehearsal)."),
+    replay_distill: float = typer.Option(10.0, "--replay-distill", help="Weight of keeping their embeddings."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror half the training images."),
+    head: str | None = typer.Option(None, "--head", help="'linear': also train a linear probe for classify."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out missing or unreadable files."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore the state of an interrupted run."),
+    prompt_learning: bool = typer.Option(False, "--prompt-learning", help="Learn soft prompts only (model frozen)."),
+    shots: int = typer.Option(4, "--shots", min=1, help="With --prompt-learning: examples per class."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Fine-tune the model on your media; writes CKPT only if it beats zero-shot on held-out data."""
+    if prompt_learning:
+        _learn_prompts(ctx, data, out, test, shots, seed, as_json)
+        return
+    from mediasearch import library
+    from mediasearch.finetune import FinetuneOptions, parse_alphas
+    from mediasearch.finetune import finetune as run
+    from mediasearch.output import print_json
+    from mediasearch.tables import FinetuneProgress, finetune_table
+
+    options = FinetuneOptions(
+        out=out, test=test, reference=reference, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
+        accum_steps=accum_steps, lock_image=lock_image, lock_text=lock_text, unfreeze_last=unfreeze_last,
+        patience=patience, alphas=parse_alphas(alphas), max_reference_drop=max_reference_drop, replay=replay,
+        replay_distill=replay_distill, flip=flip, head=head, skip_bad=skip_bad, restart=restart,
+    )
+    settings = settings_of(ctx)
+    # fp32 master weights whatever the device: training and WiSE-FT must not start from rounded ones.
+    base = library.load(settings, library.spec_from_settings(settings), precision="fp32")
+    with FinetuneProgress(bar=sys.stderr.isatty() and not as_json, lines=not as_json) as progress:
+        report = run(base, data, options, progress)
+    if as_json:
+        print_json(report)
+    else:
+        finetune_table(report)
+
+
+def _learn_prompts(ctx: typer.Context, data: Path, out: Path, test: Path | None, shots: int, seed: int,
+                   as_json: bool) -> None:
+    """``finetune --prompt-learning``: CoOp context vectors from SHOTS examples per class, compared on --test."""
+    from mediasearch import library
+    from mediasearch.output import key_values, print_json
+    from mediasearch.prompt_learning import PromptOptions, compare, load_prompts, train_from_set
+
+    settings = settings_of(ctx)
+    model = library.load(settings, library.spec_from_settings(settings))
+    report = train_from_set(model, data, out, shots, PromptOptions(seed=seed))
+    if test is not None:
+        report["test_top1"] = compare(model, load_prompts(out), test)
+    if as_json:
+        print_json(report)
+        return
+    rows = [("prompts", report["out"]), ("classes", len(report["labels"])), ("examples", report["examples"])]
+    rows += [(f"test top-1, {k}", f"{v:.1%}") for k, v in report.get("test_top1", {}).items()]
+    key_values("learned prompts", rows)
+
+
+eval_app = typer.Typer(help="Measure the model on your own labelled or captioned set.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("zeroshot")
+@handles_errors
+def eval_zeroshot(
+    ctx: typer.Context,
+    sets: list[Path] = typer.Argument(..., help="Folders of class folders (or labelled CSV/JSONL); several: shift."),
+    groups: Path | None = typer.Option(None, "--groups", help="CSV/JSONL of (path, group): accuracy per group."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Top-1/top-5 accuracy: single prompt, template ensemble, linear head; per class, confusions, groups."""
+    from mediasearch import library
+    from mediasearch.evaluate import eval_zeroshot as run
+    from mediasearch.output import print_json
+    from mediasearch.tables import zeroshot_tables
+
+    settings = settings_of(ctx)
+    report = run(library.load(settings, library.spec_from_settings(settings)), sets, groups=groups)
+    if as_json:
+        print_json(report)
+    else:
+        zeroshot_tables(report)
+
+
+@eval_app.command("retrieval")
+@handles_errors
+def eval_retrieval(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="CSV/JSONL of (path, caption), or a folder of class folders."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Recall@1/5/10 from images to captions and from captions to images."""
+    from mediasearch import library
+    from mediasearch.evaluate import eval_retrieval as run
+    from mediasearch.output import print_json
+    from mediasearch.tables import retrieval_table
+
+    settings = settings_of(ctx)
+    report = run(library.load(settings, library.spec_from_settings(settings)), file)
+    if as_json:
+        print_json(report)
+    else:
+        retrieval_table(report)
+
+
+@eval_app.command("bias")
+@handles_errors
+def eval_bias(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="CSV of path,group[,label] (label default: the parent folder)."),
+    labels: str = typer.Option(..., "--labels", help="Comma-separated labels, also used as queries."),
+    top_k: int = typer.Option(10, "--top-k", min=1, help="Results per query counted in the shares."),
+    debias: str | None = typer.Option(None, "--debias", help="Attribute prompt pairs 'a|b;c|d' to project out."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Per-group accuracy and top-k shares, and the largest gaps; with --debias, before and after."""
+    from mediasearch import library
+    from mediasearch.beyond_output import bias_table
+    from mediasearch.bias import eval_bias as run
+    from mediasearch.output import print_json
+    from mediasearch.zeroshot import parse_labels
+
+    settings = settings_of(ctx)
+    model = library.load(settings, library.spec_from_settings(settings))
+    report = run(model, file, parse_labels(labels), top_k=top_k, debias=debias)
+    _print_errors(report["errors"])
+    if as_json:
+        print_json(report)
+    else:
+        bias_table(report)
+
+
+@app.command()
+@handles_errors
+def generate(
+    ctx: typer.Context,
+    prompt: str = typer.Argument(..., help="What the image should show, e.g. 'a photo of a red circle'."),
+    out: Path = typer.Option(..., "--out", help="PNG file to write."),
+    steps: int = typer.Option(120, "--steps", min=1, help="Optimiser steps."),
+    size: int = typer.Option(0, "--size", help="Side of the square image in pixels (0: the model's input size)."),
+    seed: int = typer.Option(0, "--seed"),
+    init: Path | None = typer.Option(None, "--init", help="Start from this image instead of a blank one."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """CLIP-guided synthesis: optimise an image until the model sees PROMPT in it."""
+    from mediasearch import library
+    from mediasearch.beyond_output import ScoreProgress
+    from mediasearch.generate import GenerateOptions
+    from mediasearch.generate import generate as run
+    from mediasearch.output import print_json
+
+    settings = settings_of(ctx)
+    model = library.load(settings, library.spec_from_settings(settings))
+    options = GenerateOptions(steps=steps, size=size, seed=seed, init=init)
+    with ScoreProgress(bar=sys.stderr.isatty() and not as_json) as progress:
+        result = run(model, prompt, options, progress)
+    result.image.save(out, format="PNG")
+    summary = {"out": str(out), "prompt": prompt, "steps": result.steps}
+    summary |= {"initial_score": round(result.initial_score, 4), "final_score": round(result.final_score, 4)}
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"{out}: score {result.initial_score:.3f} → {result.final_score:.3f} after {steps} steps")
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; SIGTERM stops a command as Ctrl-C does (the store is closed cleanly)."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     app()

@@ -13,7 +13,6 @@ and catches up (point ids are deterministic: nothing is ever duplicated).
 from __future__ import annotations
 
 import contextlib
-import io
 import ipaddress
 import logging
 import logging.handlers
@@ -23,12 +22,12 @@ import re
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mediasearch import library
 from mediasearch.client import DaemonError, DaemonInfo, connect_url, find_daemon, remove_port_file, write_port_file
-from mediasearch.discover import display_path, path_from_payload, path_payload
+from mediasearch.discover import display_path, fingerprint, path_from_payload
 from mediasearch.errors import (
     ConfigError,
     MediaSearchError,
@@ -47,6 +46,7 @@ from mediasearch.errors import (
 )
 from mediasearch.indexer import IndexOptions, IndexSummary, StoredFile, index_paths, load_stored
 from mediasearch.settings import Settings
+from mediasearch.thumbnails import ThumbnailCache
 from mediasearch.watcher import Coalescer, Watcher, under
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ LOG_FILE = Path("logs") / "daemon.log"
 ROOTS_KEY = "daemon_roots"
 TICK_S = 0.2
 OPTIMIZE_GROWTH = 0.2  # rebuild HNSW once the store has changed by this fraction since the last build
-THUMB_CACHE = 256
+THUMB_CACHE = 256  # thumbnails kept in memory (all are kept on disk, under the home's cache)
 QUERY_WAIT_S = 10.0  # a query waits this long for a collection switch or an HNSW build, then gets 503
 
 
@@ -230,6 +230,7 @@ class Service:
         self.roots: list[str] = []
         self.info: DaemonInfo | None = None
         self.last_scan: dict[str, Any] | None = None
+        self.last_change: float | None = None  # when an index run last changed the store (the page shows it)
         self.started = time.time()
         self.stop_reason = ""
         self.coalescer = Coalescer([], options.debounce, ignore=[str(settings.home)])
@@ -242,8 +243,7 @@ class Service:
         self._query_lock = threading.Lock()
         self._scheduler: threading.Thread | None = None
         self._changes = 0
-        self._thumbs: OrderedDict[tuple[str, int, float], bytes] = OrderedDict()
-        self._thumbs_lock = threading.Lock()
+        self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._checked_changes = 0
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -393,6 +393,8 @@ class Service:
             for verb, what in done:
                 self.log.info("%s %s", verb, what)
             self._changes += len(done)
+            if done:
+                self.last_change = time.time()
         for err in summary.errors:
             self.log.warning("skipped %s: %s", err["path"], err["error"])
         return summary
@@ -552,10 +554,11 @@ class Service:
         """Tag everything indexed (as `mediasearch tag`); new items are tagged from then on."""
 
         def job() -> dict[str, Any]:
-            from mediasearch.tagging import Tagger, load_vocabulary, tag_store
+            from mediasearch.tagging import Tagger, default_vocabulary, load_vocabulary, tag_store
 
-            vocabulary = load_vocabulary(vocab)
             opened = self._query_side(None)
+            # As `mediasearch tag` does: without a file, the vocabulary that suits the model.
+            vocabulary = load_vocabulary(vocab) if vocab else default_vocabulary(opened.model)
             result = tag_store(opened.store, Tagger(opened.model, vocabulary))
             opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
             return result
@@ -585,25 +588,24 @@ class Service:
             "busy": self.busy,
             "pending_folders": self.coalescer.pending(),
             "last_scan": self.last_scan,
+            "last_change": self.last_change,
             "started": self.started,
         }
 
-    def thumbnail(self, path: str, size: int) -> bytes:
-        """A JPEG thumbnail of an indexed file; any other path is refused."""
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
+        """A JPEG thumbnail of an indexed file (a video's frame at ``at`` s); any other path is refused."""
         real, kind = self._indexed(path)
         try:
-            key = (real, size, os.stat(real).st_mtime)
+            return self._thumbs.get(real, kind, size, at)
         except OSError:
             raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more") from None
-        with self._thumbs_lock:
-            data = self._thumbs.get(key)
-        if data is None:
-            data = make_thumbnail(real, kind, size)
-            with self._thumbs_lock:
-                self._thumbs[key] = data
-                while len(self._thumbs) > THUMB_CACHE:
-                    self._thumbs.popitem(last=False)
-        return data
+
+    def media(self, path: str) -> tuple[str, str]:
+        """The file to serve for an indexed ``path`` and its kind; any other path is refused."""
+        real, kind = self._indexed(path)
+        if not os.path.isfile(real):
+            raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more")
+        return real, kind
 
     def _indexed(self, path: str) -> tuple[str, str]:
         """The stored path and kind of the indexed file ``path`` names (after lexical clean-up)."""
@@ -611,12 +613,30 @@ class Service:
 
         if not path or "\x00" in path or not os.path.isabs(path):
             raise NotIndexedError("give the absolute path of an indexed file")
-        shown = path_payload(os.path.normpath(path))["path"]
+        shown = display_path(os.path.normpath(path))
+        fields = ("path", "path_raw", "kind", "size", "fingerprint")
         with self._querying() as opened:
-            record = next(iter(opened.store.scroll(Filter(path=shown), fields=("path", "path_raw", "kind"))), None)
+            record = next(iter(opened.store.scroll(Filter(path=shown), fields=fields)), None)
         if record is None:
             raise NotIndexedError(f"{display_path(path)} is not in the index")
-        return path_from_payload(record.payload), str(record.payload.get("kind", "image"))
+        real = path_from_payload(record.payload)
+        _check_unchanged(real, record.payload)
+        return real, str(record.payload.get("kind", "image"))
+
+
+def _check_unchanged(real: str, payload: dict[str, Any]) -> None:
+    """Serve only what was indexed: a file (or a symlink's target) swapped since then is refused."""
+    try:
+        st = os.stat(real)
+        same = (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == payload.get("size")
+            and fingerprint(real, st.st_size) == payload.get("fingerprint")
+        )
+    except (OSError, MediaSearchError):
+        same = False
+    if not same:
+        raise NotIndexedError(f"{display_path(real)} has changed since it was indexed, or cannot be read: not served")
 
 
 def _check_model(model: str | None, opened: Opened, home: Path, does: str) -> None:
@@ -648,21 +668,6 @@ def _optimize_in_child(settings: Settings, collection: str, cancel: threading.Ev
         if cancel.wait(0.5):
             child.terminate()  # the engine clears what a killed optimise leaves behind at the next open
     return child.wait()
-
-
-def make_thumbnail(path: str, kind: str, size: int) -> bytes:
-    """A JPEG of at most ``size`` px a side: the image, or a video's first frame."""
-    from mediasearch.decode import load_image, sample_video
-
-    if kind == "video":
-        image = sample_video(path, interval=3600.0, max_frames=1, target=size).frames[0].image
-    else:
-        image, _ = load_image(path, target=size)
-    image = image.convert("RGB")
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 # -- the process ----------------------------------------------------------------------------------

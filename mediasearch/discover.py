@@ -112,7 +112,10 @@ def fingerprint(path: str, size: int) -> str:
     """Content fingerprint: blake2b over the size and the first and last 64 KiB (hex)."""
     digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
     try:
-        with open(path, "rb") as f:
+        # Non-blocking open: a FIFO put in the file's place since discovery would block a plain open.
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise MediaError("not a regular file any more (replaced while being indexed?)")
             if size <= 2 * _FINGERPRINT_CHUNK:
                 digest.update(f.read(size))
             else:

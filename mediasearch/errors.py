@@ -5,6 +5,8 @@ Only the front ends (CLI, daemon, HTTP API) print these and choose exit codes.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MediaSearchError(Exception):
     """Base class for every error mediasearch reports to a user."""
@@ -30,6 +32,10 @@ class StoreLockedError(StoreError):
     """Another process holds the embedded store."""
 
 
+class StoreFullError(StoreError):
+    """The disk that holds the embedded store is (nearly) full; nothing was written."""
+
+
 class ModelMismatchError(StoreError):
     """The index was built with a different model than the one requested."""
 
@@ -40,3 +46,15 @@ class MediaError(MediaSearchError):
 
 class QueryError(MediaSearchError):
     """A query is malformed (bad date, empty query, unknown file)."""
+
+
+class DataError(MediaSearchError):
+    """A fine-tuning or evaluation data set is malformed, or has missing or unreadable files."""
+
+
+class FinetuneRefused(MediaSearchError):
+    """Fine-tuning finished but its model is no better than zero-shot; nothing was written."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report  # the figures behind the verdict, for scripts

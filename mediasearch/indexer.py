@@ -1,7 +1,8 @@
 """The indexer: discover → diff against the store → decode (worker pool) → encode (batched) → upsert.
 
-Every file's points are written in one upsert as soon as its last frame is encoded, so a crash loses at
-most the batch in flight; point ids derive from (path, timestamp), so a re-run overwrites instead of
+Every file's points are written in one upsert as soon as its last frame is encoded (by a writer thread,
+while the next batch encodes), so a crash loses at most the batches in flight: the one being encoded
+and the one being written; point ids derive from (path, timestamp), so a re-run overwrites instead of
 duplicating, and a file whose stored point count is short of ``frames_total`` is redone.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mediasearch.decode_pool import DecoderPool
 from mediasearch.discover import (
     FileEntry,
     ancestor_dirs,
@@ -45,9 +48,11 @@ class IndexOptions:
 
     frame_interval: float = 2.0
     max_frames: int = 600
-    batch_size: int = 32
+    batch_size: int = 0  # 0: the model's own, chosen for its device
     workers: int = 0
     include_hidden: bool = False
+    decode_timeout: float = 30.0  # per video, plus decode_pool.PER_FRAME_S per sampled frame
+    exact_times: bool = False  # sample videos at exactly the planned times, not at keyframes near them
 
 
 @dataclass
@@ -239,8 +244,17 @@ class Decoded:
     fatal: bool = False
 
 
-def decode_file(entry: FileEntry, old: StoredFile | None, model: Embedder, options: IndexOptions) -> Decoded:
-    """Decode one file into preprocessed tensors; never raises for a bad file."""
+def decode_file(
+    entry: FileEntry,
+    old: StoredFile | None,
+    model: Embedder,
+    options: IndexOptions,
+    videos: DecoderPool | None = None,
+) -> Decoded:
+    """Decode one file into preprocessed tensors; never raises for a bad file.
+
+    Videos go through ``videos`` (worker processes with a time limit) when given.
+    """
     from mediasearch.decode import load_image, sample_video
 
     out = Decoded(entry, old)
@@ -248,11 +262,19 @@ def decode_file(entry: FileEntry, old: StoredFile | None, model: Embedder, optio
         out.fingerprint = fingerprint(entry.path, entry.size)
         target = getattr(model, "image_size", 224)
         if entry.kind == "image":
-            image, out.meta = load_image(entry.path, target=target)
-            out.timestamps, out.tensors = [None], [model.preprocess(image)]
+            jpeg = _jpeg_for_gpu(entry.path, model)
+            if jpeg is not None:  # decoded with its batch, on the GPU
+                out.timestamps, out.tensors, out.meta = [None], [jpeg[0]], jpeg[1]
+            else:
+                image, out.meta = load_image(entry.path, target=target)
+                out.timestamps, out.tensors = [None], [model.preprocess(image)]
         else:
-            sample = sample_video(
-                entry.path, interval=options.frame_interval, max_frames=options.max_frames, target=target
+            sample = (videos.sample_video if videos is not None else sample_video)(
+                entry.path,
+                interval=options.frame_interval,
+                max_frames=options.max_frames,
+                target=target,
+                exact=options.exact_times,
             )
             out.meta, out.error = sample.meta, sample.error
             out.timestamps = [f.timestamp for f in sample.frames]
@@ -266,28 +288,69 @@ def decode_file(entry: FileEntry, old: StoredFile | None, model: Embedder, optio
     return out
 
 
+def _jpeg_for_gpu(path: str, model: Embedder) -> tuple[Any, Any] | None:
+    """A JPEG's bytes and metadata when the model runs on CUDA and its transform can run there too."""
+    if getattr(model, "device", "cpu") != "cuda":
+        return None
+    from mediasearch.gpu_decode import geometry_of, read_jpeg
+
+    return read_jpeg(path) if geometry_of(getattr(model, "transform", None)) is not None else None
+
+
 def _prefetch(
-    items: Sequence[tuple[FileEntry, StoredFile | None]], fn: Callable[..., Decoded], workers: int
+    items: Sequence[tuple[FileEntry, StoredFile | None]],
+    fn: Callable[..., Decoded],
+    workers: int,
+    ahead: int = 0,
+    initializer: Callable[[], None] | None = None,
 ) -> Iterator[Decoded]:
-    """Run ``fn`` over items in a thread pool, yielding in order with a bounded look-ahead."""
-    window = max(2, workers * 2)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: list[Future[Decoded]] = []
-        it = iter(items)
-        for entry, old in it:
-            pending.append(pool.submit(fn, entry, old))
-            if len(pending) >= window:
-                break
-        while pending:
-            done = pending.pop(0).result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(fn, *nxt))
-            yield done
+    """Run ``fn`` over items in a thread pool, yielding in order.
+
+    Up to ``ahead`` files (at least 2 per worker) are decoded ahead of the consumer, so that the
+    workers fill the next batch while the current one encodes; videos, which can hold hundreds of
+    frames each, at most 2 per worker.
+    """
+    ahead = max(ahead, 2 * workers, 2)
+    queue = deque(items)
+    pending: deque[tuple[Future[Decoded], bool]] = deque()
+    videos = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode", initializer=initializer) as pool:
+        while queue or pending:
+            while queue and len(pending) < ahead and (queue[0][0].kind != "video" or videos < 2 * workers):
+                entry, old = queue.popleft()
+                is_video = entry.kind == "video"
+                videos += is_video
+                pending.append((pool.submit(fn, entry, old), is_video))
+            future, is_video = pending.popleft()
+            videos -= is_video
+            yield future.result()
+
+
+def _inference_threads(model: Embedder, workers: int, threads: int) -> int:
+    """All of ``threads`` for a real model; a tiny one (the demo) gets those the decode workers leave:
+    its many small operations are slower split across busy cores than run on one."""
+    from mediasearch.model import BF16_MIN_PARAMS, image_tower_params
+
+    if image_tower_params(getattr(model, "model", None)) >= BF16_MIN_PARAMS:
+        return threads
+    return max(1, threads - workers)
+
+
+def _one_torch_thread() -> None:
+    """A decode worker's own torch work (preprocessing) on its own thread: several threads each with
+    a team of OpenMP threads would oversubscribe the cores that inference needs (3-8x slower here)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class _Encoder:
-    """Accumulates frames into batches, encodes them, and writes each file once it is complete."""
+    """Accumulates frames into batches, encodes them, and writes each file once it is complete.
+
+    Writes run on one writer thread while the next batch encodes; a batch's points are handed over
+    only after the previous batch is written, so a crash loses at most the batch being written and
+    the one being encoded, and files are counted done only once their points are stored.
+    """
 
     def __init__(self, model: Embedder, store: Store, summary: IndexSummary, progress: Progress, batch: int):
         self.model, self.store, self.summary = model, store, summary
@@ -296,6 +359,8 @@ class _Encoder:
         self.vectors: dict[int, dict[int, np.ndarray]] = {}
         self.files: dict[int, Decoded] = {}
         self.tagger: Callable[[np.ndarray], list[list[str]]] | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._writing: tuple[Future[None], list[Decoded]] | None = None
 
     def add(self, item: Decoded) -> None:
         key = id(item)
@@ -306,14 +371,25 @@ class _Encoder:
             self.queue = self.queue[self.batch :]
 
     def close(self) -> None:
+        """Encode what is left and wait until everything is written."""
         if self.queue:
             self._run(self.queue)
             self.queue = []
+        self._wait()
+
+    def shutdown(self) -> None:
+        """Let a write in progress finish (the store stays consistent), start no other."""
+        self._writer.shutdown(wait=True)
 
     def _run(self, chunk: list[tuple[Decoded, int]]) -> None:
-        import torch
-
-        feats = self.model.encode_tensors(torch.stack([item.tensors[i] for item, i in chunk]))
+        batch, failed = _stack([item.tensors[i] for item, i in chunk], self.model)
+        if failed:  # JPEGs that neither the GPU nor the CPU could decode
+            for k, reason in failed.items():
+                self._drop(chunk[k][0], reason)
+            chunk = [c for k, c in enumerate(chunk) if k not in failed]
+            if not chunk:
+                return
+        feats = self.model.encode_tensors(batch)
         touched: dict[int, Decoded] = {}
         for (item, i), vec in zip(chunk, feats, strict=True):
             self.vectors[id(item)][i] = vec
@@ -325,10 +401,36 @@ class _Encoder:
             if len(self.vectors[key]) == len(item.tensors):
                 points.extend(self._points(item, self.vectors.pop(key)))
                 finished.append(self.files.pop(key))
+        if finished:
+            self._wait()
+            self._writing = (self._writer.submit(self._write, points, finished), finished)
+
+    def _drop(self, item: Decoded, reason: str) -> None:
+        self.files.pop(id(item), None)
+        self.vectors.pop(id(item), None)
+        self.summary.error(item.entry.path, reason)
+        self.progress.advance(files=1)
+
+    def _wait(self) -> None:
+        """Wait for the batch being written (its errors surface here), then count its files done."""
+        if self._writing is None:
+            return
+        future, finished = self._writing
+        self._writing = None
+        future.result()
+        for item in finished:
+            self._finish(item)
+
+    def _write(self, points: list[PointIn], finished: list[Decoded]) -> None:
+        """On the writer thread: the new points, then the points the files no longer have."""
         if points:
             self.store.upsert(points)
         for item in finished:
-            self._finish(item)
+            if item.old is not None:
+                new_ids = {point_id(file_key(item.entry.path), ts) for ts in item.timestamps}
+                stale = [i for i in item.old.ids if i not in new_ids]
+                if stale:
+                    self.store.delete(stale)
 
     def _points(self, item: Decoded, vecs: dict[int, np.ndarray]) -> list[PointIn]:
         base = file_payload(item.entry, item.fingerprint, len(item.timestamps), item.meta)
@@ -345,11 +447,6 @@ class _Encoder:
         return points
 
     def _finish(self, item: Decoded) -> None:
-        new_ids = {point_id(file_key(item.entry.path), ts) for ts in item.timestamps}
-        if item.old is not None:
-            stale = [i for i in item.old.ids if i not in new_ids]
-            if stale:
-                self.store.delete(stale)
         if item.old is not None and item.old.complete:
             self.summary.updated += 1
         else:
@@ -358,6 +455,32 @@ class _Encoder:
         if item.error:
             self.summary.error(item.entry.path, f"partly read: {item.error}", failed=False)
         self.progress.advance(files=1, frames=len(item.timestamps))
+
+
+def _stack(tensors: list[Any], model: Embedder) -> tuple[torch.Tensor, dict[int, str]]:
+    """One batch tensor, and the items that could not be decoded (only JPEGs left for the GPU can fail
+    here). For a GPU, CPU tensors go through pinned memory, so that the copy runs asynchronously."""
+    import torch
+
+    from mediasearch.gpu_decode import JpegBytes, geometry_of, prepare_batch
+
+    device = getattr(model, "device", "cpu")
+    if any(isinstance(t, JpegBytes) for t in tensors):
+        geometry = geometry_of(getattr(model, "transform", None))
+        assert geometry is not None  # _jpeg_for_gpu checked it
+        return prepare_batch(tensors, geometry, device, lambda path: _cpu_input(path, model))
+    if device != "cuda":
+        return torch.stack(tensors), {}
+    first = tensors[0]
+    out = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+    return torch.stack(tensors, out=out), {}
+
+
+def _cpu_input(path: str, model: Embedder) -> torch.Tensor:
+    from mediasearch.decode import load_image
+
+    image, _ = load_image(path, target=getattr(model, "image_size", 224))
+    return model.preprocess(image)
 
 
 class _Empty:
@@ -460,12 +583,21 @@ def _encode_all(
     progress: Progress,
     tagger: Callable[[np.ndarray], list[list[str]]] | None,
 ) -> None:
+    import torch
+
     workers = options.workers or min(4, os.cpu_count() or 1)
-    encoder = _Encoder(model, store, summary, progress, options.batch_size)
+    batch = options.batch_size or getattr(model, "batch_size", 32)
+    encoder = _Encoder(model, store, summary, progress, batch)
     encoder.tagger = tagger
     progress.start(len(work))
+    videos = DecoderPool(workers, options.decode_timeout)
+    threads = torch.get_num_threads()  # this thread's own count: the workers' setting must not reach it
+    torch.set_num_threads(_inference_threads(model, workers, threads))
+    def decode(entry: FileEntry, old: StoredFile | None) -> Decoded:
+        return decode_file(entry, old, model, options, videos)
+
     try:
-        for item in _prefetch(work, lambda e, o: decode_file(e, o, model, options), workers):
+        for item in _prefetch(work, decode, workers, ahead=batch + 2 * workers, initializer=_one_torch_thread):
             if item.fatal:
                 summary.error(item.entry.path, item.error or "cannot decode")
                 progress.advance(files=1)
@@ -473,6 +605,9 @@ def _encode_all(
             encoder.add(item)
         encoder.close()
     finally:
+        encoder.shutdown()
+        videos.close()
+        torch.set_num_threads(threads)  # also the default of threads started later (the workers lowered it)
         progress.finish()
 
 

@@ -17,7 +17,7 @@ from mediasearch.model import ModelSpec
 from mediasearch.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
-    from mediasearch.model import ClipModel
+    from mediasearch.model import ClipModel, Embedder
     from mediasearch.store import Store
 
 STATE_FILE = "state.json"
@@ -32,12 +32,25 @@ def _store_kwargs(settings: Settings) -> dict[str, Any]:
     return {"home": settings.home, "qdrant_url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
 
 
-def load(settings: Settings, spec: ModelSpec) -> ClipModel:
+def load(settings: Settings, spec: ModelSpec, *, precision: str = "auto") -> ClipModel:
     from mediasearch.model import load_model
 
     return load_model(
-        spec, device=settings.device, cache_dir=settings.cache_dir / "models", batch_size=settings.batch_size
+        spec,
+        device=settings.device,
+        cache_dir=settings.cache_dir / "models",
+        batch_size=settings.batch_size,
+        precision=precision,
     )
+
+
+def load_for_text(settings: Settings, spec: ModelSpec) -> Embedder:
+    """A model for text queries: the cached text tower when there is one (no open_clip, no image tower)."""
+    from mediasearch.model import resolve_spec
+    from mediasearch.text_tower import load_text_model
+
+    cached = load_text_model(resolve_spec(spec), settings.cache_dir / "models")
+    return cached if cached is not None else load(settings, spec)
 
 
 @dataclass
@@ -81,8 +94,8 @@ def _activate(settings: Settings, collection: str) -> None:
     set_active_collection(collection=collection, **_store_kwargs(settings))
 
 
-def open_for_query(settings: Settings, *, need_model: bool = True) -> Opened:
-    """The collection queries use and the model that built it."""
+def open_for_query(settings: Settings, *, need_model: bool = True, text_only: bool = False) -> Opened:
+    """The collection queries use and the model that built it (``text_only``: for text queries only)."""
     from mediasearch.store import open_store
 
     collection = _query_collection(settings)
@@ -91,7 +104,8 @@ def open_for_query(settings: Settings, *, need_model: bool = True) -> Opened:
         return Opened(None, store, collection, False)  # type: ignore[arg-type]
     built = (store.get_meta() or {}).get("model") or {}
     try:
-        model = load(settings, ModelSpec(built.get("name", DEFAULT_MODEL), built.get("pretrained")))
+        spec = ModelSpec(built.get("name", DEFAULT_MODEL), built.get("pretrained"))
+        model = load_for_text(settings, spec) if text_only else load(settings, spec)
         if model.spec.key() != built.get("key", model.spec.key()):
             raise ModelMismatchError(
                 f"the weights of {model.spec.describe()} changed since the index was built: "
@@ -100,7 +114,7 @@ def open_for_query(settings: Settings, *, need_model: bool = True) -> Opened:
     except BaseException:
         store.close()
         raise
-    return Opened(model, store, collection, False)
+    return Opened(model, store, collection, False)  # type: ignore[arg-type]  # a TextModel for text_only
 
 
 def _query_collection(settings: Settings) -> str:
@@ -239,15 +253,16 @@ def tag_counts(settings: Settings) -> dict[str, int]:
 
 def _encode_files(model: ClipModel, paths: list[str]) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
     """Each readable file's embedding; unreadable ones come back as errors."""
+    from mediasearch.discover import display_path
     from mediasearch.errors import MediaSearchError
     from mediasearch.search import file_vector
 
     done, errors = [], []
-    for path in paths:
+    for path in paths:  # paths in the answers are shown (control characters escaped), as in the index
         try:
-            done.append((os.path.abspath(path), file_vector(model, path)))
+            done.append((display_path(os.path.abspath(path)), file_vector(model, path)))
         except MediaSearchError as exc:
-            errors.append({"path": path, "error": str(exc)})
+            errors.append({"path": display_path(path), "error": str(exc)})
     return done, errors
 
 

@@ -7,9 +7,12 @@ here and nowhere else. torch and open_clip are imported inside functions so that
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,15 @@ if TYPE_CHECKING:
 
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).parent / "demo_model"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BF16_MIN_COSINE = 0.999  # bf16 embeddings (images and texts) must match fp32 this closely, else fp32 stays
+BF16_MIN_PARAMS = 20_000_000  # smaller image towers gain nothing from bf16 or from threads (overheads dominate)
+PRECISION_FILE = "precision.json"
+_PRECISION_VERDICTS: dict[str, bool] = {}  # per process, when there is no cache folder to keep them in
+_VERDICT_LOCK = threading.Lock()
+SMALL_TEXT_TOKENS = 512  # text batches up to this many tokens run on one thread (see few_threads)
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"users": 0, "saved": 0}
 
 
 class Embedder(Protocol):
@@ -133,12 +145,12 @@ def _quiet_loaders() -> Iterator[None]:
 
 def default_pretrained(name: str) -> str | None:
     """The pretrained tag used when none is given: the design's default for ViT-B-32, else the first."""
-    import open_clip
-
     from mediasearch.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
     if name == DEFAULT_MODEL:
         return DEFAULT_PRETRAINED
+    import open_clip  # only here: importing it costs seconds
+
     tags = open_clip.list_pretrained_tags_by_model(name)
     return tags[0] if tags else None
 
@@ -212,22 +224,28 @@ class ClipModel:
     dim: int = 0
     image_size: int = 224
     head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
+    channels_last: bool = False  # conv image towers run faster on NHWC input
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """The image tower's dtype: bf16 on CPUs that run it natively, fp16 on GPUs, else fp32."""
+        visual = getattr(self.model, "visual", None)
+        return next((visual if visual is not None else self.model).parameters()).dtype
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """PIL image → the model's input tensor (C×H×W, float32 on CPU)."""
         return self.transform(image)
 
     def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        """Encode an already preprocessed batch (N×C×H×W)."""
+        """Encode an already preprocessed batch (N×C×H×W); pinned CPU memory is copied asynchronously."""
         import torch
 
         with torch.inference_mode():
-            feats = self.model.encode_image(batch.to(self.device, dtype=self.dtype, non_blocking=True))
+            batch = batch.to(self.device, dtype=self.dtype, non_blocking=True)
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            feats = self.model.encode_image(batch)
         return _normalise(feats)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -247,8 +265,9 @@ class ClipModel:
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for start in range(0, len(missing), 256):
             chunk = missing[start : start + 256]
-            with torch.inference_mode():
-                feats = self.model.encode_text(self.tokenizer(chunk).to(self.device))
+            tokens = self.tokenizer(chunk)
+            with torch.inference_mode(), few_threads(token_count(tokens) if self.device == "cpu" else None):
+                feats = encode_text_tokens(self.model, tokens.to(self.device))
             for text, row in zip(chunk, _normalise(feats), strict=True):
                 self._text_cache[text] = row
         if not texts:
@@ -272,33 +291,240 @@ def _normalise(feats: torch.Tensor) -> np.ndarray:
     return arr / np.maximum(norms, 1e-12)
 
 
+def token_count(tokens: torch.Tensor) -> int:
+    """Tokens up to each batch's longest text (what ``encode_text_tokens`` works on)."""
+    return int(tokens.shape[0]) * (int(tokens.argmax(dim=-1).max()) + 1) if tokens.numel() else 0
+
+
+@contextlib.contextmanager
+def few_threads(tokens: int | None) -> Iterator[None]:
+    """One torch thread for a small CPU text batch (``tokens`` <= SMALL_TEXT_TOKENS; None: no change).
+
+    A query's few short texts are milliseconds of work split into hundreds of tiny parallel regions;
+    on a busy machine each region waits for a descheduled worker thread, which made them 5-10x slower
+    than one thread. Nested and concurrent users share one switch; the last one restores the count.
+    """
+    import torch
+
+    if tokens is None or tokens > SMALL_TEXT_TOKENS:
+        yield
+        return
+    with _THREADS_LOCK:
+        if _THREADS_STATE["users"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["users"] -= 1
+            if _THREADS_STATE["users"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
+
+
+def has_standard_text_tower(model: Any) -> bool:
+    """True for open_clip's own CLIP text tower: causal mask, pooled at the end-of-text token."""
+    return (
+        type(model).__name__ == "CLIP"
+        and type(model).__module__.startswith("open_clip")
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) == "argmax"
+    )
+
+
+def encode_text_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text``, run only up to the longest text's end-of-text token where that is exact.
+
+    Under a causal mask no position sees the padding after it, so cutting it off changes nothing but
+    the work: a short query is ~10 tokens of the 77 the tokenizer pads to.
+    """
+    import torch
+
+    if not has_standard_text_tower(model):
+        return model.encode_text(tokens)
+    ends = tokens.argmax(dim=-1)  # the end-of-text token has the highest id
+    length = int(ends.max()) + 1
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)[torch.arange(x.shape[0], device=x.device), ends]
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
 def load_model(
-    spec: ModelSpec, *, device: str = "auto", cache_dir: Path | None = None, batch_size: int = 32
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    cache_dir: Path | None = None,
+    batch_size: int = 0,
+    precision: str = "auto",
 ) -> ClipModel:
-    """Create the model, load its weights and put it in eval mode on the chosen device."""
+    """Create the model, load its weights and put it in eval mode on the chosen device.
+
+    ``precision`` "auto": fp16 on GPUs; on CPUs with native bf16, bf16 weights when the embeddings
+    match fp32 (checked once per model, remembered under ``cache_dir``); else fp32.
+    ``batch_size`` 0 picks one for the device.
+    """
     import open_clip
     import torch
 
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)
     spec = resolve_spec(spec)
     if spec.pretrained and (spec.is_demo or _looks_like_path(spec.pretrained)):
         if not os.path.isfile(spec.pretrained):
             raise WeightsUnavailableError(f"weights file not found: {spec.pretrained}")
-    precision = "fp16" if dev in ("cuda", "mps") else "fp32"
+    created = _create_precision(dev, precision)
     head = None
     if spec.pretrained and is_checkpoint(spec.pretrained):
-        model, transform, head = _create_from_checkpoint(spec, dev, precision, cache_dir)
+        model, transform, head = _create_from_checkpoint(spec, dev, created, cache_dir)
     elif spec.is_demo and spec.pretrained:
         raise ModelError("--model demo takes only a `mediasearch finetune` checkpoint as --pretrained")
     else:
-        model, transform = _create(spec, dev, precision, cache_dir)
+        model, transform = _create(spec, dev, created, cache_dir)
     model.eval()
     name = f"local-dir:{DEMO_DIR}" if spec.is_demo else spec.name
     tokenizer = open_clip.get_tokenizer(name, cache_dir=str(cache_dir) if cache_dir else None)
-    image_size = _image_size(model)
     with torch.inference_mode():
-        dim = int(model.encode_text(tokenizer(["x"]).to(dev)).shape[-1])
-    return ClipModel(spec, dev, model, transform, tokenizer, batch_size, dim, image_size, head)
+        dim = int(encode_text_tokens(model, tokenizer(["x"]).to(dev)).shape[-1])
+    batch = batch_size or default_batch_size(dev, model)
+    loaded = ClipModel(spec, dev, model, transform, tokenizer, batch, dim, _image_size(model), head)
+    if cache_dir is not None:  # from the weights as loaded, before any cast to bf16
+        from mediasearch import text_tower
+
+        text_tower.ensure_cached(loaded, cache_dir)
+    if dev == "cpu" and precision in ("auto", "bf16"):
+        _use_bf16(loaded, cache_dir, force=precision == "bf16")
+    loaded.channels_last = _wants_channels_last(model, dev)
+    if loaded.channels_last:
+        model.visual.to(memory_format=torch.channels_last)
+    return loaded
+
+
+def _create_precision(device: str, precision: str) -> str:
+    """The precision open_clip creates the model in (on a CPU, bf16 is cast afterwards, if at all)."""
+    if precision == "auto":
+        return "fp16" if device in ("cuda", "mps") else "fp32"
+    if device == "cpu" and precision != "fp32":
+        return "fp32"  # fp16 matmuls are slow on CPUs; bf16 is cast after the text-tower cache is saved
+    return precision
+
+
+def default_batch_size(device: str, model: Any) -> int:
+    """Images per batch: 32 on a CPU (larger gains nothing there), more on a GPU with room for it."""
+    if device != "cuda":
+        return 32 if device == "cpu" else 64
+    import torch
+
+    visual = getattr(model, "visual", model)
+    params = sum(p.numel() for p in visual.parameters())
+    batch = 512 if params < 150_000_000 else 256 if params < 500_000_000 else 64
+    memory_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+    return batch if memory_gib >= 40 else max(32, batch // 4)
+
+
+def _wants_channels_last(model: Any, device: str) -> bool:
+    """NHWC for convolutional image towers (ResNet, ConvNeXt) where the kernels want it: cuDNN's fp16
+    and oneDNN's bf16 convolutions. A ViT has one convolution (patches) and gains nothing."""
+    import torch
+
+    visual = getattr(model, "visual", None)
+    if visual is None or sum(isinstance(m, torch.nn.Conv2d) for m in visual.modules()) < 2:
+        return False
+    return device == "cuda" or next(visual.parameters()).dtype == torch.bfloat16
+
+
+def image_tower_params(model: Any) -> int:
+    """Parameters of an (open_clip) model's image tower; 0 when it has none."""
+    visual = getattr(model, "visual", None)
+    return sum(p.numel() for p in visual.parameters()) if visual is not None else 0
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX (x86), BF16 (Arm): CPUs that run bf16 matrix products at full speed."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in lines:
+        if line.startswith(("flags", "Features")):
+            flags.update(line.partition(":")[2].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _use_bf16(loaded: ClipModel, cache_dir: Path | None, *, force: bool) -> None:
+    """Cast the model to bf16 where that is fast (native bf16, a real model) and faithful (checked)."""
+    import torch
+
+    if not force:
+        if not cpu_has_native_bf16() or image_tower_params(loaded.model) < BF16_MIN_PARAMS:
+            return
+        if not _bf16_verdict(loaded, f"{loaded.spec.key()}|torch-{torch.__version__}", cache_dir):
+            return
+    loaded.model.to(torch.bfloat16)
+
+
+def _bf16_verdict(loaded: ClipModel, key: str, cache_dir: Path | None) -> bool:
+    """Whether bf16 keeps the embeddings at cosine >= BF16_MIN_COSINE (checked once per model)."""
+    with _VERDICT_LOCK:
+        verdicts = _read_verdicts(cache_dir) if cache_dir is not None else _PRECISION_VERDICTS
+        if key in verdicts:
+            return bool(verdicts[key])
+        cosine = bf16_cosine(loaded)
+        verdicts[key] = cosine >= BF16_MIN_COSINE
+        logging.getLogger(__name__).info("bf16 weights: cosine %.5f vs fp32 (%s)", cosine, key)
+        if cache_dir is not None:
+            _write_verdicts(cache_dir, verdicts)
+        return verdicts[key]
+
+
+def bf16_cosine(loaded: ClipModel) -> float:
+    """The lowest cosine between the fp32 model's embeddings and a bf16 copy's, over a few
+    smooth-noise probe images and a few texts."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    size = loaded.image_size
+    coarse = torch.randn(4, 3, 7, 7, generator=gen)
+    images = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    images = images + 0.3 * torch.randn(images.shape, generator=gen)
+    tokens = loaded.tokenizer(["a photo of a dog", "a red car parked by the sea at night", "x"])
+    model, low = loaded.model, copy.deepcopy(loaded.model).to(torch.bfloat16)
+    cosines = []
+    with torch.inference_mode():
+        dtype = next(model.visual.parameters()).dtype
+        for ref, got in (
+            (model.encode_image(images.to(dtype)), low.encode_image(images.to(torch.bfloat16))),
+            (encode_text_tokens(model, tokens), encode_text_tokens(low, tokens)),
+        ):
+            cosines.append(torch.nn.functional.cosine_similarity(ref.float(), got.float(), dim=-1).min())
+    return float(min(cosines))
+
+
+def _read_verdicts(cache_dir: Path) -> dict[str, bool]:
+    try:
+        data = json.loads((cache_dir / PRECISION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): bool(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _write_verdicts(cache_dir: Path, verdicts: dict[str, bool]) -> None:
+    """Best effort: without a writable cache the check simply runs again next time."""
+    path = cache_dir / PRECISION_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(verdicts, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _image_size(model: Any) -> int:

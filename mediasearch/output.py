@@ -55,6 +55,15 @@ def file_link(path: str) -> str:
     return f"[link={uri}]{escape(path)}[/link]"
 
 
+def shown(text: str) -> str:
+    """Text from outside (a path, a query) as rich markup that prints it literally, controls escaped."""
+    from rich.markup import escape
+
+    from mediasearch.discover import display_path
+
+    return escape(display_path(text))
+
+
 def hits_table(hits: Sequence[Hit], title: str = "") -> None:
     """A results table: score, match, kind, path (link) with the video moment, tags."""
     from rich.markup import escape
@@ -63,7 +72,7 @@ def hits_table(hits: Sequence[Hit], title: str = "") -> None:
     if not hits:
         console().print("[yellow]no results[/yellow]")
         return
-    table = Table(title=title or None, show_lines=False, header_style="bold")
+    table = Table(title=shown(title) if title else None, show_lines=False, header_style="bold")
     table.add_column("score", justify="right")
     table.add_column("match", justify="right")
     table.add_column("kind")
@@ -80,22 +89,19 @@ def hits_table(hits: Sequence[Hit], title: str = "") -> None:
 
 
 def key_values(title: str, rows: Sequence[tuple[str, Any]]) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, escape(str(value)))
+        table.add_row(key, shown(str(value)))
     console().print(table)
 
 
 def error_line(message: str) -> None:
     """The one red line a failed command prints on stderr."""
-    from rich.markup import escape
-
-    console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    console(stderr=True).print(f"[red]error:[/red] {shown(message)}", soft_wrap=True)
 
 
 class RichProgress:

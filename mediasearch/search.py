@@ -7,6 +7,7 @@ Raw CLIP cosines are not comparable across queries, so each hit also gets a *cal
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from mediasearch.relevance import Calibrator
 from mediasearch.store import Filter, Record, Store
 from mediasearch.zeroshot import ensemble_embeddings, templates_for
 
-_WEIGHT = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
+_WEIGHT = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*:\s*(\S.*)$")
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,13 @@ class Term:
 
 
 def parse_weighted(text: str, default: float = 1.0) -> tuple[float, str]:
-    """'2:dog' → (2.0, 'dog'); 'dog' → (default, 'dog'); 'a: b' (no number) stays text."""
+    """'2:dog' → (2.0, 'dog'); 'dog' → (default, 'dog'); 'a: b' (no number) and '2:' (no text) stay text."""
     m = _WEIGHT.match(text)
     if m:
-        return float(m.group(1)), m.group(2).strip()
+        weight = float(m.group(1))
+        if not math.isfinite(weight):
+            raise QueryError(f"weight out of range in {text!r}")
+        return weight, m.group(2).strip()
     return default, text.strip()
 
 
@@ -57,9 +61,9 @@ def parse_date(text: str, *, end: bool = False) -> float:
             nxt = start + dt.timedelta(days=1)
         else:
             start = nxt = dt.datetime.fromisoformat(text)
-    except ValueError:
+        return (nxt if end else start).timestamp()
+    except (ValueError, OverflowError, OSError):  # OverflowError, OSError: out of the platform's range
         raise QueryError(f"not a date: {text!r} (use YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time)") from None
-    return (nxt if end else start).timestamp()
 
 
 @dataclass(frozen=True)
@@ -129,21 +133,29 @@ def text_vector(model: Embedder, text: str, *, raw: bool) -> np.ndarray:
 
 def file_vector(model: Embedder, path: str) -> np.ndarray:
     """A file's embedding: an image, or the mean of a video's sampled frames."""
-    from mediasearch.decode import load_image, sample_video
-    from mediasearch.discover import VIDEO_EXTS
+    import os
+    import stat
+
+    from mediasearch.decode import load_image
+    from mediasearch.decode_pool import DecoderPool
+    from mediasearch.discover import VIDEO_EXTS, display_path
     from mediasearch.errors import MediaError
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block the decoder
+            raise MediaError("not a regular file")
         if path.lower().rsplit(".", 1)[-1] in VIDEO_EXTS:
-            frames = [f.image for f in sample_video(path, target=getattr(model, "image_size", 224)).frames]
+            with DecoderPool(1, timeout=30.0) as pool:  # a worker process: decord may hang on a broken file
+                sample = pool.sample_video(path, interval=2.0, max_frames=600, target=getattr(model, "image_size", 224))
+            frames = [f.image for f in sample.frames]
             if not frames:
-                raise QueryError(f"{path}: no frame could be decoded")
+                raise QueryError(f"{display_path(path)}: no frame could be decoded")
             return _unit(model.encode_images(frames).mean(axis=0))
         image, _ = load_image(path, target=getattr(model, "image_size", 224))
     except MediaError as exc:
-        raise QueryError(f"{path}: {exc}") from None
+        raise QueryError(f"{display_path(path)}: {exc}") from None
     except OSError as exc:
-        raise QueryError(f"{path}: {exc.strerror or exc}") from None
+        raise QueryError(f"{display_path(path)}: {exc.strerror or exc}") from None
     return model.encode_images([image])[0]
 
 
@@ -163,6 +175,8 @@ def query_vector(model: Embedder, query: Query) -> np.ndarray:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
+    if not math.isfinite(n):
+        raise QueryError("the query's weights are too large")
     if n < 1e-9:
         raise QueryError("the query's terms cancel each other out")
     return (v / n).astype(np.float32)
@@ -255,10 +269,10 @@ def similar_vector(store: Store, model: Embedder, path: str) -> tuple[np.ndarray
     """
     import os
 
-    from mediasearch.discover import path_payload
+    from mediasearch.discover import display_path
 
     path = os.path.abspath(path)
-    stored = list(store.scroll(Filter(path=path_payload(path)["path"]), fields=("path",), with_vectors=True))
+    stored = list(store.scroll(Filter(path=display_path(path)), fields=("path",), with_vectors=True))
     vectors = [r.vector for r in stored if r.vector is not None]
     if vectors:
         return _unit(np.mean(vectors, axis=0)), [r.id for r in stored]

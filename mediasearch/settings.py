@@ -44,7 +44,7 @@ class Settings:
     qdrant_api_key: str | None = None
     frame_interval: float = 2.0
     max_frames: int = 600
-    batch_size: int = 32
+    batch_size: int = 0  # 0: chosen for the device (model.default_batch_size)
     workers: int = 0
     tagging: bool = False
 
@@ -137,8 +137,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {settings.device!r}")
     if settings.frame_interval <= 0:
         raise ConfigError("frame interval must be positive")
-    if settings.max_frames < 1 or settings.batch_size < 1:
-        raise ConfigError("max frames and batch size must be at least 1")
+    if settings.max_frames < 1 or settings.batch_size < 0:
+        raise ConfigError("max frames must be at least 1 and batch size at least 0 (0: automatic)")
 
 
 def settings_fields() -> list[str]:

@@ -190,8 +190,14 @@ def make_library(
     *,
     formats: Sequence[str] = ("jpg", "png", "webp"),
     outlined: bool = False,
+    background: str | None = None,
+    class_folders: bool = False,
 ) -> list[tuple[Path, str, str]]:
-    """Write ``n`` images balanced over the 24 classes into ``folder``; returns (path, colour, shape)."""
+    """Write ``n`` images balanced over the 24 classes into ``folder``; returns (path, colour, shape).
+
+    ``background`` is passed to :func:`render`; ``class_folders`` puts each image in ``<colour>_<shape>/``
+    (the layout ``mediasearch finetune`` and ``eval zeroshot`` read labels from).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     written: list[tuple[Path, str, str]] = []
@@ -200,7 +206,10 @@ def make_library(
         # Rotate formats per round of classes so that every class appears in every format.
         fmt = formats[(i + i // len(CLASSES)) % len(formats)]
         path = folder / f"{colour}_{shape}_{i:04d}.{fmt}"
-        save_image(render(colour, shape, rng=rng, outlined=outlined), path, fmt, rng=rng)
+        if class_folders:
+            path = folder / f"{colour}_{shape}" / path.name
+            path.parent.mkdir(exist_ok=True)
+        save_image(render(colour, shape, rng=rng, outlined=outlined, background=background), path, fmt, rng=rng)
         written.append((path, colour, shape))
     return written
 

@@ -17,6 +17,7 @@ flush by themselves at most every ``AUTO_FLUSH_S`` seconds, and ``close()`` flus
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
 
-from mediasearch.errors import MediaSearchError, ModelMismatchError, StoreError, StoreLockedError
+from mediasearch.errors import MediaSearchError, ModelMismatchError, StoreError, StoreFullError, StoreLockedError
 
 VECTOR_NAME = "clip"
 COLLECTION_PREFIX = "media_"
@@ -44,6 +45,9 @@ KEYWORD_FIELDS = ("kind", "dirs", "path", "root", "tags")
 FLOAT_FIELDS = ("date",)
 EXACT_SEARCH_MAX_POINTS = 100_000  # at or below this size, search scans every vector
 AUTO_FLUSH_S = 5.0
+# The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
+# error. So a write needs this much free space first, or it is refused with StoreFullError.
+MIN_FREE_BYTES = 128 << 20  # a new segment alone maps a 32 MiB vector chunk and a 32 MiB log file
 LOCK_RETRY_S = 0.1
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8a-9c41-2e7d0b9a4f13")  # fixed forever: ids depend on it
 _MEMORY_SERVERS: dict[str, Any] = {}  # ":memory:" -> QdrantClient, shared like one server would be
@@ -183,11 +187,38 @@ def _first_line(exc: BaseException) -> str:
 def _atomic_write(path: Path, text: str) -> None:
     """Write a small file so that readers see the old or the new content, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _write_error(path, exc) from exc
+
+
+def _write_error(path: Path, exc: BaseException) -> StoreError:
+    """A failed write as a one-line StoreError; a full disk as StoreFullError."""
+    text = _first_line(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "os error 28" in text:
+        return StoreFullError(f"the disk holding {path} is full: free some space and run the command again")
+    return StoreError(f"cannot write {path}: {getattr(exc, 'strerror', None) or text}")
+
+
+def check_free_space(path: Path, needed: int | None = None) -> None:
+    """Raise StoreFullError unless the file system holding ``path`` has room for a safe write."""
+    needed = MIN_FREE_BYTES if needed is None else needed
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if free < needed:
+        raise StoreFullError(
+            f"the disk holding the index ({path}) is full: {free >> 20} MiB free, {needed >> 20} MiB needed "
+            "to write safely; free some space and run the command again (what is indexed is kept)"
+        )
 
 
 class _StoreBase:
@@ -243,11 +274,12 @@ class _OwnerLock:
         except OSError:
             fh.close()
             return False
-        fh.seek(0)
-        fh.truncate()
         owner = {"pid": os.getpid(), "command": " ".join(sys.argv)[:300], "since": time.time()}
-        fh.write(json.dumps(owner))
-        fh.flush()
+        with contextlib.suppress(OSError):  # only names the holder: a full disk must not stop us
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(owner))
+            fh.flush()
         self._fh = fh
         return True
 
@@ -410,6 +442,8 @@ def _open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {store_dir}: {exc.strerror or exc}") from exc
     shard_dir = store_dir / collection
+    if create:
+        check_free_space(store_dir)
     deadline = time.monotonic() + max(0.0, wait_s)
     lock = _OwnerLock(store_dir / f"{collection}.owner")
     if not _retry_until(lambda: lock.try_acquire() or None, deadline):
@@ -472,9 +506,12 @@ class EdgeStore(_StoreBase):
         except Exception as exc:
             if type(exc) is not Exception:  # the engine raises bare Exception; others are bugs
                 raise
+            if isinstance(_write_error(self._dir, exc), StoreFullError):
+                raise _write_error(self._dir, exc) from exc
             raise StoreError(f"store at {self._dir}: {what} failed: {_first_line(exc)}") from exc
 
     def _update(self, what: str, operation: Any) -> None:
+        check_free_space(self._dir)
         with self._engine(what):
             self._shard.update(operation)
         if time.monotonic() - self._last_flush >= AUTO_FLUSH_S:

@@ -148,6 +148,7 @@ class ContrastiveTrainer:
 
     ``train_mode`` puts the model in the mode to train in (default ``model.train()``; fine-tuning
     passes ``model.eval()`` to keep batch-norm statistics fixed). ``amp`` uses autocast on CUDA.
+    ``loss_fn(model, batch, device)`` replaces :func:`batch_loss` (batches are then whatever it takes).
     """
 
     def __init__(
@@ -158,8 +159,9 @@ class ContrastiveTrainer:
         device: torch.device | str = "cpu",
         amp: bool = False,
         train_mode: Callable[[nn.Module], object] | None = None,
+        loss_fn: Callable[[nn.Module, Any, torch.device | str], Tensor] = batch_loss,
     ) -> None:
-        self.model, self.config, self.device = model, config, device
+        self.model, self.config, self.device, self.loss_fn = model, config, device, loss_fn
         self.optimizer = make_optimizer(model, config)
         self.state = TrainState()
         self.amp = amp and torch.device(device).type == "cuda"
@@ -167,17 +169,17 @@ class ContrastiveTrainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
         self.train_mode = train_mode or (lambda m: m.train())
 
-    def _loss(self, batch: Batch) -> Tensor:
+    def _loss(self, batch: Any) -> Tensor:
         if not self.amp:
-            return batch_loss(self.model, batch, self.device)
+            return self.loss_fn(self.model, batch, self.device)
         with torch.autocast(device_type="cuda", dtype=self.amp_dtype):
-            return batch_loss(self.model, batch, self.device)
+            return self.loss_fn(self.model, batch, self.device)
 
     def _step(self) -> None:
         _optimizer_step(self.model, self.optimizer, self.config, self.state.step, self.scaler)
         self.state.step += 1
 
-    def run_epoch(self, batches: Iterable[Batch], on_step: Callable[[TrainState], None] | None = None) -> float:
+    def run_epoch(self, batches: Iterable[Any], on_step: Callable[[TrainState], None] | None = None) -> float:
         """Finish the current epoch (skipping the batches a resumed state already did); its mean loss.
 
         ``on_step`` is called after each optimiser step, when the state can be saved and resumed.

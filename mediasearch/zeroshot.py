@@ -66,6 +66,11 @@ def classify_embeddings(
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)
+    return ranked(probs, labels)
+
+
+def ranked(probs: np.ndarray, labels: Sequence[str]) -> list[list[LabelScore]]:
+    """Each row of probabilities as labels sorted by probability."""
     out = []
     for row in probs:
         order = np.argsort(-row, kind="stable")

@@ -43,8 +43,8 @@ def timed(fn: Callable[..., object], *args: object) -> float:
     return time.perf_counter() - started
 
 
-def start_daemon(home: Path, model: str) -> tuple[subprocess.Popen[bytes], DaemonClient]:
-    command = [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", model, "--device", "cpu"]
+def start_daemon(home: Path, model: str, device: str = "cpu") -> tuple[subprocess.Popen[bytes], DaemonClient]:
+    command = [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", model, "--device", device]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([*command, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300

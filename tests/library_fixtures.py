@@ -53,9 +53,9 @@ def _share_demo_model(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
 
     real_load = library.load
 
-    def load(settings: Settings, spec: ModelSpec) -> Any:
+    def load(settings: Settings, spec: ModelSpec, **kwargs: Any) -> Any:
         # A fine-tune checkpoint of the demo model (--pretrained CKPT) is a different model: load it.
-        return model if spec.is_demo and not spec.pretrained else real_load(settings, spec)
+        return model if spec.is_demo and not spec.pretrained else real_load(settings, spec, **kwargs)
 
     monkeypatch.setattr(library, "load", load)
     yield

@@ -404,7 +404,7 @@ class _StubService:
             }
         ]
 
-    def thumbnail(self, path: str, size: int) -> bytes:
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
         from mediasearch.daemon import NotIndexedError
 
         raise NotIndexedError(f"{path} is not in the index")

@@ -1,0 +1,873 @@
+/* mediasearch search page: plain JS, no build step, talks to the daemon's HTTP API on the same origin.
+ *
+ * The token comes once in the URL (?token=, as `mediasearch serve` prints it), is kept in
+ * sessionStorage and sent as a header; pictures and videos carry it as ?token= because an <img> or a
+ * <video> cannot send headers. The search itself lives in the URL's hash (#q=...&type=video), so a
+ * search can be bookmarked, reloaded and walked with Back and Forward. */
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "mediasearch.token";
+  const PAGE = 60;
+  const DPR = Math.min(window.devicePixelRatio || 1, 3);
+  const THUMB = Math.min(1024, Math.round((320 * DPR) / 64) * 64);
+  const VIEWER_SIZE = 1600;
+  const BROWSER_IMAGES = /\.(jpe?g|png|webp|gif|avif|bmp)$/i;
+  const HASH_KEYS = ["q", "not", "like", "type", "folder", "tag", "after", "before", "sort"];
+
+  const state = {
+    q: "", not: "", like: "", type: "", folder: "", tag: "", after: "", before: "", sort: "score",
+    likeAt: null, image: null, limit: PAGE,
+  };
+  let token = "";
+  let hits = [];
+  let shown = 0;
+  let inflight = null;
+  let current = -1;
+  let returnFocus = null;
+  let firstResults = true;
+  let status = null;
+
+  const grid = $("results");
+  const viewer = $("viewer");
+
+  // -- helpers -----------------------------------------------------------------------------------
+
+  const enc = encodeURIComponent;
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function icon(name) {
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("class", "i");
+    svg.setAttribute("aria-hidden", "true");
+    const use = document.createElementNS("http://www.w3.org/2000/svg", "use");
+    use.setAttribute("href", "#" + name);
+    svg.append(use);
+    return svg;
+  }
+
+  function basename(path) {
+    return path.split(/[\\/]/).filter(Boolean).pop() || path;
+  }
+
+  function dirname(path) {
+    const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+    return cut > 0 ? path.slice(0, cut) : "/";
+  }
+
+  function clock(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = String(s % 60).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
+  }
+
+  function ago(when) {
+    if (!when) return "never";
+    const s = Math.max(0, Date.now() / 1000 - when);
+    if (s < 45) return "just now";
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+    return new Date(when * 1000).toLocaleDateString();
+  }
+
+  function plural(n, one, many) {
+    return `${n.toLocaleString()} ${n === 1 ? one : many}`;
+  }
+
+  function nextDay(date) {
+    if (!date) return null;
+    const d = new Date(date + "T00:00:00");
+    d.setDate(d.getDate() + 1);
+    return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  }
+
+  function folderLabel(path) {
+    // Relative to the watched folder that holds it ("Photos/2024/rome"), else the whole folder.
+    const dir = dirname(path);
+    const roots = (status && status.daemon && status.daemon.roots) || [];
+    const root = roots.filter((r) => dir === r || dir.startsWith(r.replace(/\/$/, "") + "/"))
+      .sort((a, b) => b.length - a.length)[0];
+    return root ? basename(root) + dir.slice(root.replace(/\/$/, "").length) : dir;
+  }
+
+  function thumbUrl(path, at, size = THUMB) {
+    const t = at !== null && at !== undefined ? `&t=${at}` : "";
+    return `thumbnail?size=${size}&path=${enc(path)}${t}&token=${enc(token)}`;
+  }
+
+  function mediaUrl(path) {
+    return `media?path=${enc(path)}&token=${enc(token)}`;
+  }
+
+  // -- the API -----------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(message, code) { super(message); this.code = code; }
+  }
+
+  async function api(method, path, body, signal) {
+    const headers = { "X-Mediasearch-Token": token };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, {
+      method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await response.json().catch(() => ({}));
+    if (response.status === 401) {
+      showTokenBox();
+      throw new ApiError("the access token is missing or wrong", 401);
+    }
+    if (!response.ok) {
+      const detail = Array.isArray(data.detail) ? data.detail.map((d) => d.msg).join("; ") : data.detail;
+      throw new ApiError(data.error || detail || `the daemon answered ${response.status}`, response.status);
+    }
+    return data;
+  }
+
+  function initToken() {
+    const url = new URL(location.href);
+    const given = url.searchParams.get("token");
+    if (given) {
+      sessionStorage.setItem(TOKEN_KEY, given);
+      url.searchParams.delete("token");  // out of the address bar, the history and any screenshot
+      history.replaceState(null, "", url.pathname + url.search + url.hash);
+    }
+    token = sessionStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  function showTokenBox() {
+    $("token-box").hidden = false;
+    $("status-dot").className = "dot bad";
+    $("status-text").textContent = "Token needed";
+    $("welcome").hidden = true;
+    $("toolbar").hidden = true;
+    grid.replaceChildren();
+    $("summary").replaceChildren();
+    $("token-input").focus();
+  }
+
+  // -- state <-> URL and controls ----------------------------------------------------------------
+
+  function toHash() {
+    const params = new URLSearchParams();
+    for (const key of HASH_KEYS) {
+      if (state[key] && !(key === "sort" && state.sort === "score")) params.set(key, state[key]);
+    }
+    const text = params.toString();
+    return text ? "#" + text : "";
+  }
+
+  function fromHash() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    for (const key of HASH_KEYS) state[key] = params.get(key) || (key === "sort" ? "score" : "");
+    state.likeAt = null;
+    state.image = null;
+    state.limit = PAGE;
+  }
+
+  function remember() {
+    const hash = toHash();
+    if (hash !== location.hash) history.pushState(null, "", location.pathname + location.search + hash);
+  }
+
+  function toControls() {
+    $("q").value = state.q;
+    $("not").value = state.not;
+    $("folder").value = state.folder;
+    $("after").value = state.after;
+    $("before").value = state.before;
+    $("sort").value = state.sort;
+    ensureTagOption(state.tag);
+    $("tag").value = state.tag;
+    for (const radio of document.querySelectorAll("input[name=type]")) radio.checked = radio.value === state.type;
+    showChip();
+    countFilters();
+  }
+
+  function fromControls() {
+    state.q = $("q").value.trim();
+    state.not = $("not").value.trim();
+    state.folder = $("folder").value.trim();
+    state.after = $("after").value;
+    state.before = $("before").value;
+    state.sort = $("sort").value;
+    state.tag = $("tag").value;
+    state.type = document.querySelector("input[name=type]:checked")?.value || "";
+    state.limit = PAGE;
+    countFilters();
+  }
+
+  function countFilters() {
+    const n = ["not", "type", "folder", "tag", "after", "before"].filter((k) => state[k]).length;
+    $("filter-count").hidden = n === 0;
+    $("filter-count").textContent = String(n);
+    $("clear").hidden = n === 0;
+  }
+
+  function ensureTagOption(tag) {
+    if (!tag || [...$("tag").options].some((o) => o.value === tag)) return;
+    $("tag").append(new Option(tag, tag));
+  }
+
+  function showChip() {
+    const chip = $("chip");
+    if (state.image) {
+      $("chip-img").src = state.image.preview;
+      $("chip-label").textContent = state.image.name;
+    } else if (state.like) {
+      $("chip-img").src = thumbUrl(state.like, state.likeAt, 128);
+      $("chip-label").textContent = "Like " + basename(state.like);
+    }
+    chip.hidden = !state.image && !state.like;
+    chip.title = state.like || (state.image ? state.image.name : "");
+    $("q").placeholder = chip.hidden ? "Describe what you're looking for…" : "Add words to refine…";
+  }
+
+  // -- searching ---------------------------------------------------------------------------------
+
+  function filters() {
+    return {
+      kind: state.type || null,
+      path_prefix: state.folder || null,
+      tags: state.tag ? [state.tag] : [],
+      after: state.after || null,
+      before: nextDay(state.before),
+    };
+  }
+
+  function request() {
+    if (state.like && !state.q && !state.not && !state.image) {
+      return ["similar", { path: state.like, limit: state.limit, sort: state.sort, ...filters() }];
+    }
+    const terms = [];
+    if (state.q) terms.push({ kind: "text", value: state.q });
+    if (state.image) terms.push({ kind: "image", data: state.image.data });
+    if (state.like) terms.push({ kind: "image", value: state.like });
+    for (const word of state.not.split(",").map((w) => w.trim()).filter(Boolean)) {
+      terms.push({ kind: "text", value: word, weight: -1 });
+    }
+    return ["query", { terms, limit: state.limit, sort: state.sort, ...filters() }];
+  }
+
+  function describe() {
+    const parts = [];
+    if (state.q) parts.push(`for “${state.q}”`);
+    if (state.like) parts.push(`like ${basename(state.like)}`);
+    if (state.image) parts.push(`like ${state.image.name}`);
+    if (state.not) parts.push(`without ${state.not}`);
+    return parts.join(" ");
+  }
+
+  async function search({ focusFirst = false, append = false } = {}) {
+    $("token-box").hidden = true;
+    if (!state.q && !state.like && !state.image) {
+      if (inflight) inflight.abort();
+      showWelcome();
+      return;
+    }
+    if (inflight) inflight.abort();
+    const ctl = new AbortController();
+    inflight = ctl;
+    const [route, body] = request();
+    grid.dataset.state = "loading";
+    grid.setAttribute("aria-busy", "true");
+    $("progress").hidden = false;
+    const started = performance.now();
+    try {
+      const found = await api("POST", route, body, ctl.signal);
+      if (inflight !== ctl) return;
+      render(found, performance.now() - started, route, append);
+      if (focusFirst) grid.querySelector(".thumb")?.focus();
+    } catch (error) {
+      if (error.name === "AbortError" || inflight !== ctl) return;
+      if (error.code !== 401) showError(error.message);
+    } finally {
+      if (inflight === ctl) {
+        inflight = null;
+        $("progress").hidden = true;
+        grid.removeAttribute("aria-busy");
+      }
+    }
+  }
+
+  function showWelcome() {
+    hits = [];
+    shown = 0;
+    grid.replaceChildren();
+    grid.dataset.state = "idle";
+    $("summary").replaceChildren();
+    $("toolbar").hidden = true;
+    $("more").hidden = true;
+    $("welcome").hidden = false;
+  }
+
+  function showError(message) {
+    $("welcome").hidden = true;
+    grid.replaceChildren();
+    grid.dataset.state = "error";
+    hits = [];
+    const line = el("span", "error", message.charAt(0).toUpperCase() + message.slice(1));
+    $("summary").replaceChildren(line);
+    $("toolbar").hidden = false;
+    $("more").hidden = true;
+  }
+
+  function render(found, ms, route, append) {
+    const before = hits;
+    hits = found;
+    $("welcome").hidden = true;
+    $("toolbar").hidden = false;
+    const summary = $("summary");
+    const count = el("strong", null, found.length === 0 ? "No results" : plural(found.length, "result", "results"));
+    summary.replaceChildren(count, ` ${describe()} · ${(ms / 1000).toFixed(2)} s`);
+    // "Show more" asks again with a higher limit: keep the cards already there, add the new ones.
+    const keep = append && found.length >= before.length && before.every((h, i) => h.path === found[i].path)
+      ? shown : 0;
+    if (!keep) grid.replaceChildren();
+    const fresh = [];
+    for (let i = keep; i < found.length; i++) fresh.push(card(found[i], i));
+    if (found.length === 0) {
+      const empty = el("li", "empty");
+      empty.append(el("strong", null, "Nothing matches"), "Try other words, or fewer filters.");
+      fresh.push(empty);
+    }
+    grid.append(...fresh);
+    shown = found.length;
+    grid.dataset.state = found.length ? "ready" : "empty";
+    grid.dataset.mode = route === "similar" ? "similar" : state.image || state.like ? "image" : "text";
+    $("more").hidden = found.length < state.limit;
+    if (firstResults && found.length) {
+      firstResults = false;
+      performance.mark("mediasearch:results");
+      markThumbs();
+    }
+  }
+
+  function markThumbs() {
+    const first = [...grid.querySelectorAll(".thumb .pic")].slice(0, 12);
+    let left = first.length;
+    const done = () => { if (--left === 0) performance.mark("mediasearch:thumbnails"); };
+    for (const img of first) {
+      if (img.complete) done();
+      else {
+        img.addEventListener("load", done, { once: true });
+        img.addEventListener("error", done, { once: true });
+      }
+    }
+  }
+
+  function scoreBadge(hit) {
+    const byText = Boolean(state.q);
+    const badge = el("span", "badge score");
+    if (byText) {
+      badge.textContent = `${Math.round(hit.calibrated * 100)}%`;
+      badge.title = `Relevance ${Math.round(hit.calibrated * 100)}% · similarity ${hit.score.toFixed(3)}`;
+      if (hit.calibrated >= 0.8) badge.classList.add("high");
+    } else {
+      badge.textContent = hit.score.toFixed(2);
+      badge.title = `Similarity ${hit.score.toFixed(3)}`;
+    }
+    return badge;
+  }
+
+  function moment(hit) {
+    if (hit.start === null || hit.start === undefined) return "";
+    return hit.end !== null && hit.end > hit.start ? `${clock(hit.start)} – ${clock(hit.end)}` : clock(hit.start);
+  }
+
+  function card(hit, i) {
+    const name = basename(hit.path);
+    const li = el("li", "card");
+    Object.assign(li.dataset, { path: hit.path, kind: hit.kind, score: hit.score, calibrated: hit.calibrated, index: i });
+    if (hit.kind === "video") {
+      Object.assign(li.dataset, { start: hit.start ?? "", end: hit.end ?? "", timestamp: hit.timestamp ?? "" });
+    }
+    const open = el("button", "thumb");
+    open.type = "button";
+    open.setAttribute("aria-label", `Open ${name}${hit.kind === "video" ? " at " + clock(hit.start ?? 0) : ""}`);
+    const img = new Image();
+    img.alt = "";
+    img.className = "pic";
+    img.decoding = "async";
+    img.loading = i < 18 ? "eager" : "lazy";
+    const fill = new Image();
+    fill.alt = "";
+    fill.className = "fill";
+    fill.setAttribute("aria-hidden", "true");
+    img.addEventListener("load", () => {
+      img.classList.add("loaded");
+      fill.src = img.src;  // the same URL: from the cache
+      fill.classList.add("loaded");
+    }, { once: true });
+    img.addEventListener("error", () => open.classList.add("broken"), { once: true });
+    img.src = thumbUrl(hit.path, hit.kind === "video" ? hit.timestamp : null);
+    open.append(fill, img, scoreBadge(hit));
+    if (hit.kind === "video") {
+      const badge = el("span", "badge moment");
+      badge.append(icon("i-play"), moment(hit));
+      open.append(badge);
+    }
+    const like = el("button", "like");
+    like.type = "button";
+    like.title = "More like this (M)";
+    like.setAttribute("aria-label", `More like ${name}`);
+    like.append(icon("i-similar"), el("span", null, "More like this"));
+    const meta = el("div", "meta");
+    const title = el("div", "name", name);
+    title.title = hit.path;
+    const folder = el("div", "folder");
+    folder.append(el("span", null, folderLabel(hit.path)));
+    folder.title = dirname(hit.path);
+    meta.append(title, folder);
+    if (hit.tags && hit.tags.length) meta.append(tagList(hit.tags.slice(0, 3)));
+    li.append(open, like, meta);
+    return li;
+  }
+
+  function tagList(tags) {
+    const box = el("div", "tags");
+    for (const tag of tags) {
+      const button = el("button", "tag", tag);
+      button.type = "button";
+      button.dataset.tag = tag;
+      button.title = `Only items tagged “${tag}”`;
+      box.append(button);
+    }
+    return box;
+  }
+
+  // -- actions -----------------------------------------------------------------------------------
+
+  function submit() {
+    fromControls();
+    remember();
+    search();
+  }
+
+  function moreLike(hit) {
+    if (viewer.open) viewer.close();
+    state.like = hit.path;
+    state.likeAt = hit.kind === "video" ? hit.timestamp : null;
+    state.q = state.not = "";
+    state.image = null;
+    state.limit = PAGE;
+    toControls();
+    remember();
+    window.scrollTo({ top: 0, behavior: "smooth" });
+    search({ focusFirst: true });
+  }
+
+  function byTag(tag) {
+    if (viewer.open) viewer.close();
+    state.tag = tag;
+    state.limit = PAGE;
+    if (!state.q && !state.like && !state.image) state.q = tag;
+    toControls();
+    remember();
+    search();
+  }
+
+  async function shrink(file) {
+    // The model sees a small square: send a 640 px JPEG rather than a 12 MP original.
+    try {
+      const bitmap = await createImageBitmap(file);
+      const scale = Math.min(1, 640 / Math.max(bitmap.width, bitmap.height));
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      bitmap.close();
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+      return { blob, data: await dataUrl(blob) };
+    } catch {
+      return { blob: file, data: await dataUrl(file) };  // the browser can't decode it: let the daemon try
+    }
+  }
+
+  function dataUrl(blob) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
+  }
+
+  async function searchByImage(file) {
+    if (!file || !(file.type.startsWith("image/") || /\.(heic|heif|tiff?)$/i.test(file.name))) {
+      showError("that is not an image: drop or pick a photo to search by it");
+      return;
+    }
+    const { blob, data } = await shrink(file);
+    if (state.image) URL.revokeObjectURL(state.image.preview);
+    state.image = { data, preview: URL.createObjectURL(blob), name: file.name || "pasted image" };
+    state.like = "";
+    state.likeAt = null;
+    state.q = "";
+    state.limit = PAGE;
+    toControls();
+    remember();
+    search({ focusFirst: false });
+  }
+
+  function clearExample() {
+    if (state.image) URL.revokeObjectURL(state.image.preview);
+    state.image = null;
+    state.like = "";
+    state.likeAt = null;
+    showChip();
+    remember();
+    search();
+    $("q").focus();
+  }
+
+  // -- the viewer --------------------------------------------------------------------------------
+
+  function openViewer(index) {
+    if (index < 0 || index >= hits.length) return;
+    if (!viewer.open) returnFocus = document.activeElement;
+    current = index;
+    const hit = hits[index];
+    const name = basename(hit.path);
+    $("v-name").textContent = name;
+    $("v-folder").textContent = dirname(hit.path);
+    $("v-open").href = mediaUrl(hit.path);
+    $("v-prev").disabled = index === 0;
+    $("v-next").disabled = index === hits.length - 1;
+    viewer.dataset.path = hit.path;
+    viewer.dataset.kind = hit.kind;
+    facts(hit);
+    const tags = $("v-tags");
+    tags.replaceChildren(...(hit.tags && hit.tags.length ? [...tagList(hit.tags).children] : []));
+    stopMedia();
+    if (hit.kind === "video") showVideo(hit);
+    else showImage(hit);
+    if (!viewer.open) viewer.showModal();
+  }
+
+  function facts(hit) {
+    const rows = [["Type", hit.kind === "video" ? "Video" : "Photo"]];
+    if (state.q) rows.push(["Relevance", `${Math.round(hit.calibrated * 100)}%`]);
+    rows.push(["Similarity", hit.score.toFixed(3)]);
+    if (hit.kind === "video" && hit.timestamp !== null) rows.push(["Best frame", clock(hit.timestamp)]);
+    const list = $("v-facts");
+    list.replaceChildren();
+    for (const [term, value] of rows) list.append(el("dt", null, term), el("dd", null, value));
+  }
+
+  function stopMedia() {
+    const old = $("v-media").querySelector("video");
+    if (old) {
+      old.pause();
+      old.removeAttribute("src");
+      old.load();  // stops the download
+    }
+    $("v-media").replaceChildren();
+  }
+
+  function showImage(hit) {
+    $("v-moment").hidden = true;
+    const img = new Image();
+    img.alt = basename(hit.path);
+    img.src = thumbUrl(hit.path, null);  // already in the cache: shows at once
+    const full = new Image();
+    full.addEventListener("load", () => { if (hits[current] === hit) img.src = full.src; }, { once: true });
+    full.src = BROWSER_IMAGES.test(hit.path) ? mediaUrl(hit.path) : thumbUrl(hit.path, null, VIEWER_SIZE);
+    $("v-media").replaceChildren(img);
+  }
+
+  function showVideo(hit) {
+    const start = hit.start ?? hit.timestamp ?? 0;
+    const video = document.createElement("video");
+    video.controls = true;
+    video.playsInline = true;
+    video.preload = "auto";
+    video.poster = thumbUrl(hit.path, hit.timestamp);
+    video.src = `${mediaUrl(hit.path)}#t=${start}`;  // the media fragment starts it at the moment
+    video.addEventListener("loadedmetadata", () => {
+      if (Math.abs(video.currentTime - start) > 0.25) video.currentTime = start;
+      track(hit, video.duration);
+      video.play().catch(() => {});  // autoplay may be refused: the controls are there
+    }, { once: true });
+    video.addEventListener("error", () => {
+      const note = el("p", "v-error", "This video cannot be played in the browser. Use “Original” to open it.");
+      $("v-media").replaceChildren(note);
+    }, { once: true });
+    $("v-moment-text").textContent = `Moment ${moment(hit)}`;
+    $("v-span").style.left = "0";
+    $("v-span").style.width = "0";
+    $("v-moment").hidden = false;
+    $("v-media").replaceChildren(video);
+  }
+
+  function track(hit, duration) {
+    if (!duration || !isFinite(duration)) return;
+    const start = hit.start ?? 0;
+    const end = Math.max(hit.end ?? start, start);
+    const step = Math.min(2, duration / 20);  // frames are sampled about every 2 s: show the moment's span
+    $("v-span").style.left = `${(100 * start) / duration}%`;
+    $("v-span").style.width = `${(100 * Math.min(duration - start, end - start + step)) / duration}%`;
+  }
+
+  function replay() {
+    const hit = hits[current];
+    const video = $("v-media").querySelector("video");
+    if (!hit || !video) return;
+    video.currentTime = hit.start ?? 0;
+    video.play().catch(() => {});
+  }
+
+  async function copyPath() {
+    const hit = hits[current];
+    if (!hit) return;
+    const button = $("v-copy");
+    try {
+      await navigator.clipboard.writeText(hit.path);
+      button.lastChild.textContent = "Copied";
+    } catch {
+      button.lastChild.textContent = "Copy failed";
+    }
+    setTimeout(() => { button.lastChild.textContent = "Copy path"; }, 1500);
+  }
+
+  // -- keyboard ----------------------------------------------------------------------------------
+
+  function columns() {
+    return getComputedStyle(grid).gridTemplateColumns.split(" ").filter(Boolean).length || 1;
+  }
+
+  function onGridKey(event) {
+    const li = event.target.closest(".card");
+    if (!li) return;
+    const index = Number(li.dataset.index);
+    const moves = {
+      ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns(),
+      Home: -index, End: hits.length - 1 - index,
+    };
+    if (event.key in moves) {
+      const target = Math.min(hits.length - 1, Math.max(0, index + moves[event.key]));
+      grid.children[target]?.querySelector(".thumb")?.focus();
+      event.preventDefault();
+    } else if ((event.key === "m" || event.key === "M") && !event.ctrlKey && !event.metaKey) {
+      moreLike(hits[index]);
+      event.preventDefault();
+    }
+  }
+
+  function onViewerKey(event) {
+    if (event.target.tagName === "VIDEO") return;  // its own controls use the arrows
+    if (event.key === "ArrowRight") openViewer(current + 1);
+    else if (event.key === "ArrowLeft") openViewer(current - 1);
+    else if (event.key === "m" || event.key === "M") moreLike(hits[current]);
+    else return;
+    event.preventDefault();
+  }
+
+  function onGlobalKey(event) {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName);
+    if (event.key === "/" && !typing && !viewer.open) {
+      $("q").focus();
+      $("q").select();
+      event.preventDefault();
+    } else if (event.key === "Escape" && event.target === $("q") && !$("q").value) {
+      $("q").blur();
+    }
+  }
+
+  // -- status, tags, folders ---------------------------------------------------------------------
+
+  async function refreshStatus() {
+    try {
+      status = await api("GET", "status");
+    } catch (error) {
+      $("status-dot").className = "dot bad";
+      $("status-text").textContent = error.code === 401 ? "Token needed" : "Daemon not reachable";
+      return;
+    }
+    const daemon = status.daemon || {};
+    const busy = daemon.busy || (daemon.pending_folders || 0) > 0;
+    const changed = daemon.last_change || (status.last_run && status.last_run.finished);
+    $("status-dot").className = busy ? "dot busy" : "dot ok";
+    const text = $("status-text");
+    text.replaceChildren(el("strong", null, plural(status.files, "item", "items")),
+      busy ? " · indexing…" : ` · updated ${ago(changed)}`);
+    const model = status.model || {};
+    const rows = [
+      ["Photos", status.images.toLocaleString()],
+      ["Videos", `${status.videos.toLocaleString()} (${plural(status.frames, "frame", "frames")})`],
+      ["Model", model.name ? model.name + (model.pretrained ? ` · ${model.pretrained}` : "") : "—"],
+      ["Last change", changed ? new Date(changed * 1000).toLocaleString() : "—"],
+      ["Folders", (daemon.roots || []).join("\n") || "—"],
+      ["State", busy ? "indexing" : daemon.state || "ready"],
+    ];
+    const list = $("status-details");
+    list.replaceChildren();
+    for (const [term, value] of rows) list.append(el("dt", null, term), el("dd", null, value));
+    const folders = $("folders");
+    folders.replaceChildren(...(daemon.roots || []).map((root) => new Option(root)));
+    for (const folder of grid.querySelectorAll(".folder")) folder.firstChild.textContent = folderLabel(folder.title + "/x");
+    welcomeTitle();
+  }
+
+  function welcomeTitle() {
+    if (!status) return;
+    const title = $("welcome-title");
+    if (status.files === 0) {
+      title.textContent = "Nothing is indexed yet";
+      $("welcome").querySelector(".lede").textContent =
+        "Add folders with `mediasearch index ~/Pictures`, or start the daemon with them: `mediasearch serve ~/Pictures`.";
+      return;
+    }
+    const parts = [];
+    if (status.images) parts.push(plural(status.images, "photo", "photos"));
+    if (status.videos) parts.push(plural(status.videos, "video", "videos"));
+    title.textContent = `Search ${parts.join(" and ")} by what they show`;
+  }
+
+  async function loadTags() {
+    let counts;
+    try {
+      counts = await api("GET", "tags");
+    } catch {
+      return;
+    }
+    const sorted = Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const select = $("tag");
+    select.replaceChildren(new Option("Any tag", ""), ...sorted.map(([tag, n]) => new Option(`${tag} (${n})`, tag)));
+    select.value = state.tag;
+    ensureTagOption(state.tag);
+    select.value = state.tag;
+    const box = $("suggestions");
+    box.replaceChildren();
+    for (const [tag] of sorted.slice(0, 12)) {
+      const button = el("button", null, tag);
+      button.type = "button";
+      button.addEventListener("click", () => { state.q = tag; state.like = ""; state.image = null; toControls(); remember(); search(); });
+      box.append(button);
+    }
+  }
+
+  // -- wiring ------------------------------------------------------------------------------------
+
+  function wire() {
+    $("search").addEventListener("submit", (event) => { event.preventDefault(); submit(); });
+    for (const id of ["tag", "after", "before", "sort", "folder"]) {
+      $(id).addEventListener("change", () => { if (state.q || state.like || state.image) submit(); else fromControls(); });
+    }
+    for (const radio of document.querySelectorAll("input[name=type]")) {
+      radio.addEventListener("change", () => { if (state.q || state.like || state.image) submit(); else fromControls(); });
+    }
+    $("clear").addEventListener("click", () => {
+      Object.assign(state, { not: "", type: "", folder: "", tag: "", after: "", before: "", sort: "score" });
+      toControls();
+      remember();
+      search();
+    });
+    $("filters-toggle").addEventListener("click", () => {
+      const open = $("filters").classList.toggle("open");
+      $("filters-toggle").setAttribute("aria-expanded", String(open));
+    });
+    $("pick").addEventListener("click", () => $("file").click());
+    $("file").addEventListener("change", () => {
+      const file = $("file").files[0];
+      $("file").value = "";
+      if (file) searchByImage(file);
+    });
+    $("chip-x").addEventListener("click", clearExample);
+    $("more").addEventListener("click", () => {
+      state.limit += PAGE;
+      search({ append: true });
+    });
+    grid.addEventListener("click", (event) => {
+      const li = event.target.closest(".card");
+      if (!li) return;
+      const hit = hits[Number(li.dataset.index)];
+      const tag = event.target.closest(".tag");
+      if (tag) byTag(tag.dataset.tag);
+      else if (event.target.closest(".like")) moreLike(hit);
+      else if (event.target.closest(".thumb")) openViewer(Number(li.dataset.index));
+    });
+    grid.addEventListener("keydown", onGridKey);
+    document.addEventListener("keydown", onGlobalKey);
+    wireViewer();
+    wireDrop();
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      token = $("token-input").value.trim();
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $("token-box").hidden = true;
+      start();
+    });
+    window.addEventListener("popstate", () => { fromHash(); toControls(); search(); });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshStatus(); });
+    setInterval(() => { if (!document.hidden && token) refreshStatus(); }, 20000);
+  }
+
+  function wireViewer() {
+    $("v-close").addEventListener("click", () => viewer.close());
+    $("v-prev").addEventListener("click", () => openViewer(current - 1));
+    $("v-next").addEventListener("click", () => openViewer(current + 1));
+    $("v-like").addEventListener("click", () => moreLike(hits[current]));
+    $("v-replay").addEventListener("click", replay);
+    $("v-copy").addEventListener("click", copyPath);
+    $("v-tags").addEventListener("click", (event) => {
+      const tag = event.target.closest(".tag");
+      if (tag) byTag(tag.dataset.tag);
+    });
+    viewer.addEventListener("keydown", onViewerKey);
+    viewer.addEventListener("click", (event) => { if (event.target === viewer) viewer.close(); });
+    viewer.addEventListener("close", () => {
+      stopMedia();
+      const card = grid.children[current];
+      (card?.querySelector(".thumb") || returnFocus)?.focus();
+    });
+  }
+
+  function wireDrop() {
+    let depth = 0;
+    const hasFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+    window.addEventListener("dragenter", (event) => {
+      if (!hasFiles(event)) return;
+      depth++;
+      $("drop").hidden = false;
+    });
+    window.addEventListener("dragleave", () => { if (--depth <= 0) { depth = 0; $("drop").hidden = true; } });
+    window.addEventListener("dragover", (event) => { if (hasFiles(event)) event.preventDefault(); });
+    window.addEventListener("drop", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      depth = 0;
+      $("drop").hidden = true;
+      searchByImage(event.dataTransfer.files[0]);
+    });
+    window.addEventListener("paste", (event) => {
+      const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+      if (file) {
+        event.preventDefault();
+        searchByImage(file);
+      }
+    });
+  }
+
+  function start() {
+    fromHash();
+    toControls();
+    if (!state.q && !state.like) $("q").focus();
+    // The results first: the status and the tags wait for them rather than compete with them.
+    search().finally(() => {
+      refreshStatus();
+      loadTags();
+    });
+  }
+
+  initToken();
+  wire();
+  if (!token) showTokenBox();
+  else start();
+})();

@@ -1,0 +1,583 @@
+#!/usr/bin/env python
+"""Benchmark: indexing throughput against the model's own ceiling, and query latency; one table.
+
+    python scripts/bench.py --quick                 # a few minutes on 2 cores
+    python scripts/bench.py                         # the full run (10,000-file re-index, 100k points)
+    python scripts/bench.py --device cuda           # GPU; add --model ViT-L-14 for the large model
+    python scripts/bench.py --workdir /tmp/bench    # keep the media between runs (made once)
+
+It makes its own media (12 MP and 640 px JPEGs, 720p H.264 MP4s with a keyframe every 2 s) and, unless
+``--pretrained FILE`` is given, a weights file of the model's architecture with *random* weights: the
+same cost as pretrained ones, so every figure is a speed, never an accuracy. Each measurement runs in
+a process of its own, so that its peak RSS is its own and a cold start is cold; a ratio compares
+figures of the same run. Files are read from the page cache: decoding, not the disk, is measured.
+
+Rows: the model alone on preprocessed tensors (fp32, and the precision ``load_model`` picks: the
+ceiling); the tutorial loop (one image at a time, full decode, fp32) and our end-to-end indexing
+(discover, decode, encode, store); video decoding (decord at exact times, PyAV at keyframes) and
+video indexing end to end; re-indexing an unchanged tree; a cold ``mediasearch query`` against the
+tutorial's load-and-encode script; warm queries through the daemon (``scripts/bench_query.py``) at
+10k and 100k synthetic points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query import percentile, start_daemon, timed  # noqa: E402
+
+QUERY = "a dog running on a sunny beach"
+TUTORIAL_QUERY = f"""
+import sys, time
+import torch, open_clip
+model, _, preprocess = open_clip.create_model_and_transforms({{model!r}}, pretrained={{weights!r}})
+model.eval()
+tokenizer = open_clip.get_tokenizer({{model!r}})
+with torch.no_grad():
+    text = model.encode_text(tokenizer([{QUERY!r}]))
+    text = text / text.norm(dim=-1, keepdim=True)
+print(text.shape)
+"""
+
+
+# --------------------------------------------------------------------------------------------- media
+
+
+def make_photo(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A photo-like JPEG: smooth colour fields, a few shapes, sensor-like noise (realistic entropy)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        r = int(rng.integers(min(size) // 20, min(size) // 5))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    pixels = np.asarray(image, dtype=np.int16) + rng.normal(0, 6, (height, width, 1)).astype(np.int16)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_photos(folder: Path, count: int, size: tuple[int, int], distinct: int) -> Path:
+    """``count`` JPEGs; only ``distinct`` are rendered, the rest are copies (decoding costs the same)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    have = sorted(folder.glob("*.jpg"))
+    if len(have) == count:
+        return folder
+    for old in have:
+        old.unlink()
+    for i in range(count):
+        path = folder / f"photo_{i:05d}.jpg"
+        if i < distinct:
+            make_photo(path, size, seed=i)
+        else:
+            shutil.copyfile(folder / f"photo_{i % distinct:05d}.jpg", path)
+    return folder
+
+
+def make_video(path: Path, seconds: float, seed: int, fps: int = 30, size: tuple[int, int] = (1280, 720)) -> None:
+    """A 720p H.264 MP4 with a keyframe every 2 s: moving gradients and a moving block over texture."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) * 255 // (width + height)], -1)
+    base = (base + rng.integers(0, 30, (height, width, 3))).astype(np.uint8)
+    gop = 2 * fps
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt, stream.gop_size = width, height, "yuv420p", gop
+        stream.options = {"preset": "ultrafast", "crf": "26", "sc_threshold": "0", "keyint_min": str(gop)}
+        for i in range(int(seconds * fps)):
+            frame = np.roll(base, i * 4, axis=1)
+            x = (i * 7) % width
+            frame[height // 3 : height // 2, max(0, x - 60) : x + 60] = (220, 40, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_videos(folder: Path, count: int, seconds: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / f".made-{count}x{seconds:g}"
+    if not stamp.exists():
+        for old in folder.glob("*.mp4"):
+            old.unlink()
+        for i in range(count):
+            make_video(folder / f"clip_{i:03d}.mp4", seconds, seed=i)
+        stamp.touch()
+    return folder
+
+
+def make_tree(folder: Path, count: int) -> Path:
+    """``count`` tiny JPEGs in folders of 500 (re-index cost is per file, not per pixel)."""
+    from PIL import Image
+
+    stamp = folder / f".made-{count}"
+    if stamp.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        sub = folder / f"d{i // 500:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        Image.new("RGB", (64, 48), colour).save(sub / f"img_{i:05d}.jpg", quality=80)
+    stamp.touch()
+    return folder
+
+
+def random_weights(workdir: Path, model: str) -> Path:
+    """The model's architecture with random weights, saved once: loads like a pretrained file."""
+    path = workdir / f"{model}-random.safetensors"
+    if not path.exists():
+        import open_clip
+        from safetensors.torch import save_file
+
+        state = open_clip.create_model(model).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------------------------- child side
+
+
+def _settings(home: Path, args: dict[str, Any], **overrides: Any) -> Any:
+    from mediasearch.settings import load_settings
+
+    cli = {"home": home, "model": args["model"], "pretrained": args["weights"], "device": args["device"]}
+    return load_settings({**cli, **overrides}, env={})
+
+
+def _load(args: dict[str, Any], precision: str = "auto") -> Any:
+    from mediasearch.model import ModelSpec, load_model
+
+    cache = Path(args["workdir"]) / "model-cache"
+    return load_model(ModelSpec(args["model"], args["weights"]), device=args["device"], cache_dir=cache,
+                      precision=precision)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def child_ceiling(args: dict[str, Any]) -> dict[str, Any]:
+    """The model alone on preprocessed tensors, best of ``repeats`` batches."""
+    import torch
+
+    from mediasearch.model import bf16_cosine
+
+    model = _load(args, args["precision"])
+    batch = torch.randn(model.batch_size, 3, model.image_size, model.image_size)
+    model.encode_tensors(batch[:2])
+    best = min(_timed_encode(model, batch, args["device"]) for _ in range(args["repeats"]))
+    out = {"rate": model.batch_size / best, "dtype": str(model.dtype).replace("torch.", ""),
+           "batch": model.batch_size}
+    if args["device"] == "cpu" and args["precision"] == "auto" and model.dtype == torch.bfloat16:
+        fp32 = _load(args, "fp32")
+        out["cosine"] = bf16_cosine(fp32)
+    return out
+
+
+def _timed_encode(model: Any, batch: Any, device: str) -> float:
+    started = time.perf_counter()
+    model.encode_tensors(batch)
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def child_tutorial(args: dict[str, Any]) -> dict[str, Any]:
+    """The open_clip README loop: open, convert, preprocess, encode one image at a time, fp32."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(args["model"], pretrained=args["weights"])
+    model = model.eval().to(args["device"])
+    files = sorted(Path(args["folder"]).glob("*.jpg"))[: args["limit"]]
+    started = time.perf_counter()
+    with torch.no_grad():
+        for path in files:
+            image = preprocess(Image.open(path).convert("RGB")).unsqueeze(0).to(args["device"])
+            features = model.encode_image(image)
+            features /= features.norm(dim=-1, keepdim=True)
+            features.cpu()
+    return {"rate": len(files) / (time.perf_counter() - started)}
+
+
+def child_index(args: dict[str, Any]) -> dict[str, Any]:
+    """``mediasearch index`` in process (model loaded first): what the indexing pipeline sustains."""
+    from mediasearch import library
+    from mediasearch.indexer import IndexOptions, forget, index_paths
+
+    overrides = {"model": "demo", "pretrained": None} if args.get("demo") else {}
+    settings = _settings(Path(args["home"]), args, **overrides)
+    opened = library.open_for_index(settings)
+    try:
+        runs = []
+        for i in range(args.get("runs", 1)):
+            if args.get("fresh") and i:
+                forget(opened.store, args["folder"])  # every run indexes every file again
+            summary = index_paths([args["folder"]], opened.model, opened.store, IndexOptions(**args["options"]))
+            runs.append(summary.to_json())
+        library.finish_index(settings, opened, runs[-1])
+    finally:
+        opened.close()
+    return {"runs": [{k: r[k] for k in ("scanned", "added", "unchanged", "failed", "frames", "seconds")} for r in runs]}
+
+
+def child_video_decode(args: dict[str, Any]) -> dict[str, Any]:
+    """Decoding alone (``sample_video``), exact times and keyframes alternately, best of ``repeats`` each."""
+    from mediasearch.decode import sample_video
+
+    files = sorted(Path(args["folder"]).glob("*.mp4"))
+    out: dict[str, Any] = {}
+    for _ in range(args["repeats"]):
+        for name, exact in (("exact", True), ("keyframes", False)):
+            started = time.perf_counter()
+            frames = sum(len(sample_video(str(f), interval=2.0, exact=exact).frames) for f in files)
+            seconds = time.perf_counter() - started
+            if seconds < out.get(name, {}).get("seconds", float("inf")):
+                out[name] = {"seconds": seconds, "frames": frames}
+    return out
+
+
+def child_store(args: dict[str, Any]) -> dict[str, Any]:
+    """A home whose index holds ``points`` synthetic image points (random unit vectors)."""
+    from mediasearch import library
+    from mediasearch.store import PointIn, point_id
+
+    settings = _settings(Path(args["home"]), args)
+    opened = library.open_for_index(settings)
+    rng = np.random.default_rng(0)
+    try:
+        for start in range(0, args["points"], 2000):
+            count = min(2000, args["points"] - start)
+            vectors = rng.standard_normal((count, opened.model.dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            points = [PointIn(point_id(f"/bench/img_{start + i}.jpg", None), vectors[i], _payload(start + i))
+                      for i in range(count)]
+            opened.store.upsert(points)
+        opened.store.flush()
+        library.finish_index(settings, opened, {"added": args["points"]})
+    finally:
+        opened.close()
+    return {"points": args["points"]}
+
+
+def _payload(i: int) -> dict[str, Any]:
+    path = f"/bench/d{i // 1000:03d}/img_{i}.jpg"
+    return {"path": path, "dirs": ["/", "/bench", f"/bench/d{i // 1000:03d}"], "root": "/bench", "kind": "image",
+            "size": 1000, "mtime": 1.7e9 + i, "fingerprint": f"{i:016x}", "frames_total": 1, "tags": [],
+            "date": 1.7e9 + i, "timestamp": None}
+
+
+def child_media(args: dict[str, Any]) -> dict[str, Any]:
+    """Every file the selected steps need (made once per work folder) and the weights file."""
+    work = Path(args["workdir"])
+    if "images" in args["steps"]:
+        make_photos(work / "photos-12mp", args["images_12mp"], (4000, 3000), distinct=8)
+        make_photos(work / "photos-640", args["images_640"], (640, 480), distinct=64)
+    if "video" in args["steps"]:
+        make_videos(work / "videos-720p", args["videos"], args["video_seconds"])
+    if "reindex" in args["steps"]:
+        make_tree(work / f"tree-{args['reindex_files']}", args["reindex_files"])
+    weights = args["pretrained"] or str(random_weights(work, args["model"]))
+    return {"weights": str(Path(weights).resolve())}
+
+
+CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "media": child_media,
+    "ceiling": child_ceiling,
+    "tutorial": child_tutorial,
+    "index": child_index,
+    "video_decode": child_video_decode,
+    "store": child_store,
+}
+
+
+def run_child(name: str, args: dict[str, Any]) -> None:
+    result = CHILDREN[name](args)
+    result["rss_mib"] = peak_rss_mib()
+    print("BENCH-RESULT " + json.dumps(result), flush=True)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: on Linux that starts from the parent's RSS at fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------------------------- parent side
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def wait_rss(proc: subprocess.Popen[Any]) -> tuple[int, float]:
+    """Wait for a child: (exit status, its peak RSS in MiB, which counts this small process's RSS at
+    fork as a floor: the media and the models are made in children to keep it small)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+def child(name: str, **args: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh process and return its result."""
+    command = [sys.executable, __file__, "--child", name, json.dumps(args, default=str)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"bench step {name} failed:\n{err[-3000:]}")
+    line = next(ln for ln in out.splitlines() if ln.startswith("BENCH-RESULT "))
+    return dict(json.loads(line.removeprefix("BENCH-RESULT ")))
+
+
+TIMER = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+seconds = time.perf_counter() - started
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"code": done.returncode, "seconds": seconds, "rss": rss, "err": done.stderr.decode()[-2000:]}))
+"""
+
+
+def timed_process(command: Sequence[str]) -> tuple[float, float]:
+    """(wall seconds from process start to exit, peak RSS MiB) of a command that must succeed.
+
+    A small wrapper process starts it and waits: the command's ``ru_maxrss`` then starts from the
+    wrapper's few MiB, not from this process's RSS at fork.
+    """
+    out = subprocess.run([sys.executable, "-c", TIMER, *command], capture_output=True, text=True, env=_env())
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        sys.exit(f"{' '.join(command[:6])} ... failed: {result['err']}")
+    return float(result["seconds"]), float(result["rss"])
+
+
+@dataclass
+class Row:
+    what: str
+    value: str
+    unit: str
+    ratio: str = ""
+    rss: float | None = None
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def add(self, what: str, value: float | str, unit: str, ratio: str = "", rss: float | None = None) -> None:
+        shown = value if isinstance(value, str) else (f"{value:,.1f}" if value < 1000 else f"{value:,.0f}")
+        self.rows.append(Row(what, shown, unit, ratio, rss))
+        print(f"  {what}: {shown} {unit} {ratio}", file=sys.stderr, flush=True)
+
+    def print(self, header: str) -> None:
+        print(f"\n{header}\n")
+        print(f"| {'measurement':<56} | {'value':>13} | {'unit':<12} | {'ratio / note':<46} | {'peak RSS':>9} |")
+        print(f"|{'-' * 58}|{'-' * 14}:|{'-' * 14}|{'-' * 48}|{'-' * 10}:|")
+        for r in self.rows:
+            rss = f"{r.rss:,.0f} MiB" if r.rss is not None else ""
+            print(f"| {r.what:<56} | {r.value:>13} | {r.unit:<12} | {r.ratio:<46} | {rss:>9} |")
+
+
+def bench_images(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
+    work = Path(opts.workdir)
+    big, small = work / "photos-12mp", work / "photos-640"
+    fp32 = child("ceiling", **base, precision="fp32", repeats=opts.repeats)
+    auto = child("ceiling", **base, precision="auto", repeats=opts.repeats)
+    table.add("model only, fp32 (preprocessed tensors)", fp32["rate"], "images/s", f"batch {fp32['batch']}",
+              fp32["rss_mib"])
+    note = f"{auto['dtype']}, batch {auto['batch']}" + (f", cosine {auto['cosine']:.5f}" if "cosine" in auto else "")
+    ceiling = auto["rate"]
+    tutorial = child("tutorial", **base, folder=str(big), limit=opts.tutorial_images)
+    table.add("tutorial loop, 12 MP JPEG (1 at a time, fp32)", tutorial["rate"], "images/s", "",
+              tutorial["rss_mib"])
+    rows = []
+    for name, folder, count in (("12 MP", big, opts.images_12mp), ("640 px", small, opts.images_640)):
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
+        result = child("index", **base, home=str(home), folder=str(folder), options={}, runs=opts.repeats, fresh=True)
+        rows.append((name, count, count / min(r["seconds"] for r in result["runs"]), result["rss_mib"]))
+        if name == "640 px":
+            opts.query_home = home
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    again = child("ceiling", **base, precision="auto", repeats=opts.repeats)  # the load changes: best of both
+    ceiling = max(ceiling, again["rate"])
+    table.add(f"model only, {auto['dtype']}: the ceiling (best of 2 runs)", ceiling, "images/s", note,
+              max(auto["rss_mib"], again["rss_mib"]))
+    for name, count, rate, rss in rows:
+        ratio = f"{rate / ceiling:.2f}x ceiling"
+        if name == "12 MP":
+            ratio += f", {rate / tutorial['rate']:.1f}x tutorial"
+        table.add(f"end to end (index), {name} JPEG, {count} files", rate, "images/s", ratio, rss)
+
+
+def bench_video(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
+    folder = Path(opts.workdir) / "videos-720p"
+    total = opts.videos * opts.video_seconds
+    decode = child("video_decode", **base, folder=str(folder), repeats=opts.repeats + 1)
+    exact, keys = decode["exact"], decode["keyframes"]
+    exact_rate, key_rate = total / exact["seconds"], total / keys["seconds"]
+    table.add("video decode only, decord, exact times", exact_rate, "video-s/s",
+              f"{exact['frames']} frames, 1 process", decode["rss_mib"])
+    table.add("video decode only, PyAV keyframes (the default)", key_rate, "video-s/s",
+              f"{key_rate / exact_rate:.1f}x decord, {keys['frames']} frames", decode["rss_mib"])
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=opts.workdir))
+    result = child("index", **base, home=str(home), folder=str(folder), options={}, runs=opts.repeats, fresh=True)
+    run = min(result["runs"], key=lambda r: float(r["seconds"]))
+    table.add(f"video end to end (index), 720p, 1 frame / 2 s, {opts.videos} files", total / run["seconds"],
+              "video-s/s", f"{run['frames']} frames", result["rss_mib"])
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def bench_reindex(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
+    tree = Path(opts.workdir) / f"tree-{opts.reindex_files}"
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=opts.workdir))
+    result = child("index", **base, home=str(home), folder=str(tree), options={}, demo=True, runs=1 + opts.repeats)
+    first, again = result["runs"][0], result["runs"][1:]
+    best = min(r["seconds"] for r in again)
+    assert all(r["unchanged"] == opts.reindex_files for r in again), again
+    table.add(f"re-index, {opts.reindex_files:,} unchanged files", best, "s",
+              f"{opts.reindex_files / best:,.0f} files/s (first index {first['seconds']:.0f} s, demo model)",
+              result["rss_mib"])
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def bench_cold_query(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
+    home = opts.query_home
+    script = Path(opts.workdir) / "tutorial_query.py"
+    script.write_text(TUTORIAL_QUERY.format(model=base["model"], weights=base["weights"]))
+    cli = [sys.executable, "-m", "mediasearch", "--home", str(home), "query", QUERY, "--json"]
+    timed_process(cli)  # warms the page cache (and writes nothing: the text cache was made at index time)
+    ours = [timed_process(cli) for _ in range(opts.repeats)]
+    tutorial = [timed_process([sys.executable, str(script)]) for _ in range(opts.repeats)]
+    best, best_tut = min(t for t, _ in ours), min(t for t, _ in tutorial)
+    table.add("tutorial load-and-encode (new process, 1 text)", best_tut, "s", "", max(r for _, r in tutorial))
+    table.add("cold CLI query, text, no daemon (process start..hits)", best, "s",
+              f"{best / best_tut:.2f}x tutorial", max(r for _, r in ours))
+
+
+def bench_warm_query(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
+    os.environ["MEDIASEARCH_PRETRAINED"] = base["weights"]  # the daemon's model: the random weights file
+    for points in opts.points:
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=opts.workdir))
+        child("store", **base, home=str(home), points=points)
+        proc, client = start_daemon(home, base["model"], base["device"])
+        try:
+            post = client.call
+            post("POST", "/query", {"text": QUERY})
+            new = [timed(post, "POST", "/query", {"text": f"{QUERY} {i}"}) for i in range(opts.warm_runs)]
+            same = [timed(post, "POST", "/query", {"text": QUERY}) for _ in range(opts.warm_runs)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, rss = wait_rss(proc)
+        for label, times in (("new text", new), ("repeated text", same)):
+            p50, p95 = percentile(times, 0.5) * 1000, percentile(times, 0.95) * 1000
+            table.add(f"warm query via daemon, {points:,} points, {label}", f"{p50:.1f} / {p95:.1f}",
+                      "ms p50 / p95", f"{len(times)} queries", rss)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--pretrained", help="a weights file (default: random weights, labelled as such)")
+    parser.add_argument("--workdir", help="where media and homes go (default: a temporary folder)")
+    parser.add_argument("--images-12mp", type=int)
+    parser.add_argument("--images-640", type=int)
+    parser.add_argument("--tutorial-images", type=int)
+    parser.add_argument("--videos", type=int)
+    parser.add_argument("--video-seconds", type=float)
+    parser.add_argument("--reindex-files", type=int)
+    parser.add_argument("--points", type=int, nargs="+")
+    parser.add_argument("--warm-runs", type=int)
+    parser.add_argument("--repeats", type=int, help="best of N for the timed steps")
+    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query"))
+    opts = parser.parse_args()
+    quick = {"images_12mp": 32, "images_640": 128, "tutorial_images": 12, "videos": 2, "video_seconds": 30.0,
+             "reindex_files": 2000, "points": [10_000], "warm_runs": 20, "repeats": 2}
+    full = {"images_12mp": 96, "images_640": 384, "tutorial_images": 24, "videos": 4, "video_seconds": 60.0,
+            "reindex_files": 10_000, "points": [10_000, 100_000], "warm_runs": 50, "repeats": 3}
+    if opts.device == "cuda":
+        full.update(images_12mp=1000, images_640=5000, tutorial_images=100, videos=8)
+    for key, value in (quick if opts.quick else full).items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
+    return opts
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        run_child(sys.argv[2], json.loads(sys.argv[3]))
+        return
+    opts = parse_args()
+    with tempfile.TemporaryDirectory(prefix="mediasearch-bench-") as tmp:
+        opts.workdir = str(Path(opts.workdir or tmp).resolve())
+        Path(opts.workdir).mkdir(parents=True, exist_ok=True)
+        run(opts)
+
+
+def run(opts: argparse.Namespace) -> None:
+    print(f"making media and weights under {opts.workdir} ...", file=sys.stderr)
+    steps = opts.only or ["images", "video", "reindex", "query"]
+    sizes = {k: getattr(opts, k) for k in ("images_12mp", "images_640", "videos", "video_seconds", "reindex_files")}
+    made = child("media", workdir=opts.workdir, model=opts.model, pretrained=opts.pretrained,
+                 steps=steps + (["images"] if "query" in steps else []), **sizes)
+    weights = Path(made["weights"])
+    base = {"model": opts.model, "weights": str(weights), "device": opts.device, "workdir": opts.workdir}
+    table = Table()
+    started = time.perf_counter()
+    load = os.getloadavg()
+    if "images" in steps or "query" in steps:
+        bench_images(opts, base, table)
+    if "video" in steps:
+        bench_video(opts, base, table)
+    if "reindex" in steps:
+        bench_reindex(opts, base, table)
+    if "query" in steps:
+        bench_cold_query(opts, base, table)
+        bench_warm_query(opts, base, table)
+    weights_note = "random weights (same cost as pretrained)" if not opts.pretrained else f"weights {weights.name}"
+    end_load = os.getloadavg()
+    table.print(
+        f"mediasearch bench: {opts.model}, {weights_note}, device {opts.device}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.1f} at start / {end_load[0]:.1f} at end, {time.perf_counter() - started:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Benchmark: queries at a steady rate through the daemon while it indexes, against each load alone.
+
+    python scripts/bench_load.py                          # demo model, 500 photos per folder, 2 rounds
+    python scripts/bench_load.py --images 1000 --rate 20 --rounds 3
+
+Starts `mediasearch serve` on a temporary home and indexes a base library; then, in each round:
+queries alone (``--rate`` per second), indexing a fresh folder alone, and indexing another fresh
+folder of the same size while the same query load runs. Rounds alternate the phases so that a
+change in the machine's speed (other work on it) hits both sides alike. Queries are sent open-loop
+(on a fixed schedule, each in its own thread), so a slow answer does not lower the rate. Prints the
+query latency percentiles and the indexing rate of each side, with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mediasearch.client import DaemonClient, read_port_file
+from mediasearch.shapes import CLASSES, make_library
+
+TEMPLATES = ("a photo of a {}", "a {}", "a picture of a {}", "{}")
+QUERIES = [template.format(f"{colour} {shape}") for template in TEMPLATES for colour, shape in CLASSES]
+
+
+def start_daemon(home: Path, model: str) -> tuple[subprocess.Popen[bytes], DaemonClient]:
+    command = [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", model, "--device", "cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with open(home.parent / "serve.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*command, "serve", "--rescan-every", "off"], stdout=log, stderr=log, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the daemon exited before it was ready (see {home.parent / 'serve.log'})")
+        info = read_port_file(home)
+        if info is not None:
+            client = DaemonClient(info)
+            if client.health().get("state") == "ready":
+                return proc, client
+        time.sleep(0.1)
+    proc.kill()
+    sys.exit("the daemon did not become ready in 300 s")
+
+
+def index(client: DaemonClient, folder: Path) -> tuple[int, float]:
+    """Index ``folder`` through the daemon: (files added, seconds)."""
+    started = time.perf_counter()
+    summary = client.index([str(folder)], {})
+    return int(summary["added"]), time.perf_counter() - started
+
+
+class QueryLoad:
+    """Queries on a fixed schedule (``rate`` per second) until stopped; records each latency."""
+
+    def __init__(self, client: DaemonClient, rate: float) -> None:
+        self.client, self.rate = client, rate
+        self.latencies: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="queries", daemon=True)
+
+    def _one(self, text: str) -> None:
+        started = time.perf_counter()
+        try:
+            self.client.call("POST", "/query", {"text": text, "limit": 10}, timeout=120)
+        except Exception:  # counted, not fatal: the figures say how many failed
+            with self._lock:
+                self.errors += 1
+            return
+        with self._lock:
+            self.latencies.append(time.perf_counter() - started)
+
+    def _run(self) -> None:
+        pending: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=32, thread_name_prefix="query") as pool:
+            start, k = time.perf_counter(), 0
+            while not self._stop.is_set():
+                delay = start + k / self.rate - time.perf_counter()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                pending.append(pool.submit(self._one, QUERIES[k % len(QUERIES)]))
+                k += 1
+            for future in pending:
+                future.result()
+
+    def __enter__(self) -> QueryLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+@dataclass
+class Figures:
+    """What one side of the comparison measured, summed over the rounds."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    files: int = 0
+    seconds: float = 0.0
+
+    def add_queries(self, load: QueryLoad) -> None:
+        self.latencies += load.latencies
+        self.errors += load.errors
+
+    def add_index(self, done: tuple[int, float]) -> None:
+        self.files += done[0]
+        self.seconds += done[1]
+
+    @property
+    def rate(self) -> float:
+        return self.files / self.seconds if self.seconds else float("nan")
+
+
+def row(name: str, queries: Figures | None, indexing: Figures | None) -> str:
+    if queries is not None:
+        lat = queries.latencies
+        cells = f"{len(lat):>5} | {queries.errors:>4} | " + " | ".join(
+            f"{percentile(lat, q) * 1000:>7.1f}" for q in (0.5, 0.95, 0.99)
+        )
+    else:
+        cells = f"{'-':>5} | {'-':>4} | {'-':>7} | {'-':>7} | {'-':>7}"
+    rate = f"{indexing.rate:>9.1f}" if indexing is not None else f"{'-':>9}"
+    return f"| {name:<18} | {cells} | {rate} |"
+
+
+def run(base: Path, model: str, images: int, rate: float, seconds: float, rounds: int) -> None:
+    print(f"rendering {images} photos for the base library and {2 * rounds} x {images} to index ...", file=sys.stderr)
+    make_library(base / "base", images, seed=1)
+    for r in range(rounds):
+        make_library(base / f"alone{r}", images, seed=10 + r)
+        make_library(base / f"loaded{r}", images, seed=20 + r)
+    home = base / "home"
+    home.mkdir()
+    proc, client = start_daemon(home, model)
+    queries_alone, queries_loaded, index_alone, index_loaded = Figures(), Figures(), Figures(), Figures()
+    try:
+        index(client, base / "base")
+        with QueryLoad(client, rate):  # the first queries load the calibration and caches
+            time.sleep(2)
+        for r in range(rounds):  # alternating, so that a drift in the machine's speed hits both sides
+            print(f"round {r + 1}: queries alone, indexing alone, both at once ...", file=sys.stderr)
+            with QueryLoad(client, rate) as load:
+                time.sleep(seconds / rounds)
+            queries_alone.add_queries(load)
+            index_alone.add_index(index(client, base / f"alone{r}"))
+            with QueryLoad(client, rate) as load:
+                index_loaded.add_index(index(client, base / f"loaded{r}"))
+            queries_loaded.add_queries(load)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    print(f"\n{model} model, {rounds} x {images} files per side, {rate:g} queries/s, {os.cpu_count()} CPUs\n")
+    print(f"| {'phase':<18} | {'n':>5} | {'err':>4} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'files/s':>9} |")
+    print(f"|{'-' * 20}|{'-' * 7}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 11}|")
+    print(row("queries alone", queries_alone, None))
+    print(row("indexing alone", None, index_alone))
+    print(row("both at once", queries_loaded, index_loaded))
+    p50 = percentile(queries_loaded.latencies, 0.5) / percentile(queries_alone.latencies, 0.5)
+    p95 = percentile(queries_loaded.latencies, 0.95) / percentile(queries_alone.latencies, 0.95)
+    print(f"\nwhile indexing: query p50 x{p50:.2f}, p95 x{p95:.2f}", end="; ")
+    print(f"while queried: indexing rate x{index_loaded.rate / index_alone.rate:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=500, help="photos per folder (base, each round's two)")
+    parser.add_argument("--rate", type=float, default=5.0, help="queries per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="queries-alone time, over all rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the three phases")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=False)
+        run(args.dir, args.model, args.images, args.rate, args.seconds, args.rounds)
+        return
+    with tempfile.TemporaryDirectory(prefix="mediasearch-bench-load-") as tmp:
+        run(Path(tmp), args.model, args.images, args.rate, args.seconds, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
