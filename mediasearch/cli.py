@@ -532,7 +532,7 @@ def finetune(
     max_reference_drop: float = typer.Option(0.02, "--max-reference-drop", help="Largest reference accuracy loss."),
     replay: int = typer.Option(0, "--replay", help="Reference images mixed into training (rehearsal)."),
     replay_distill: float = typer.Option(10.0, "--replay-distill", help="Weight of keeping their embeddings."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror half the training images."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Mirror, shift and scale training images."),
     head: str | None = typer.Option(None, "--head", help="'linear': also train a linear probe for classify."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out missing or unreadable files."),
     restart: bool = typer.Option(False, "--restart", help="Ignore the state of an interrupted run."),
@@ -555,7 +555,7 @@ def finetune(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
         accum_steps=accum_steps, lock_image=lock_image, lock_text=lock_text, unfreeze_last=unfreeze_last,
         patience=patience, alphas=parse_alphas(alphas), max_reference_drop=max_reference_drop, replay=replay,
-        replay_distill=replay_distill, flip=flip, head=head, skip_bad=skip_bad, restart=restart,
+        replay_distill=replay_distill, augment=augment, head=head, skip_bad=skip_bad, restart=restart,
     )
     settings = settings_of(ctx)
     # fp32 master weights whatever the device: training and WiSE-FT must not start from rounded ones.

@@ -688,15 +688,19 @@ def _decode_keyframes(
     wanted = {int(packet.pts) for packet in chosen.values()}
     probe: _Probe | None = None
     frames: dict[int, Frame] = {}
-    packets = [chosen[j] for j in sorted(chosen)]
-    for decoded in [*(codec.decode(p) for p in packets), codec.decode(None)]:
-        for frame in decoded:
-            if frame.pts not in wanted or frame.pts in frames:
-                continue
-            if probe is None:
-                probe = _probe_of(container, stream, int(round(frame.rotation)) % 360)
-            when = round(float(frame.pts * stream.time_base) - start, 6)
-            frames[frame.pts] = Frame(when, _av_frame_image(frame, probe, target))
+
+    def pictures() -> Iterator[Any]:  # one at a time: each becomes a small image before the next
+        for j in sorted(chosen):
+            yield from codec.decode(chosen[j])
+        yield from codec.decode(None)  # the decoder may hold some back until it is flushed
+
+    for frame in pictures():
+        if frame.pts not in wanted or frame.pts in frames:
+            continue
+        if probe is None:
+            probe = _probe_of(container, stream, int(round(frame.rotation)) % 360)
+        when = round(float(frame.pts * stream.time_base) - start, 6)
+        frames[frame.pts] = Frame(when, _av_frame_image(frame, probe, target))
     if probe is None or len(frames) != len(wanted):
         return None
     missed = [t for j, t in enumerate(planned) if j not in chosen]

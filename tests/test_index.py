@@ -1,4 +1,4 @@
-"""Indexing: every format, broken files, re-runs, moves, crashes and unmounted roots."""
+"""Indexing: every format, broken files, re-runs, moves and unmounted roots (crashes: test_faults.py)."""
 
 from __future__ import annotations
 
