@@ -30,7 +30,7 @@ from mediasearch.shapes import make_library
 
 # The recipe for the tiny demo model (trained from scratch, it forgets fast): the text tower stays as it
 # is, 480 filled shapes are replayed with their zero-shot embeddings as anchors, WiSE-FT picks α.
-RECIPE: dict[str, Any] = {"epochs": 30, "lr": 2e-3, "lock_text": True, "patience": 30, "replay": 480}
+RECIPE: dict[str, Any] = {"epochs": 30, "lr": 2e-3, "lock_text": True, "patience": 30, "replay": 720}
 
 
 def render_sets(root: Path, n_train: int, n_test: int, seed: int) -> tuple[Path, Path]:
