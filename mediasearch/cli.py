@@ -521,7 +521,7 @@ def finetune(
     epochs: int = typer.Option(10, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-5; the demo model 2e-3)."),
-    weight_decay: float = typer.Option(0.1, "--weight-decay"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Default 0.1; the demo model 0."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warmup steps (default: a tenth of all steps)."),
     accum_steps: int = typer.Option(1, "--accum-steps", help="Batches per optimiser step (less memory)."),
     lock_image: bool = typer.Option(False, "--lock-image", help="Keep the image tower as it is."),

@@ -73,11 +73,13 @@ def group_accuracy(correct: np.ndarray, groups: Sequence[str | None]) -> dict[st
         if group is not None:
             by_group.setdefault(group, []).append(bool(ok))
     table = {g: {"n": len(v), "top1": float(np.mean(v))} for g, v in sorted(by_group.items())}
+    ungrouped = sum(g is None for g in groups)
     if not table:
-        return {"groups": {}, "gap": None, "best": None, "worst": None}
+        return {"groups": {}, "gap": None, "best": None, "worst": None, "ungrouped": ungrouped}
     best = max(table, key=lambda g: table[g]["top1"])
     worst = min(table, key=lambda g: table[g]["top1"])
-    return {"groups": table, "gap": table[best]["top1"] - table[worst]["top1"], "best": best, "worst": worst}
+    gap = table[best]["top1"] - table[worst]["top1"]
+    return {"groups": table, "gap": gap, "best": best, "worst": worst, "ungrouped": ungrouped}
 
 
 def recall_at_k(sims: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = RECALL_K) -> dict[str, float]:

@@ -36,8 +36,10 @@ from mediasearch.train import ContrastiveTrainer, TrainConfig, clip_loss
 from mediasearch.zeroshot import ensemble_embeddings, logit_scale, templates_for
 
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
-REPLAY_RATIO = 3  # replay images per training image in an epoch: enough to hold the old domain in place
+REPLAY_RATIO = 2  # replay images per training image in an epoch: enough to hold the old domain in place
 DEMO_LR, CLIP_LR = 2e-3, 1e-5  # the tiny demo model, trained from scratch, needs far larger steps
+# ...and at such steps AdamW's decay would shrink every weight by a tenth over a run: none for the demo.
+DEMO_WEIGHT_DECAY, CLIP_WEIGHT_DECAY = 0.0, 0.1
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class FinetuneOptions:
     epochs: int = 10
     batch_size: int = 32
     lr: float | None = None  # None: DEMO_LR for the demo model, CLIP_LR otherwise
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # None: 0.1 (CLIP's), 0 for the demo model (see DEMO_LR)
     warmup_steps: int | None = None  # None: a tenth of the optimiser steps
     accum_steps: int = 1
     lock_image: bool = False
@@ -548,10 +550,8 @@ def finetune(
     run = Run(base, options, pixels, train_part, val_part, _fingerprint(base, dataset, test_set, options), progress,
               replay, _anchors(base, pixels, replay, options.replay_distill))
     module = copy.deepcopy(base.model).float()
-    trainable = set_trainable(module, options)
     zero = {k: v.detach().clone() for k, v in base.model.state_dict().items()}
-    memory, training = train(run, module, _train_config(run)) if options.epochs else (
-        EarlyStopping(best_score=score_part(base, pixels, val_part)), {"resumed_from": None, "steps": 0})
+    memory, training = _train_if_asked(run, module)
     rows: list[dict[str, float]] = []
     alpha = 0.0
     if memory.best_state is not None:
@@ -564,8 +564,8 @@ def finetune(
         "base": {"name": base.spec.name, "pretrained": base.spec.pretrained, "key": base.spec.key()},
         "data": _data_info(dataset, test_set, train_part, val_part, test_part, options),
         "metric": "top1" if test_part.classes is not None else "recall@1",
-        "training": {**training, "trainable_params": trainable, "best_epoch": memory.best_epoch,
-                     "stopped_early": memory.stopped_early, "history": memory.history},
+        "training": {**training, "best_epoch": memory.best_epoch, "stopped_early": memory.stopped_early,
+                     "history": memory.history},
         "alpha": alpha,
         "sweep": rows,
         "test": _compare(base, chosen, head, pixels, test_part),
@@ -576,6 +576,19 @@ def finetune(
     refuse_unless_better(report)
     checkpoint.save(options.out, module.state_dict(), _metadata(report, options), head)
     return report
+
+
+def _train_if_asked(run: Run, module: nn.Module) -> tuple[EarlyStopping, dict[str, Any]]:
+    """Training (with ``--epochs 0``: none, for a linear probe alone) and what the report says of it."""
+    trainable = set_trainable(module, run.options)
+    if not run.options.epochs:
+        memory = EarlyStopping(best_score=score_part(run.base, run.pixels, run.val))
+        return memory, {"resumed_from": None, "steps": 0, "losses": [], "trainable_params": 0}
+    config = _train_config(run)
+    memory, training = train(run, module, config)
+    settings = {"lr": config.lr, "weight_decay": config.weight_decay, "warmup_steps": config.warmup_steps,
+                "batch_size": _batch_size(run), "trainable_params": trainable}
+    return memory, {**training, **settings}
 
 
 def _check_options(options: FinetuneOptions) -> None:
@@ -700,7 +713,10 @@ def _train_config(run: Run) -> TrainConfig:
     total = options.epochs * -(-steps // options.accum_steps)
     lr = options.lr if options.lr is not None else (DEMO_LR if run.base.spec.is_demo else CLIP_LR)
     warmup = options.warmup_steps if options.warmup_steps is not None else max(1, total // 10)
-    return TrainConfig(epochs=options.epochs, steps_per_epoch=steps, lr=lr, weight_decay=options.weight_decay,
+    decay = options.weight_decay
+    if decay is None:
+        decay = DEMO_WEIGHT_DECAY if run.base.spec.is_demo else CLIP_WEIGHT_DECAY
+    return TrainConfig(epochs=options.epochs, steps_per_epoch=steps, lr=lr, weight_decay=decay,
                        warmup_steps=warmup, accum_steps=options.accum_steps)
 
 
@@ -770,7 +786,8 @@ def _metadata(report: Mapping[str, Any], options: FinetuneOptions) -> dict[str, 
         "alpha": report["alpha"],
         "metric": report["metric"],
         "metrics": {"test": report["test"], "reference": report["reference"]},
-        "training": {k: report["training"][k] for k in ("steps", "best_epoch", "stopped_early", "trainable_params")},
+        "training": {k: report["training"].get(k) for k in ("steps", "best_epoch", "stopped_early", "trainable_params",
+                                                            "lr", "weight_decay")},
         "options": {**options.fingerprint_fields(), "head": options.head, "alphas": list(options.alphas)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -20,7 +20,7 @@ def _pct(value: float | None) -> str:
 
 
 def _signed(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:+.1f} pts"
+    return "-" if value is None else f"{value * 100 + 0.0:+.1f} pts"  # + 0.0: no "-0.0"
 
 
 def _table(title: str, *columns: str) -> Table:
@@ -46,10 +46,12 @@ def zeroshot_tables(report: Mapping[str, Any]) -> None:
             methods.add_row(METHOD_NAMES.get(name, name), _pct(acc["top1"]), _pct(acc["top5"]))
         out.print(methods)
         worst = sorted(domain["per_class"].items(), key=lambda kv: kv[1]["top1"])[:5]
-        classes = _table("weakest classes (template ensemble)", "class", "files", "top-1")
-        for label, row in worst:
-            classes.add_row(escape(label), str(row["n"]), _pct(row["top1"]))
-        out.print(classes)
+        worst = [(label, row) for label, row in worst if row["top1"] < 1]
+        if worst:
+            classes = _table("weakest classes", "class", "files", "top-1")
+            for label, row in worst:
+                classes.add_row(escape(label), str(row["n"]), _pct(row["top1"]))
+            out.print(classes)
         if domain["confusions"]:
             out.print("most confused: " + "; ".join(
                 f"{escape(c['true'])} → {escape(c['predicted'])} ×{c['count']}" for c in domain["confusions"][:5]))
@@ -64,10 +66,17 @@ def zeroshot_tables(report: Mapping[str, Any]) -> None:
 def _groups_table(groups: Mapping[str, Any]) -> None:
     from rich.markup import escape
 
-    table = _table(f"per group (largest gap {_signed(groups['gap'])})", "group", "files", "top-1")
+    out = console()
+    if not groups["groups"]:
+        out.print("[yellow]none of these files is in the groups file[/yellow]")
+        return
+    table = _table("per group", "group", "files", "top-1")
     for name, row in groups["groups"].items():
         table.add_row(escape(name), str(row["n"]), _pct(row["top1"]))
-    console().print(table)
+    out.print(table)
+    out.print(f"largest gap: {groups['gap'] * 100:.1f} pts ({escape(groups['best'])} vs {escape(groups['worst'])})")
+    if groups["ungrouped"]:
+        out.print(f"{groups['ungrouped']} files have no group")
 
 
 def _shift_table(rows: Sequence[Mapping[str, Any]]) -> None:
