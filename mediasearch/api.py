@@ -70,7 +70,7 @@ class ServiceLike(Protocol):
 
     def forget(self, path: str) -> dict[str, Any]: ...
 
-    def tag(self, vocab: str | None) -> dict[str, Any]: ...
+    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]: ...
 
     def tags(self) -> dict[str, int]: ...
 
@@ -312,6 +312,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
     class TagIn(BaseModel):
         vocab: str | None = Field(default=None, description="a vocabulary file on the daemon's machine")
+        prompts: str | None = Field(default=None, description="a learned-prompts file on the daemon's machine")
 
     @app.get("/status", dependencies=guarded, tags=["daemon"])
     def status() -> dict[str, Any]:
@@ -335,7 +336,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     @app.post("/tag", dependencies=guarded, tags=["index"])
     def tag(body: TagIn) -> dict[str, Any]:
         """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab``)."""
-        return service.tag(body.vocab)
+        return service.tag(body.vocab, body.prompts)
 
     @app.get("/tags", dependencies=guarded, tags=["search"])
     def tags() -> dict[str, int]:

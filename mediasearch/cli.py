@@ -324,6 +324,7 @@ def similar(
 def tag(
     ctx: typer.Context,
     vocab: Path | None = typer.Option(None, "--vocab", help="Tags, one a line ('tag = 0.7')."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Tag with learned prompts' classes instead."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Zero-shot tags for everything indexed; new items are tagged at index time from then on."""
@@ -333,7 +334,8 @@ def tag(
     settings = settings_of(ctx)
     daemon = _daemon(settings)
     vocab_path = str(vocab) if vocab else None
-    result = daemon.tag(vocab_path) if daemon else library.tag_all(settings, vocab_path)
+    prompts_path = str(prompts) if prompts else None
+    result = daemon.tag(vocab_path, prompts_path) if daemon else library.tag_all(settings, vocab_path, prompts_path)
     if as_json:
         print_json(result)
         return
@@ -598,16 +600,17 @@ def eval_zeroshot(
     ctx: typer.Context,
     sets: list[Path] = typer.Argument(..., help="Folders of class folders (or labelled CSV/JSONL); several: shift."),
     groups: Path | None = typer.Option(None, "--groups", help="CSV/JSONL of (path, group): accuracy per group."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Learned prompts (finetune --prompt-learning)."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Top-1/top-5 accuracy: single prompt, template ensemble, linear head; per class, confusions, groups."""
+    """Top-1/top-5 accuracy: single prompt, template ensemble, learned prompts, linear head; per class, groups."""
     from mediasearch import library
     from mediasearch.evaluate import eval_zeroshot as run
     from mediasearch.output import print_json
     from mediasearch.tables import zeroshot_tables
 
     settings = settings_of(ctx)
-    report = run(library.load(settings, library.spec_from_settings(settings)), sets, groups=groups)
+    report = run(library.load(settings, library.spec_from_settings(settings)), sets, groups=groups, prompts=prompts)
     if as_json:
         print_json(report)
     else:
@@ -672,6 +675,7 @@ def generate(
     size: int = typer.Option(0, "--size", help="Side of the square image in pixels (0: the model's input size)."),
     seed: int = typer.Option(0, "--seed"),
     init: Path | None = typer.Option(None, "--init", help="Start from this image instead of a blank one."),
+    restarts: int = typer.Option(4, "--restarts", min=1, help="Starts explored; the best one is optimised on."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """CLIP-guided synthesis: optimise an image until the model sees PROMPT in it."""
@@ -683,7 +687,7 @@ def generate(
 
     settings = settings_of(ctx)
     model = library.load(settings, library.spec_from_settings(settings))
-    options = GenerateOptions(steps=steps, size=size, seed=seed, init=init)
+    options = GenerateOptions(steps=steps, size=size, seed=seed, init=init, restarts=restarts)
     with ScoreProgress(bar=sys.stderr.isatty() and not as_json) as progress:
         result = run(model, prompt, options, progress)
     result.image.save(out, format="PNG")

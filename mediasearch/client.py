@@ -170,8 +170,9 @@ class DaemonClient:
     def forget(self, path: str) -> dict[str, Any]:
         return dict(self.call("POST", "/forget", {"path": os.path.abspath(path)}, timeout=None))
 
-    def tag(self, vocab: str | None) -> dict[str, Any]:
-        body = {"vocab": os.path.abspath(vocab) if vocab else None}
+    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
+        body = {"vocab": os.path.abspath(vocab) if vocab else None,
+                "prompts": os.path.abspath(prompts) if prompts else None}
         return dict(self.call("POST", "/tag", body, timeout=None))
 
     def tags(self) -> dict[str, int]:

@@ -550,15 +550,15 @@ class Service:
                 with open_store(collection=name, dim=None, create=False, **kwargs) as store:
                     yield store
 
-    def tag(self, vocab: str | None) -> dict[str, Any]:
+    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
         """Tag everything indexed (as `mediasearch tag`); new items are tagged from then on."""
 
         def job() -> dict[str, Any]:
-            from mediasearch.tagging import Tagger, default_vocabulary, load_vocabulary, tag_store
+            from mediasearch.tagging import Tagger, choose_vocabulary, tag_store
 
             opened = self._query_side(None)
             # As `mediasearch tag` does: without a file, the vocabulary that suits the model.
-            vocabulary = load_vocabulary(vocab) if vocab else default_vocabulary(opened.model)
+            vocabulary = choose_vocabulary(opened.model, vocab, prompts)
             result = tag_store(opened.store, Tagger(opened.model, vocabulary))
             opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
             return result

@@ -181,9 +181,13 @@ def eval_zeroshot(
     sources: Sequence[str | os.PathLike[str]],
     *,
     groups: str | os.PathLike[str] | None = None,
+    prompts: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot (and linear-head) accuracy of ``model`` on each labelled set; several sets: a shift table."""
+    """Zero-shot (and linear-head) accuracy of ``model`` on each labelled set; several sets: a shift table.
+
+    ``prompts``: learned prompts (``finetune --prompt-learning``), a further method beside the others.
+    """
     sets = [read_dataset(s, videos=True) for s in sources]
     for ds in sets:
         if not ds.labelled:
@@ -192,11 +196,26 @@ def eval_zeroshot(
     if len(labels) < 2:
         raise DataError("eval zeroshot needs at least two classes")
     group_of = read_groups(groups) if groups is not None else None
-    domains = [_eval_domain(model, ds, labels, group_of, progress) for ds in sets]
+    learned = _learned_embeddings(model, prompts, labels) if prompts is not None else None
+    domains = [_eval_domain(model, ds, labels, group_of, learned, progress) for ds in sets]
     report: dict[str, Any] = {"model": _model_info(model), "labels": labels, "domains": domains}
     if len(domains) > 1:
         report["shift"] = _shift(domains)
     return report
+
+
+def _learned_embeddings(model: Embedder, prompts: str | os.PathLike[str], labels: list[str]) -> np.ndarray:
+    """The labels behind learned context vectors; every label of the set must be one they were trained for."""
+    from mediasearch.model import ClipModel
+    from mediasearch.prompt_learning import load_prompts
+
+    learned = load_prompts(prompts)
+    unknown = sorted(set(labels) - set(learned.labels))
+    if unknown:
+        raise DataError(f"{prompts}: the learned prompts have no class {', '.join(map(repr, unknown[:5]))}")
+    if not isinstance(model, ClipModel):
+        raise DataError("learned prompts need a full model (its text tower)")
+    return learned.label_embeddings(model, labels)
 
 
 def _model_info(model: Embedder) -> dict[str, Any]:
@@ -209,6 +228,7 @@ def _eval_domain(
     ds: Dataset,
     labels: list[str],
     group_of: dict[Path, str] | None,
+    learned: np.ndarray | None,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
     examples = list(ds.examples)
@@ -218,6 +238,8 @@ def _eval_domain(
         "prompt": prompt_scores(model, embs, labels, [single_prompt(model)]),
         "ensemble": prompt_scores(model, embs, labels, templates_for(model)),
     }
+    if learned is not None:
+        methods["learned"] = logit_scale(model) * embs @ learned.T
     linear = head_scores(model, embs, labels)
     if linear is not None:
         methods["linear"] = linear

@@ -2,9 +2,14 @@
 
 The image is a small set of differentiable parameters: one soft shape (centre, size, an outline whose
 radius is a Fourier series in the angle, a fill colour) over a plain grey background or over a starting
-image. Each step scores several randomly cropped,
-shifted and noised views of it, so the optimiser cannot win with a pixel-exact adversarial pattern:
-whatever it draws must still read as the prompt after the augmentations.
+image. Each step scores several randomly cropped, shifted and noised views of it, so the optimiser
+cannot win with a pixel-exact adversarial pattern: whatever it draws must still read as the prompt
+after the augmentations. The shape always stays inside the frame (a clipped circle has corners).
+
+Gradient ascent on a shape gets stuck: a start that drifts towards a triangle rarely becomes a circle.
+So several starts (``restarts``: a round one, then rough 3-, 4-, 5-fold outlines, then random ones)
+each take the first quarter of the steps, and only the one the model scores highest goes on. Steps
+follow a noisy estimate (random views), so the result is the best image seen, by its plain score.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
     from mediasearch.model import ClipModel
 
 ProgressFn = Callable[[int, int, float], None]
+FOLDS = (0, 3, 4, 5)  # the outlines the first starts take: round, then 3-, 4- and 5-fold
+OUTLINE_LR, COLOUR_LR = 0.2, 3.0  # step sizes of the outline's terms and of the colours, relative to --lr
 
 
 class GenerateError(MediaSearchError):
@@ -44,6 +51,7 @@ class GenerateOptions:
     noise: float = 0.05
     harmonics: int = 6  # angular Fourier terms of the outline
     simplicity: float = 0.0  # weight of a penalty on those terms (favours plain outlines)
+    restarts: int = 4  # random starts explored for a quarter of the steps each; the best one goes on
     init: Path | None = None
 
 
@@ -83,7 +91,8 @@ class SoftShape:
     descent; edges are a sigmoid, so every parameter gets a gradient.
     """
 
-    def __init__(self, size: int, harmonics: int, base: torch.Tensor | None, generator: torch.Generator) -> None:
+    def __init__(self, size: int, harmonics: int, base: torch.Tensor | None, generator: torch.Generator,
+                 fold: int = 0) -> None:
         import torch
 
         def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -93,6 +102,9 @@ class SoftShape:
         self.centre = rand(2, scale=0.1)
         self.radius = rand(1, scale=0.1)
         self.harmonics = rand(harmonics, 2, scale=0.05)
+        if 0 < fold <= harmonics:  # start from a rough ``fold``-fold outline (3: triangle-like, 4: square...)
+            with torch.no_grad():
+                self.harmonics[fold - 1, 0] += 0.4
         self.fill = rand(3, scale=0.5)
         self.background = rand(1, scale=0.5)  # a grey: the shape alone must carry the prompt
         self.base = base
@@ -104,16 +116,28 @@ class SoftShape:
         return shape if self.base is not None else [*shape, self.background]  # --init replaces the grey
 
     def mask(self) -> torch.Tensor:
-        """The shape's soft mask, H×W in [0, 1]."""
+        """The shape's soft mask, H×W in [0, 1].
+
+        The whole shape stays inside the frame, its farthest point between a fifth and three quarters
+        of the half-width from its centre: a shape cut off by the frame's edges reads as another one
+        (a clipped circle has corners).
+        """
         import torch
 
-        dx, dy = self.grid_x - torch.tanh(self.centre[0]) * 0.4, self.grid_y - torch.tanh(self.centre[1]) * 0.4
-        r, theta = torch.sqrt(dx * dx + dy * dy + 1e-8), torch.atan2(dy, dx)
         k = torch.arange(1, len(self.harmonics) + 1, dtype=torch.float32)[:, None, None]
-        wave = (self.harmonics[:, 0, None, None] * torch.cos(k * theta) + self.harmonics[:, 1, None, None]
-                * torch.sin(k * theta)).sum(0)
-        # Between a tenth and most of the frame: a shape that fills it has no outline left to see.
-        outline = (0.15 + 0.5 * torch.sigmoid(self.radius)) * torch.exp(torch.tanh(wave))
+
+        def wave(theta: torch.Tensor) -> torch.Tensor:
+            terms = self.harmonics[:, 0, None, None] * torch.cos(k * theta) + self.harmonics[:, 1, None, None] * (
+                torch.sin(k * theta))
+            return torch.exp(torch.tanh(terms.sum(0)))
+
+        reach = 0.2 + 0.55 * torch.sigmoid(self.radius)
+        around = torch.linspace(-torch.pi, torch.pi, 181)[None, :]
+        peak = wave(around).max()
+        centre = torch.tanh(self.centre) * (0.98 - reach)
+        dx, dy = self.grid_x - centre[0], self.grid_y - centre[1]
+        r, theta = torch.sqrt(dx * dx + dy * dy + 1e-8), torch.atan2(dy, dx)
+        outline = reach * wave(theta) / peak
         return torch.sigmoid((outline - r) * self.size / 2.0)
 
     def __call__(self) -> torch.Tensor:
@@ -178,7 +202,10 @@ def _scorer(model: ClipModel, prompt: str) -> Callable[[torch.Tensor], torch.Ten
 def generate(
     model: ClipModel, prompt: str, options: GenerateOptions, progress: ProgressFn | None = None
 ) -> Generated:
-    """Optimise an image towards ``prompt`` for ``options.steps`` steps; returns it with its scores."""
+    """Optimise an image towards ``prompt`` for ``options.steps`` steps; returns it with its scores.
+
+    Progress counts every step taken, the exploring starts' included.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -187,27 +214,84 @@ def generate(
     size = options.size or out
     gen = torch.Generator().manual_seed(options.seed)
     base = init_logits(options.init, size) if options.init is not None else None
-    image = SoftShape(size, options.harmonics, base, gen)
     score = _scorer(model, prompt)
 
-    def plain_score() -> float:
+    def plain_score(image: SoftShape) -> float:
         with torch.no_grad():
             return float(score(F.interpolate(image(), size=(out, out), mode="bilinear", align_corners=False))[0])
 
-    initial = plain_score()
-    optimiser = torch.optim.Adam(image.parameters(), lr=options.lr)
-    for step in range(options.steps):
-        sims = score(augment(image(), out, options.views, options.noise, gen))
-        # A simple outline unless the prompt asks for more: a circle has no angular terms at all.
-        loss = -sims.mean() + options.simplicity * image.harmonics.pow(2).sum()
-        optimiser.zero_grad()
-        # Gradients for the image only: the (shared) model's own weights must not collect any.
-        for param, grad in zip(image.parameters(), torch.autograd.grad(loss, image.parameters()), strict=True):
-            param.grad = grad
-        optimiser.step()
-        if progress is not None:
-            progress(step + 1, options.steps, float(sims.mean()))
-    return Generated(to_pil(image()), initial, plain_score(), options.steps)
+    starts = [SoftShape(size, options.harmonics, base, gen, fold=FOLDS[i] if i < len(FOLDS) else 0)
+              for i in range(options.restarts)]
+    initial = plain_score(starts[0])
+    explore = max(1, options.steps // 4) if len(starts) > 1 else options.steps
+    total = explore * len(starts) + options.steps - explore
+    done = 0
+
+    def ascend(run: _Run, steps: int) -> None:
+        nonlocal done
+        for _ in range(steps):
+            image = run.image
+            sims = score(augment(image(), out, options.views, options.noise, gen))
+            # A simple outline unless the prompt asks for more: a circle has no angular terms at all.
+            loss = -sims.mean() + options.simplicity * image.harmonics.pow(2).sum()
+            # Gradients for the image only: the (shared) model's own weights must not collect any.
+            for param, grad in zip(image.parameters(), torch.autograd.grad(loss, image.parameters()), strict=True):
+                param.grad = grad
+            run.optimiser.step()
+            run.keep_if_best(plain_score(image))
+            done += 1
+            if progress is not None:
+                progress(done, total, run.best_score)
+
+    runs = [_Run(image, _optimiser(image, options), plain_score(image)) for image in starts]
+    for run in runs:
+        ascend(run, explore)
+    best = max(runs, key=lambda run: run.best_score)
+    ascend(best, options.steps - explore)
+    best.restore()
+    return Generated(to_pil(best.image()), initial, best.best_score, options.steps)
+
+
+class _Run:
+    """One start being optimised, and the best image it has shown so far (its parameters).
+
+    The steps follow the score of randomly augmented views, a noisy estimate: a step can make the image
+    itself worse, so the result is the best one seen, not the last.
+    """
+
+    def __init__(self, image: SoftShape, optimiser: torch.optim.Optimizer, score: float) -> None:
+        self.image, self.optimiser = image, optimiser
+        self.best_score = score
+        self.best_state = [p.detach().clone() for p in image.parameters()]
+
+    def keep_if_best(self, score: float) -> None:
+        if score > self.best_score:
+            self.best_score = score
+            self.best_state = [p.detach().clone() for p in self.image.parameters()]
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for param, saved in zip(self.image.parameters(), self.best_state, strict=True):
+                param.copy_(saved)
+
+
+def _optimiser(image: SoftShape, options: GenerateOptions) -> torch.optim.Optimizer:
+    """Adam with a step size per part. Adam moves every parameter by about its ``lr`` a step whatever
+    the gradient's size: the outline's terms get a fifth of it (noise in the augmented views would
+    otherwise throw the outline about), the colours three times (a colour must be reached within the
+    few steps each start is explored for)."""
+    import torch
+
+    colour = [p for p in image.parameters() if p is image.fill or p is image.background]
+    rest = [p for p in image.parameters() if p is not image.harmonics and all(p is not c for c in colour)]
+    groups: list[dict[str, Any]] = [
+        {"params": rest},
+        {"params": [image.harmonics], "lr": options.lr * OUTLINE_LR},
+        {"params": colour, "lr": options.lr * COLOUR_LR},
+    ]
+    return torch.optim.Adam(groups, lr=options.lr)
 
 
 def _check(prompt: str, options: GenerateOptions) -> None:
@@ -215,6 +299,8 @@ def _check(prompt: str, options: GenerateOptions) -> None:
         raise GenerateError("the prompt is empty")
     if options.steps < 1:
         raise GenerateError(f"--steps must be at least 1, got {options.steps}")
+    if options.restarts < 1:
+        raise GenerateError(f"--restarts must be at least 1, got {options.restarts}")
     if options.size and not 16 <= options.size <= 2048:
         raise GenerateError(f"--size must be between 16 and 2048 pixels, got {options.size}")
 

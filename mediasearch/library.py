@@ -232,12 +232,12 @@ def index_tagger(settings: Settings, opened: Opened) -> Any:
     return Tagger(opened.model, vocab)
 
 
-def tag_all(settings: Settings, vocab_path: str | None) -> dict[str, Any]:
-    """Tag everything indexed and remember the vocabulary for items indexed later."""
-    from mediasearch.tagging import Tagger, default_vocabulary, load_vocabulary, tag_store
+def tag_all(settings: Settings, vocab_path: str | None, prompts_path: str | None = None) -> dict[str, Any]:
+    """Tag everything indexed and remember the vocabulary (or learned prompts) for items indexed later."""
+    from mediasearch.tagging import Tagger, choose_vocabulary, tag_store
 
     opened = open_for_query(settings)
-    vocab = load_vocabulary(vocab_path) if vocab_path else default_vocabulary(opened.model)
+    vocab = choose_vocabulary(opened.model, vocab_path, prompts_path)
     with opened.store as store:
         result = tag_store(store, Tagger(opened.model, vocab))
         store.set_meta({**(store.get_meta() or {}), "tagging": vocab.to_json()})

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
     from mediasearch.finetune import Event
 
-METHOD_NAMES = {"prompt": "single prompt", "ensemble": "template ensemble", "linear": "linear head"}
+METHOD_NAMES = {"prompt": "single prompt", "ensemble": "template ensemble", "linear": "linear head",
+                "learned": "learned prompts"}
 
 
 def _pct(value: float | None) -> str:

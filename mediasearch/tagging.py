@@ -2,6 +2,9 @@
 
 A tag applies to an item when the tag's calibrated probability (the tag against the best neutral
 caption, see ``relevance``) reaches its threshold, 0.5 unless the vocabulary says otherwise.
+
+Learned prompts (``finetune --prompt-learning``) make a closed vocabulary of the classes they were
+trained for: an item gets the class whose softmax probability among them reaches 0.5, if one does.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ MAX_TAGS = 10
 class Vocabulary:
     labels: tuple[str, ...]
     thresholds: tuple[float, ...]
+    prompts: str | None = None  # a learned-prompts file: the labels are its classes
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "thresholds": list(self.thresholds)}
+        out: dict[str, Any] = {"labels": list(self.labels), "thresholds": list(self.thresholds)}
+        return out | ({"prompts": self.prompts} if self.prompts else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Vocabulary:
-        return cls(tuple(data["labels"]), tuple(float(t) for t in data["thresholds"]))
+        return cls(tuple(data["labels"]), tuple(float(t) for t in data["thresholds"]), data.get("prompts"))
 
 
 def parse_vocabulary(text: str, source: str = "vocabulary") -> Vocabulary:
@@ -71,6 +76,24 @@ def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
     return parse_vocabulary(text, str(target))
 
 
+def prompts_vocabulary(path: str | Path) -> Vocabulary:
+    """The classes of a learned-prompts file as a vocabulary (remembered by the file's absolute path)."""
+    from mediasearch.prompt_learning import load_prompts
+
+    learned = load_prompts(path)
+    labels = tuple(learned.labels)
+    return Vocabulary(labels, (DEFAULT_THRESHOLD,) * len(labels), str(Path(path).resolve()))
+
+
+def choose_vocabulary(model: Embedder, vocab_path: str | None, prompts_path: str | None) -> Vocabulary:
+    """What `mediasearch tag` tags with: a vocabulary file, learned prompts, or the model's default."""
+    if vocab_path and prompts_path:
+        raise QueryError("give a vocabulary or learned prompts, not both")
+    if prompts_path:
+        return prompts_vocabulary(prompts_path)
+    return load_vocabulary(vocab_path) if vocab_path else default_vocabulary(model)
+
+
 _DEFAULTS: dict[Path, Vocabulary] = {}
 
 
@@ -87,13 +110,26 @@ class Tagger:
 
     def __init__(self, model: Embedder, vocab: Vocabulary):
         self.vocab = vocab
-        self.labels = ensemble_embeddings(model, vocab.labels, templates_for(model))
-        self.calibrator = Calibrator.neutral(model)
         self.thresholds = np.asarray(vocab.thresholds, np.float32)
+        self.calibrator: Calibrator | None = None
+        if vocab.prompts:
+            from mediasearch.prompt_learning import load_prompts
+            from mediasearch.zeroshot import logit_scale
+
+            self.labels = load_prompts(vocab.prompts).label_embeddings(model, vocab.labels)  # type: ignore[arg-type]
+            self.scale = logit_scale(model)
+        else:
+            self.labels = ensemble_embeddings(model, vocab.labels, templates_for(model))
+            self.calibrator = Calibrator.neutral(model)
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        """N×T calibrated probabilities of each tag for each item."""
-        return self.calibrator(vectors @ self.labels.T, vectors)
+        """N×T probabilities of each tag for each item: calibrated, or a softmax over learned classes."""
+        sims = vectors @ self.labels.T
+        if self.calibrator is not None:
+            return self.calibrator(sims, vectors)
+        logits = self.scale * sims
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
 
     def __call__(self, vectors: np.ndarray) -> list[list[str]]:
         probs = self.probabilities(vectors)
