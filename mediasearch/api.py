@@ -26,6 +26,7 @@ from mediasearch import __version__
 from mediasearch.client import TOKEN_HEADER
 from mediasearch.errors import (
     ConfigError,
+    DataError,
     MediaError,
     MediaSearchError,
     ModelMismatchError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 _STATUS_CODES: list[tuple[type[MediaSearchError], int]] = [
     (QueryError, 400),
     (ConfigError, 400),
+    (DataError, 400),  # e.g. a file named in the request that is not what it should be
     (MediaError, 422),
     (ModelMismatchError, 409),
     (StoreError, 503),

@@ -133,13 +133,13 @@ def save_prompts(path: Path, prompts: LearnedPrompts) -> None:
 
 def load_prompts(path: str | os.PathLike[str]) -> LearnedPrompts:
     """Read a prompts file written by :func:`save_prompts`."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="np") as fh:
             meta = json.loads((fh.metadata() or {})[META_KEY])
             ctx = fh.get_tensor("ctx")
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
         raise DataError(f"{path} is not a learned-prompts file: {exc}") from None
     return LearnedPrompts(np.asarray(ctx, np.float32), tuple(meta["labels"]), str(meta["model"]))
 
