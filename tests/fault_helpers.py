@@ -1,4 +1,4 @@
-"""Helpers for the fault, bad-input and concurrency tests (importable from tests and worker processes).
+"""Helpers for the fault, bad-input, concurrency and daemon tests (importable from tests and worker processes).
 
 ``store_state`` reads everything a home's index holds; two homes built from the same files must give
 equal states (same ids, payloads and vectors), however the index got there.

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fault_helpers import wait_until
 
 from mediasearch.client import DaemonClient, DaemonInfo, find_daemon, port_file, read_port_file, write_port_file
 from mediasearch.shapes import render, save_image
@@ -55,15 +56,8 @@ def photos(folder: Path, classes: list[tuple[str, str]], seed: int) -> list[Path
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
+    """``wait_until`` at a tenth of a second: each status poll makes the daemon scan its store."""
+    return wait_until(check, timeout, what, step=0.1)
 
 
 class Daemon:
