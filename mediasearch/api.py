@@ -191,18 +191,20 @@ def _to_query(body: Any, uploads: str | None = None) -> "Query":
     for n, t in enumerate(body.terms):
         value = _save_upload(t.data, uploads, n) if t.data and uploads else t.value
         terms.append(Term(t.kind, value, t.weight))
-    return Query(
-        terms=tuple(terms),
-        raw=body.raw,
-        limit=body.limit,
-        kind=body.kind,
-        path_prefix=os.path.abspath(body.path_prefix) if body.path_prefix else None,
-        tags=tuple(body.tags),
-        after=_when(body.after),
-        before=_when(body.before),
-        min_score=body.min_score,
-        sort=body.sort,
-    )
+    return Query(terms=tuple(terms), raw=body.raw, min_score=body.min_score, **_filters(body))
+
+
+def _filters(body: Any) -> dict[str, Any]:
+    """The limit, filters and order a ``/query`` or ``/similar`` body gives, as Query fields."""
+    return {
+        "limit": body.limit,
+        "kind": body.kind,
+        "path_prefix": os.path.abspath(body.path_prefix) if body.path_prefix else None,
+        "tags": tuple(body.tags),
+        "after": _when(body.after),
+        "before": _when(body.before),
+        "sort": body.sort,
+    }
 
 
 def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
@@ -278,16 +280,7 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     @app.post("/similar", dependencies=guarded, response_model=list[HitOut], tags=["search"])
     def similar(body: SimilarIn) -> list[dict[str, Any]]:
         """Items that look like a file (indexed or not), with the query's filters."""
-        query = Query(
-            limit=body.limit,
-            kind=body.kind,
-            path_prefix=os.path.abspath(body.path_prefix) if body.path_prefix else None,
-            tags=tuple(body.tags),
-            after=_when(body.after),
-            before=_when(body.before),
-            sort=body.sort,
-        )
-        return service.similar(body.path, query, body.model)
+        return service.similar(body.path, Query(**_filters(body)), body.model)
 
 
 def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
