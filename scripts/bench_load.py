@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,30 +25,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mediasearch.client import DaemonClient, read_port_file
+from mediasearch.client import DaemonClient
 from mediasearch.shapes import CLASSES, make_library
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query import start_daemon  # noqa: E402
 
 TEMPLATES = ("a photo of a {}", "a {}", "a picture of a {}", "{}")
 QUERIES = [template.format(f"{colour} {shape}") for template in TEMPLATES for colour, shape in CLASSES]
-
-
-def start_daemon(home: Path, model: str) -> tuple[subprocess.Popen[bytes], DaemonClient]:
-    command = [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", model, "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with open(home.parent / "serve.log", "wb") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([*command, "serve", "--rescan-every", "off"], stdout=log, stderr=log, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the daemon exited before it was ready (see {home.parent / 'serve.log'})")
-        info = read_port_file(home)
-        if info is not None:
-            client = DaemonClient(info)
-            if client.health().get("state") == "ready":
-                return proc, client
-        time.sleep(0.1)
-    proc.kill()
-    sys.exit("the daemon did not become ready in 300 s")
 
 
 def index(client: DaemonClient, folder: Path) -> tuple[int, float]:
@@ -150,7 +133,7 @@ def run(base: Path, model: str, images: int, rate: float, seconds: float, rounds
         make_library(base / f"loaded{r}", images, seed=20 + r)
     home = base / "home"
     home.mkdir()
-    proc, client = start_daemon(home, model)
+    proc, client = start_daemon(home, model, serve_args=["--rescan-every", "off"], log=home.parent / "serve.log")
     queries_alone, queries_loaded, index_alone, index_loaded = Figures(), Figures(), Figures(), Figures()
     try:
         index(client, base / "base")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mediasearch.client import DaemonClient, read_port_file
@@ -43,18 +43,31 @@ def timed(fn: Callable[..., object], *args: object) -> float:
     return time.perf_counter() - started
 
 
-def start_daemon(home: Path, model: str, device: str = "cpu") -> tuple[subprocess.Popen[bytes], DaemonClient]:
+def start_daemon(
+    home: Path,
+    model: str,
+    device: str = "cpu",
+    *,
+    serve_args: Sequence[str] = (),
+    log: Path | None = None,
+    ready: Callable[[DaemonClient], bool] | None = None,
+) -> tuple[subprocess.Popen[bytes], DaemonClient]:
+    """`mediasearch serve SERVE_ARGS` on ``home``, once its health says ready (and ``ready`` agrees).
+
+    Its output goes to ``log`` (or nowhere); the benchmarks share this start.
+    """
     command = [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", model, "--device", device]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([*command, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    with open(log or os.devnull, "wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*command, "serve", *serve_args], stdout=out, stderr=out, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit("the daemon exited before it was ready")
+            sys.exit("the daemon exited before it was ready" + (f" (see {log})" if log else ""))
         info = read_port_file(home)
         if info is not None:
             client = DaemonClient(info)
-            if client.health().get("state") == "ready":
+            if client.health().get("state") == "ready" and (ready is None or ready(client)):
                 return proc, client
         time.sleep(0.1)
     proc.kill()

@@ -19,15 +19,16 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from mediasearch.client import DaemonClient, read_port_file
+from mediasearch.client import DaemonClient
 from mediasearch.demo import build_library
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query import start_daemon  # noqa: E402
 
 BUDGET_MS = 1000.0
 CHROMIUM_ARGS = [
@@ -46,25 +47,6 @@ MARKS = """() => {
     return {dom: nav.domContentLoadedEventEnd, results: at('mediasearch:results'),
             thumbnails: at('mediasearch:thumbnails'), query: query ? query.duration : null};
 }"""
-
-
-def start_daemon(home: Path, library: Path) -> tuple[subprocess.Popen[bytes], DaemonClient]:
-    command = [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", "demo", "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    args = [*command, "serve", str(library), "--rescan-every", "off"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit("the daemon exited before it was ready")
-        info = read_port_file(home)
-        if info is not None:
-            client = DaemonClient(info)
-            if client.health().get("state") == "ready" and _idle(client):
-                return proc, client
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("the daemon did not finish indexing within 300 s")
 
 
 def _idle(client: DaemonClient) -> bool:
@@ -134,7 +116,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="mediasearch-bench-web-") as tmp:
         library = build_library(Path(tmp), images=args.images)
-        proc, client = start_daemon(Path(tmp) / "home", library)
+        serve = [str(library), "--rescan-every", "off"]
+        proc, client = start_daemon(Path(tmp) / "home", "demo", serve_args=serve, ready=_idle)  # indexed, idle
         url = f"{client.info.url}/?token={client.info.token}#q={args.query.replace(' ', '+')}"
         try:
             with sync_playwright() as playwright:
