@@ -111,9 +111,12 @@ class SoftShape:
         axis = torch.linspace(-1.0, 1.0, size)
         self.grid_y, self.grid_x = torch.meshgrid(axis, axis, indexing="ij")
 
+    def colours(self) -> list[torch.Tensor]:
+        """The fill, and the grey below it unless ``--init`` gives the background."""
+        return [self.fill] if self.base is not None else [self.fill, self.background]
+
     def parameters(self) -> list[torch.Tensor]:
-        shape = [self.centre, self.radius, self.harmonics, self.fill]
-        return shape if self.base is not None else [*shape, self.background]  # --init replaces the grey
+        return [self.centre, self.radius, self.harmonics, *self.colours()]
 
     def mask(self) -> torch.Tensor:
         """The shape's soft mask, H×W in [0, 1].
@@ -127,9 +130,8 @@ class SoftShape:
         k = torch.arange(1, len(self.harmonics) + 1, dtype=torch.float32)[:, None, None]
 
         def wave(theta: torch.Tensor) -> torch.Tensor:
-            terms = self.harmonics[:, 0, None, None] * torch.cos(k * theta) + self.harmonics[:, 1, None, None] * (
-                torch.sin(k * theta))
-            return torch.exp(torch.tanh(terms.sum(0)))
+            cos, sin = self.harmonics[:, 0, None, None], self.harmonics[:, 1, None, None]
+            return torch.exp(torch.tanh((cos * torch.cos(k * theta) + sin * torch.sin(k * theta)).sum(0)))
 
         reach = 0.2 + 0.55 * torch.sigmoid(self.radius)
         around = torch.linspace(-torch.pi, torch.pi, 181)[None, :]
@@ -284,12 +286,10 @@ def _optimiser(image: SoftShape, options: GenerateOptions) -> torch.optim.Optimi
     few steps each start is explored for)."""
     import torch
 
-    colour = [p for p in image.parameters() if p is image.fill or p is image.background]
-    rest = [p for p in image.parameters() if p is not image.harmonics and all(p is not c for c in colour)]
     groups: list[dict[str, Any]] = [
-        {"params": rest},
+        {"params": [image.centre, image.radius]},
         {"params": [image.harmonics], "lr": options.lr * OUTLINE_LR},
-        {"params": colour, "lr": options.lr * COLOUR_LR},
+        {"params": image.colours(), "lr": options.lr * COLOUR_LR},
     ]
     return torch.optim.Adam(groups, lr=options.lr)
 
