@@ -38,10 +38,9 @@ class LinearHead:
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """Softmax over the head's labels, one row per embedding."""
-        logits = embeddings.astype(np.float32) @ self.weight.T + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True)
+        from mediasearch.zeroshot import softmax  # zeroshot imports the model layer, which imports this
+
+        return softmax(embeddings.astype(np.float32) @ self.weight.T + self.bias)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from mediasearch.errors import QueryError
 from mediasearch.model import Embedder
 from mediasearch.relevance import Calibrator
 from mediasearch.store import Store
-from mediasearch.zeroshot import ensemble_embeddings, templates_for
+from mediasearch.zeroshot import ensemble_embeddings, softmax, templates_for
 
 BUILTIN_VOCAB = Path(__file__).parent / "data" / "vocabulary.txt"
 SHAPES_VOCAB = Path(__file__).parent / "data" / "shapes_vocabulary.txt"
@@ -127,9 +127,7 @@ class Tagger:
         sims = vectors @ self.labels.T
         if self.calibrator is not None:
             return self.calibrator(sims, vectors)
-        logits = self.scale * sims
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(self.scale * sims)
 
     def __call__(self, vectors: np.ndarray) -> list[list[str]]:
         probs = self.probabilities(vectors)

@@ -58,15 +58,17 @@ def logit_scale(model: Embedder) -> float:
     return float(value.exp().item()) if hasattr(value, "exp") else float(np.exp(value))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Each row of logits as probabilities."""
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def classify_embeddings(
     image_embs: np.ndarray, label_embs: np.ndarray, labels: Sequence[str], scale: float
 ) -> list[list[LabelScore]]:
     """Softmax over labels for each image embedding, sorted by probability."""
-    logits = scale * image_embs @ label_embs.T
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return ranked(probs, labels)
+    return ranked(softmax(scale * image_embs @ label_embs.T), labels)
 
 
 def ranked(probs: np.ndarray, labels: Sequence[str]) -> list[list[LabelScore]]:
