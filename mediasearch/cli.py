@@ -28,6 +28,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 
 
+# Set once a command's own work has ended, whatever its outcome: a Ctrl-C or SIGTERM after that point
+# would only turn a finished (or already reported) run into a traceback or Click's "Aborted!".
+_WORK = {"over": False}
+
+
 def handles_errors(fn: _F) -> _F:
     """Turn domain errors into one red line and exit 1; Ctrl-C into a hint and exit 130."""
 
@@ -46,6 +51,8 @@ def handles_errors(fn: _F) -> _F:
         except KeyboardInterrupt:
             error_line("interrupted; run the same command again to resume")
             raise typer.Exit(130) from None
+        finally:
+            _WORK["over"] = True  # what follows is exiting (see main)
 
     return wrapper  # type: ignore[return-value]
 
@@ -700,12 +707,19 @@ def generate(
 
 
 def main() -> None:
-    """Console-script entry point; SIGTERM stops a command as Ctrl-C does (the store is closed cleanly)."""
+    """Console-script entry point; SIGTERM stops a command as Ctrl-C does (the store is closed cleanly).
+
+    Once the command's work is over, either signal lets the process finish exiting with the status it
+    has (a second one ends it at once).
+    """
     import signal
 
     def interrupt(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
-        raise KeyboardInterrupt
+        if _WORK["over"] or signum == signal.SIGTERM:
+            signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+        if not _WORK["over"]:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     app()

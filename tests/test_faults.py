@@ -12,6 +12,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -147,6 +148,35 @@ def test_interrupted_index_then_rerun_equals_clean_run(
         print(f"seed {seed}: {signal.Signals(sig).name} -> {len(partial)} of {len(want)} points written")
     type(cli)(home).json("index", str(lib), "--batch-size", "4")
     assert_same_state(store_state(home), want)
+
+
+LATE_SIGNAL = """
+import os, signal, sys, typer
+from mediasearch import cli
+
+@cli.app.command("work")
+@cli.handles_errors
+def work(ctx: typer.Context, interrupt: bool = False) -> None:
+    if interrupt:  # a signal while the command works: it stops cleanly, status 130
+        os.kill(os.getpid(), signal.SIGNUM)
+    print("done")
+    # ...and one when its work is over, while the process is exiting: it finishes exiting as it was
+    ctx.call_on_close(lambda: os.kill(os.getpid(), signal.SIGNUM))
+
+sys.argv = ["mediasearch", "work", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_work_is_over_changes_nothing(signum: int) -> None:
+    code = LATE_SIGNAL.replace("SIGNUM", signal.Signals(signum).name)
+    late = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert (late.returncode, late.stdout, late.stderr) == (0, "done\n", "")
+    stopped = subprocess.run([sys.executable, "-c", code, "--interrupt"], capture_output=True, text=True,
+                             env=cli_env(), timeout=120)
+    assert stopped.returncode == 130 and stopped.stdout == ""
+    assert one_line_error(stopped.stderr) == "error: interrupted; run the same command again to resume"
 
 
 def test_daemon_kill9_mid_index_then_restart_equals_clean_run(
