@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mediasearch import library
+from mediasearch import lane, library
 from mediasearch.client import DaemonError, DaemonInfo, connect_url, find_daemon, remove_port_file, write_port_file
 from mediasearch.discover import display_path, fingerprint, path_from_payload
 from mediasearch.errors import (
@@ -762,9 +762,9 @@ def serve(settings: Settings, options: DaemonOptions, announce: Callable[[Daemon
     if announce is not None:
         announce(info)
     try:
-        service.start()
-        while not stop.wait(0.5):
-            pass
+        with lane.serving() as compute:  # the model's CPU work runs on this thread (see lane.py)
+            service.start()
+            compute.serve(stop)
         log.info("stopping: %s", service.stop_reason)
     finally:
         service.stop()

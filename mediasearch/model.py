@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mediasearch import lane
 from mediasearch.checkpoint import LinearHead, is_checkpoint
 from mediasearch.errors import ModelError, WeightsUnavailableError
 
@@ -241,12 +242,16 @@ class ClipModel:
         """Encode an already preprocessed batch (N×C×H×W); pinned CPU memory is copied asynchronously."""
         import torch
 
-        with torch.inference_mode():
-            batch = batch.to(self.device, dtype=self.dtype, non_blocking=True)
-            if self.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            feats = self.model.encode_image(batch)
-        return _normalise(feats)
+        def encode() -> np.ndarray:
+            with torch.inference_mode():
+                moved = batch.to(self.device, dtype=self.dtype, non_blocking=True)
+                if self.channels_last:
+                    moved = moved.contiguous(memory_format=torch.channels_last)
+                return _normalise(self.model.encode_image(moved))
+
+        if self.device != "cpu":
+            return encode()
+        return lane.run(encode, threads=torch.get_num_threads())  # at the caller's thread count
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Encode PIL images in batches; one row per image."""
@@ -260,19 +265,36 @@ class ClipModel:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts (cached per process); one row per text."""
-        import torch
 
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for start in range(0, len(missing), 256):
             chunk = missing[start : start + 256]
-            tokens = self.tokenizer(chunk)
-            with torch.inference_mode(), few_threads(token_count(tokens) if self.device == "cpu" else None):
-                feats = encode_text_tokens(self.model, tokens.to(self.device))
-            for text, row in zip(chunk, _normalise(feats), strict=True):
+            feats = self._encode_tokens(self.tokenizer(chunk))
+            for text, row in zip(chunk, feats, strict=True):
                 self._text_cache[text] = row
         if not texts:
             return np.empty((0, self.dim), np.float32)
         return np.stack([self._text_cache[t] for t in texts])
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
+        """On a CPU, a few texts run on the lane while it is idle, else here on one thread (see
+        `few_threads`); more texts run on the lane with all its threads."""
+        import torch
+
+        def encode() -> np.ndarray:
+            with torch.inference_mode():
+                return _normalise(encode_text_tokens(self.model, tokens.to(self.device)))
+
+        def on_one_thread() -> np.ndarray:
+            with few_threads(count):
+                return encode()
+
+        if self.device != "cpu":
+            return encode()
+        count = token_count(tokens)
+        if count > SMALL_TEXT_TOKENS:
+            return lane.run(encode)
+        return lane.run_if_idle(encode, otherwise=on_one_thread)
 
     def info(self) -> dict[str, Any]:
         """What a collection records about the model that built it."""
