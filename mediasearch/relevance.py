@@ -14,6 +14,7 @@ close alternative"; values near 1 mean "clearly this". Tags use the neutral capt
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ STOPWORDS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # every query checks the whole tag vocabulary
 def content_words(text: str) -> frozenset[str]:
     """Lower-case words of a description, without articles, prepositions and 'photo'-like filler."""
     return frozenset(re.findall(r"[a-z0-9]+", text.lower())) - STOPWORDS
