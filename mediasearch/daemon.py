@@ -1,9 +1,10 @@
 """The daemon (`mediasearch serve` / `watch`): the one owner of a home's store, with the model kept warm.
 
-Threads: the main thread waits for SIGTERM/SIGINT; uvicorn serves the HTTP API (`api.py`) in its own
-thread; one "index" worker runs every write one at a time (event batches, rescans, index / forget /
-tag requests, the HNSW build); a scheduler turns settled file-system events and the rescan schedule
-into jobs for it. Queries run in the HTTP threads on the same open store.
+Threads: the main thread runs the model's CPU work (`lane.py`) until SIGTERM/SIGINT; uvicorn serves
+the HTTP API (`api.py`) in its own thread; one "index" worker runs every write one at a time (event
+batches, rescans, index / forget / tag requests, the HNSW build); a scheduler turns settled
+file-system events and the rescan schedule into jobs for it. Queries run in the HTTP threads on the
+same open store, handing their encoding to the main thread while it is idle.
 
 Stopping abandons the index run in flight before its next write, so every file in the store is
 whole; a kill -9 loses at most the batch being encoded. Either way the next start rescans the roots
