@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mediasearch import lane
 from mediasearch.decode_pool import DecoderPool
 from mediasearch.discover import (
     FileEntry,
@@ -469,6 +470,8 @@ def _stack(tensors: list[Any], model: Embedder) -> tuple[torch.Tensor, dict[int,
         geometry = geometry_of(getattr(model, "transform", None))
         assert geometry is not None  # _jpeg_for_gpu checked it
         return prepare_batch(tensors, geometry, device, lambda path: _cpu_input(path, model))
+    if device == "cpu":  # on the lane, like the encoding, so that this thread starts no OpenMP team
+        return lane.run(lambda: torch.stack(tensors)), {}
     if device != "cuda":
         return torch.stack(tensors), {}
     first = tensors[0]

@@ -257,11 +257,14 @@ class ClipModel:
         """Encode PIL images in batches; one row per image."""
         import torch
 
-        out = [np.empty((0, self.dim), np.float32)]
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            out.append(self.encode_tensors(torch.stack([self.preprocess(im) for im in chunk])))
-        return np.concatenate(out)
+        def encode() -> np.ndarray:
+            out = [np.empty((0, self.dim), np.float32)]
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                out.append(self.encode_tensors(torch.stack([self.preprocess(im) for im in chunk])))
+            return np.concatenate(out)
+
+        return lane.run(encode) if self.device == "cpu" else encode()  # preprocessing is torch work too
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts (cached per process); one row per text."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,6 +119,17 @@ def test_the_model_encodes_on_the_lane(demo_model: Any) -> None:
     np.testing.assert_allclose(demo_model.encode_texts(texts), vectors, atol=1e-5)
 
 
+def test_index_batches_are_stacked_on_the_lane(demo_model: Any) -> None:
+    """At 224 px a batch's stack is parallel work: on the index thread it would start a second team."""
+    import torch
+
+    from mediasearch.indexer import _stack
+
+    tensors = [torch.rand(3, 224, 224) for _ in range(2)]
+    (batch, failed), completed = served(lambda compute: (_stack(tensors, demo_model), compute.completed))
+    assert completed == 1 and not failed and tuple(batch.shape) == (2, 3, 224, 224)
+
+
 def test_image_batches_encode_on_the_lane(demo_model: Any) -> None:
     import torch
 
@@ -121,3 +137,53 @@ def test_image_batches_encode_on_the_lane(demo_model: Any) -> None:
     vectors, completed = served(lambda compute: (demo_model.encode_tensors(batch), compute.completed))
     assert completed == 1
     np.testing.assert_allclose(demo_model.encode_tensors(batch), vectors, atol=1e-5)
+
+
+LANE_PROCESS = """
+import sys, threading
+import torch
+from mediasearch import lane, library
+from mediasearch.indexer import IndexOptions, index_paths
+from mediasearch.settings import load_settings
+
+torch.set_num_threads(4)  # more than the decode workers take: the index thread's count stays above 1
+settings = load_settings({"home": sys.argv[1], "model": "demo", "device": "cpu"}, env={})
+opened = library.open_for_index(settings)
+stop = threading.Event()
+
+def work():
+    try:
+        index_paths([sys.argv[2]], opened.model, opened.store, IndexOptions(workers=2))
+        opened.model.encode_texts(["a photo of a red circle", "a photo of a blue square"])
+        from PIL import Image
+        opened.model.encode_images([Image.new("RGB", (80, 60), (0, 90, 200))])
+    finally:
+        stop.set()
+
+with lane.serving() as compute:
+    threading.Thread(target=work).start()
+    compute.serve(stop)
+opened.close()
+print("done", compute.completed)
+"""
+
+
+def test_model_work_from_other_threads_starts_no_second_openmp_team(
+    tmp_path: Path, make_image: Callable[..., Path]
+) -> None:
+    """Index batches, texts and images encoded from another thread all run on the lane's team."""
+    folder = tmp_path / "photos"
+    for i in range(6):
+        make_image(folder / f"p{i}.jpg", size=(160, 120), color=(40 * i, 200 - 30 * i, 90))
+    env = {**os.environ, "OMP_DISPLAY_AFFINITY": "TRUE", "OMP_AFFINITY_FORMAT": "omp-team-member %n %i"}
+    out = subprocess.run(
+        [sys.executable, "-c", LANE_PROCESS, str(tmp_path / "home"), str(folder)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].startswith("done")
+    members = re.findall(r"omp-team-member (\d+) (\S+)", out.stdout + out.stderr)
+    if not members:
+        pytest.skip("torch's OpenMP here does not report its teams (not GNU OpenMP)")
+    masters = {tid for num, tid in members if num == "0"}
+    assert len(masters) == 1, f"{len(masters)} threads started OpenMP teams"
