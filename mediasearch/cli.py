@@ -714,6 +714,10 @@ def main() -> None:
     """
     import signal
 
+    from mediasearch.lane import tune_openmp
+
+    tune_openmp()  # before anything imports torch
+
     def interrupt(signum: int, frame: Any) -> None:
         if _WORK["over"] or signum == signal.SIGTERM:
             signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once

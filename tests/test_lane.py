@@ -187,3 +187,26 @@ def test_model_work_from_other_threads_starts_no_second_openmp_team(
         pytest.skip("torch's OpenMP here does not report its teams (not GNU OpenMP)")
     masters = {tid for num, tid in members if num == "0"}
     assert len(masters) == 1, f"{len(masters)} threads started OpenMP teams"
+
+
+def test_openmp_spins_less_unless_the_user_chose() -> None:
+    env: dict[str, str] = {}
+    lane.tune_openmp(env)
+    assert env == {"GOMP_SPINCOUNT": lane.SPIN_COUNT}
+    for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000000"}):
+        env = dict(chosen)
+        lane.tune_openmp(env)
+        assert env == chosen
+
+
+def test_the_cli_entry_point_tunes_openmp_before_torch_loads() -> None:
+    script = (
+        "import os, sys\n"
+        "sys.argv = ['mediasearch', '--version']\n"
+        "from mediasearch import cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split()[-2:] == [lane.SPIN_COUNT, "False"]
