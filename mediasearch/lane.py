@@ -52,10 +52,6 @@ class Lane:
         self._open = True
         self.completed = 0  # jobs run here
 
-    @property
-    def idle(self) -> bool:
-        return self._pending == 0
-
     def submit(
         self, fn: Callable[[], T], threads: int | None = None, *, only_if_idle: bool = False
     ) -> Future[T] | None:
