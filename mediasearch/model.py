@@ -268,7 +268,6 @@ class ClipModel:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts (cached per process); one row per text."""
-
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for start in range(0, len(missing), 256):
             chunk = missing[start : start + 256]
