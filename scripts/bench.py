@@ -171,7 +171,8 @@ def _settings(home: Path, args: dict[str, Any], **overrides: Any) -> Any:
 
 
 def _load(args: dict[str, Any], precision: str = "auto") -> Any:
-    from mediasearch.model import ModelSpec, load_model
+    from mediasearch.clip.loading import load_model
+    from mediasearch.clip.spec import ModelSpec
 
     cache = Path(args["workdir"]) / "model-cache"
     return load_model(ModelSpec(args["model"], args["weights"]), device=args["device"], cache_dir=cache,
@@ -189,7 +190,7 @@ def child_ceiling(args: dict[str, Any]) -> dict[str, Any]:
     """The model alone on preprocessed tensors, best of ``repeats`` batches."""
     import torch
 
-    from mediasearch.model import bf16_cosine
+    from mediasearch.clip.loading import bf16_cosine
 
     model = _load(args, args["precision"])
     batch = torch.randn(model.batch_size, 3, model.image_size, model.image_size)
@@ -237,8 +238,9 @@ def child_index(args: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    from mediasearch import library
-    from mediasearch.indexer import IndexOptions, forget, index_paths
+    from mediasearch.index.plan import forget
+    from mediasearch.index.runner import IndexOptions, index_paths
+    from mediasearch.library import home as library
 
     overrides = {"model": "demo", "pretrained": None} if args.get("demo") else {}
     settings = _settings(Path(args["home"]), args, **overrides)
@@ -264,7 +266,7 @@ def child_index(args: dict[str, Any]) -> dict[str, Any]:
 
 def child_video_decode(args: dict[str, Any]) -> dict[str, Any]:
     """Decoding alone (``sample_video``), exact times and keyframes alternately, best of ``repeats`` each."""
-    from mediasearch.decode import sample_video
+    from mediasearch.media.decode import sample_video
 
     files = sorted(Path(args["folder"]).glob("*.mp4"))
     out: dict[str, Any] = {}
@@ -280,8 +282,8 @@ def child_video_decode(args: dict[str, Any]) -> dict[str, Any]:
 
 def child_store(args: dict[str, Any]) -> dict[str, Any]:
     """A home whose index holds ``points`` synthetic image points (random unit vectors)."""
-    from mediasearch import library
-    from mediasearch.store import PointIn, point_id
+    from mediasearch.library import home as library
+    from mediasearch.store.base import PointIn, point_id
 
     settings = _settings(Path(args["home"]), args)
     opened = library.open_for_index(settings)

@@ -25,8 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mediasearch.client import DaemonClient
-from mediasearch.shapes import CLASSES, make_library
+from mediasearch.lab.shapes import CLASSES, make_library
+from mediasearch.library.client import DaemonClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_query import start_daemon  # noqa: E402

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mediasearch.client import DaemonClient, read_port_file
-from mediasearch.shapes import CLASSES, make_library
+from mediasearch.lab.shapes import CLASSES, make_library
+from mediasearch.library.client import DaemonClient, read_port_file
 
 QUERIES = [f"a photo of a {colour} {shape}" for colour, shape in CLASSES]
 

@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mediasearch.client import DaemonClient
-from mediasearch.demo import build_library
+from mediasearch.cli.demo import build_library
+from mediasearch.library.client import DaemonClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_query import start_daemon  # noqa: E402

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mediasearch.decode import load_image
-from mediasearch.model import ModelSpec, load_model
-from mediasearch.search import text_vector
-from mediasearch.shapes import CLASSES, COLOURS, SHAPES, render, save_image
+from mediasearch.clip.loading import load_model
+from mediasearch.clip.spec import ModelSpec
+from mediasearch.lab.shapes import CLASSES, COLOURS, SHAPES, render, save_image
+from mediasearch.media.decode import load_image
+from mediasearch.search.query import text_vector
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:

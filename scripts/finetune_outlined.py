@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
+from mediasearch.clip.loading import load_model
+from mediasearch.clip.spec import ModelSpec
 from mediasearch.errors import FinetuneRefused
-from mediasearch.evaluate import eval_zeroshot
-from mediasearch.finetune import FinetuneOptions, finetune
-from mediasearch.model import ModelSpec, load_model
-from mediasearch.shapes import make_library
+from mediasearch.lab.evaluate import eval_zeroshot
+from mediasearch.lab.finetune import FinetuneOptions, finetune
+from mediasearch.lab.shapes import make_library
 
 # The recipe for the tiny demo model (trained from scratch, it forgets fast): the text tower stays as it
 # is; 720 filled shapes are replayed with their zero-shot embeddings as anchors (320 an epoch); no weight

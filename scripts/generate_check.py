@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from mediasearch.evaluate import encode_files
-from mediasearch.generate import GenerateOptions, generate
-from mediasearch.model import ModelSpec, load_model
-from mediasearch.shapes import CLASSES, class_name
-from mediasearch.zeroshot import ensemble_embeddings, templates_for
+from mediasearch.clip.loading import load_model
+from mediasearch.clip.spec import ModelSpec
+from mediasearch.clip.zeroshot import ensemble_embeddings, templates_for
+from mediasearch.lab.generate import GenerateOptions, generate
+from mediasearch.lab.shapes import CLASSES, class_name
+from mediasearch.search.query import encode_files
 
 
 def main(argv: list[str] | None = None) -> int:

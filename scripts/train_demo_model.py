@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from mediasearch import shapes
-from mediasearch.train import Batch, BatchSource, TrainConfig, train_contrastive
+from mediasearch.lab import shapes
+from mediasearch.lab.train import Batch, BatchSource, TrainConfig, train_contrastive
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "mediasearch" / "demo_model"

@@ -21,7 +21,7 @@ State = dict[str, tuple[dict[str, Any], np.ndarray]]
 
 def store_state(home: Path) -> State:
     """id → (payload, vector) of every point in the home's active collection (opened directly)."""
-    from mediasearch.store import active_collection, open_store
+    from mediasearch.store.collections import active_collection, open_store
 
     name = active_collection(home=home)
     if name is None:
@@ -106,7 +106,7 @@ def kill9(proc: subprocess.Popen[Any]) -> None:
 
 def hanging_decoder(path: str, **kwargs: Any) -> Any:
     """decord stuck on a broken file, for files whose name says "hang"; the real decoder otherwise."""
-    from mediasearch.decode import sample_video
+    from mediasearch.media.decode import sample_video
 
     if "hang" in os.path.basename(path):
         while True:

@@ -24,7 +24,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def demo_model() -> Any:
     """The bundled demo model, loaded once per test session."""
-    from mediasearch.model import ModelSpec, load_model
+    from mediasearch.clip.loading import load_model
+    from mediasearch.clip.spec import ModelSpec
 
     return load_model(ModelSpec("demo"), device="cpu")
 
@@ -48,8 +49,8 @@ def _share_demo_model(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         yield
         return
     model = request.getfixturevalue("demo_model")
-    from mediasearch import library
-    from mediasearch.model import ModelSpec
+    from mediasearch.clip.spec import ModelSpec
+    from mediasearch.library import home as library
 
     real_load = library.load
 
@@ -89,7 +90,7 @@ def cli(tmp_path: Path, demo_model: Any) -> Cli:
 @pytest.fixture(scope="session")
 def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Path, str, str]]]:
     """240 freshly rendered shape photos (10 per class) in mixed formats, shared read-only."""
-    from mediasearch.shapes import make_library
+    from mediasearch.lab.shapes import make_library
 
     folder = tmp_path_factory.mktemp("shapes240")
     return folder, make_library(folder, 240, seed=20261127)

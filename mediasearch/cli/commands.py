@@ -1,0 +1,373 @@
+"""The library's commands: index, forget, status, query, similar, tag, tags, classify, embed, serve, demo.
+
+Each parses its options, calls :class:`mediasearch.Library` (which goes through the daemon when one owns
+the home), and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mediasearch.cli.core import JSON_OPT, app, handles_errors, open_library, print_errors, settings_of
+
+# -- indexing ------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def index(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Folders (or files) to bring the index in step with."),
+    frame_interval: float | None = typer.Option(None, help="Seconds between sampled video frames."),
+    max_frames: int | None = typer.Option(None, help="At most this many frames per video."),
+    batch_size: int | None = typer.Option(None, help="Images per model batch (0: chosen for the device)."),
+    workers: int | None = typer.Option(None, help="Decoding threads (0: automatic)."),
+    hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+    exact_times: bool = typer.Option(
+        False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
+    ),
+    tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add, update and remove index entries to match the folders."""
+    from mediasearch.cli.output import RichProgress, key_values, print_json
+
+    overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
+    with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
+        progress = RichProgress() if sys.stderr.isatty() and not as_json else None
+        report = lib.index(paths, hidden=hidden, exact_times=exact_times, progress=progress)
+    data = report.to_json()
+    if as_json:
+        print_json(data)
+        return
+    key_values("indexed", [(k, v) for k, v in data.items() if k != "errors"])
+    print_errors(data["errors"])
+
+
+@app.command()
+@handles_errors
+def forget(ctx: typer.Context, path: Path = typer.Argument(...), as_json: bool = JSON_OPT) -> None:
+    """Drop a folder (or file) and everything under it from the index."""
+    from mediasearch.cli.output import console, print_json
+
+    with open_library(ctx) as lib:
+        dropped = lib.forget(path)
+    if as_json:
+        print_json({"path": str(path.absolute()), "files": dropped})
+    else:
+        console().print(f"forgot {dropped} files under {path.absolute()}")
+
+
+@app.command()
+@handles_errors
+def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """What is indexed, by which model, where, the last run and its failures."""
+    from mediasearch.cli.output import key_values, print_json
+
+    with open_library(ctx) as lib:
+        data = dataclasses.asdict(lib.status())
+    if as_json:
+        print_json(data)
+        return
+    model = data["model"] or {}
+    rows = [(k, data[k]) for k in ("home", "files", "images", "videos", "frames", "store")]
+    if model:
+        rows.append(("model", f"{model.get('name', '-')} ({model.get('pretrained') or 'bundled weights'})"))
+    last = data["last_run"] or {}
+    if last:
+        rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+    if data.get("daemon"):
+        info = data["daemon"]
+        rows.append(("daemon", f"pid {info['pid']} at {info['url']}, watching {len(info['roots'])} folders"))
+    key_values("mediasearch", rows)
+    print_errors(data["failures"])
+
+
+# -- search --------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def query(
+    ctx: typer.Context,
+    text: str | None = typer.Argument(None, help="What to look for; '2:dog' weighs it."),
+    image: list[Path] = typer.Option([], "--image", help="An example image (alone or with text)."),
+    also: list[str] = typer.Option([], "--and", help="More text to add ('w:text' weighs it)."),
+    not_: list[str] = typer.Option([], "--not", help="Text to subtract ('w:text' weighs it)."),
+    not_image: list[Path] = typer.Option([], "--not-image", help="An image to subtract."),
+    weight: float | None = typer.Option(None, "--weight", help="Weight of TEXT (default 1)."),
+    limit: int = typer.Option(10, "--limit", "-k", min=1),
+    kind: str | None = typer.Option(None, "--type", help="image or video."),
+    path: Path | None = typer.Option(None, "--path", help="Only under this folder."),
+    tags: list[str] = typer.Option([], "--tag", help="Only items with this tag (repeatable)."),
+    after: str | None = typer.Option(None, "--after", help="Taken on or after (YYYY[-MM[-DD]])."),
+    before: str | None = typer.Option(None, "--before", help="Taken before (YYYY[-MM[-DD]])."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Calibrated cut-off, 0..1."),
+    sort: str = typer.Option("score", "--sort", help="score or date."),
+    raw: bool = typer.Option(False, "--raw", help="Embed the text as is, without prompt templates."),
+    paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Find items by text, by example image, or both; --not subtracts."""
+    from mediasearch.library.requests import Query, parse_date
+
+    q = Query(
+        terms=_terms(text, weight, also, image, not_, not_image),
+        raw=raw,
+        limit=limit,
+        kind=_choice("--type", kind, ("image", "video")),
+        path_prefix=str(path.absolute()) if path else None,
+        tags=tuple(tags),
+        after=parse_date(after) if after else None,
+        before=parse_date(before) if before else None,
+        min_score=min_score,
+        sort=_choice("--sort", sort, ("score", "date")) or "score",
+    )
+    with open_library(ctx) as lib:
+        hits = lib.search(q)
+    _print_hits(hits, as_json, paths_only, title=text or "")
+
+
+def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"{flag} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _terms(
+    text: str | None,
+    weight: float | None,
+    also: list[str],
+    images: list[Path],
+    nots: list[str],
+    not_images: list[Path],
+) -> tuple[Any, ...]:
+    """Command-line query parts → weighted search terms ('w:text' weighs a text)."""
+    from mediasearch.library.requests import Term, parse_weighted
+
+    terms: list[Term] = []
+    if text:
+        w, t = parse_weighted(text)
+        terms.append(Term("text", t, weight if weight is not None else w))
+    terms += [Term("text", t, w) for w, t in map(parse_weighted, also)]
+    terms += [Term("image", str(p), 1.0) for p in images]
+    terms += [Term("text", t, -w) for w, t in map(parse_weighted, nots)]
+    terms += [Term("image", str(p), -1.0) for p in not_images]
+    return tuple(terms)
+
+
+def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "") -> None:
+    from mediasearch.cli.output import hits_table, print_json
+
+    if as_json:
+        print_json([h.to_json() for h in hits])
+    elif paths_only:
+        for hit in hits:
+            sys.stdout.write(hit.path + "\n")
+    else:
+        hits_table(hits, title)
+
+
+@app.command()
+@handles_errors
+def similar(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="An indexed file, or any image or video."),
+    limit: int = typer.Option(10, "--limit", "-k", min=1),
+    kind: str | None = typer.Option(None, "--type", help="image or video."),
+    paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Items that look like FILE."""
+    with open_library(ctx) as lib:
+        hits = lib.similar(file, limit=limit, kind=_choice("--type", kind, ("image", "video")))
+    _print_hits(hits, as_json, paths_only, title=f"like {file}")
+
+
+@app.command()
+@handles_errors
+def tag(
+    ctx: typer.Context,
+    vocab: Path | None = typer.Option(None, "--vocab", help="Tags, one a line ('tag = 0.7')."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Tag with learned prompts' classes instead."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Zero-shot tags for everything indexed; new items are tagged at index time from then on."""
+    from mediasearch.cli.output import key_values, print_json
+
+    with open_library(ctx) as lib:
+        result = dataclasses.asdict(lib.tag(vocab, prompts))
+    if as_json:
+        print_json(result)
+        return
+    key_values("tagged", [("files", result["files"]), ("with tags", result["tagged"])])
+    _print_tag_counts(result["tags"])
+
+
+def _print_tag_counts(counts: dict[str, int]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mediasearch.cli.output import console
+
+    table = Table("tag", "files")
+    for name, n in counts.items():
+        table.add_row(escape(name), str(n))
+    console().print(table)
+
+
+@app.command("tags")
+@handles_errors
+def list_tags(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """The tags in the index, with how many files carry each."""
+    from mediasearch.cli.output import print_json
+
+    with open_library(ctx) as lib:
+        counts = lib.tags()
+    if as_json:
+        print_json(counts)
+    else:
+        _print_tag_counts(counts)
+
+
+# -- daemon --------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def serve(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(None, help="Folders to watch, added to those the home remembers."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (not loopback: needs a token)."),
+    port: int = typer.Option(0, "--port", help="Port (0: any free one; HOME/daemon.json says which)."),
+    token: str | None = typer.Option(None, "--token", envvar="MEDIASEARCH_TOKEN", help="API token (default: random)."),
+    rescan_every: str = typer.Option("1d", "--rescan-every", help="Full rescan interval: 30m, 6h, 1d, or off."),
+    debounce: float = typer.Option(2.0, "--debounce", min=0.1, help="Seconds a folder must stay quiet first."),
+    poll: bool = typer.Option(False, "--poll", help="Poll the folders instead of using file events."),
+    poll_interval: float = typer.Option(10.0, "--poll-interval", min=0.5, help="Seconds between polls."),
+    hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+) -> None:
+    """Run the daemon: watch folders, rescan on a schedule, answer queries over HTTP (Ctrl-C stops)."""
+    from mediasearch.library.requests import IndexOptions
+    from mediasearch.serve.daemon import DaemonOptions, parse_interval
+    from mediasearch.serve.daemon import serve as run
+
+    watching = ctx.info_name == "watch"
+    if watching and not paths:
+        raise typer.BadParameter("give at least one folder to watch")
+    settings = settings_of(ctx)
+    options = DaemonOptions(
+        roots=tuple(str(p.absolute()) for p in paths or []),
+        host=host,
+        port=port,
+        token=token,
+        rescan_every=parse_interval(rescan_every),
+        debounce=debounce,
+        poll=poll,
+        poll_interval=poll_interval,
+        index=IndexOptions(settings.frame_interval, settings.max_frames, settings.batch_size, settings.workers, hidden),
+        echo=watching,
+    )
+    run(settings, options, _announce)
+    # Everything is flushed and closed by now; tearing down torch's modules would add seconds to a stop.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+app.command("watch", help="The daemon, watching PATH... and logging every file it indexes on stderr.")(serve)
+
+
+def _announce(info: Any) -> None:
+    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; token in the home's daemon.json", err=True)
+    if sys.stderr.isatty():  # not into logs: the token opens the whole index
+        typer.echo(f"search page: {info.url}/?token={info.token}", err=True)
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def classify(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(..., help="Images (or videos) to classify."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Comma-separated labels, e.g. 'cat,dog' (optional with a linear-head checkpoint)."
+    ),
+    top: int = typer.Option(5, "--top", min=1, help="Labels to show per file."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Learned prompts (finetune --prompt-learning)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Zero-shot classification with probabilities (or a fine-tuned checkpoint's linear head)."""
+    from mediasearch.cli.output import console, print_json
+    from mediasearch.library import Library
+
+    errors: list[Any] = []
+    wanted = [lab.strip() for lab in labels.split(",")] if labels is not None else None
+    with Library.open(settings=settings_of(ctx), use_daemon=False) as lib:  # no store: no daemon needed
+        results = lib.classify(files, wanted, prompts=prompts, on_error=errors.append)
+    print_errors(errors)
+    if not results:
+        raise typer.Exit(1)
+    if as_json:
+        print_json([dataclasses.asdict(r) for r in results])
+        return
+    out = console()
+    for item in results:
+        best = ", ".join(f"{lab.label} {lab.prob:.0%}" for lab in item.labels[:top])
+        out.print(f"{item.path}: {best}", markup=False)
+
+
+@app.command()
+@handles_errors
+def embed(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(None, help="Images or videos to embed."),
+    text: list[str] = typer.Option([], "--text", help="A text to embed (repeatable)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Print embeddings (L2-normalised) for files and texts."""
+    from mediasearch.cli.output import console, print_json
+    from mediasearch.library import Library
+
+    if not files and not text:
+        raise typer.BadParameter("give files to embed or --text")
+    errors: list[Any] = []
+    with Library.open(settings=settings_of(ctx), use_daemon=False) as lib:  # no store: no daemon needed
+        embedded = lib.embed_images(files or [], on_error=errors.append) + lib.embed_texts(text)
+    rows = [e.to_json() for e in embedded]
+    print_errors(errors)
+    if not rows:
+        raise typer.Exit(1)
+    if as_json:
+        print_json(rows)
+        return
+    out = console()
+    for row in rows:
+        vec = row["embedding"]
+        head = ", ".join(f"{v:+.3f}" for v in vec[:6])
+        out.print(f"{row.get('path', row.get('text'))}  dim={len(vec)}  [{head}, ...]", markup=False)
+
+
+@app.command()
+@handles_errors
+def demo(
+    ctx: typer.Context,
+    folder: Path = typer.Option(Path("mediasearch-demo"), "--dir", help="Where to build the sample library."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Build a small sample library, index it with the bundled demo model, and run a few queries."""
+    from mediasearch.cli.demo import run_demo
+
+    run_demo(settings_of(ctx, home=folder / "home", model="demo"), folder, as_json=as_json)
+
+
+# -- fine-tuning and evaluation -----------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""``mediasearch.Library``: the one use-case layer that the CLI, the HTTP API and Python users call.
+
+``Library.open`` picks its backend: a :class:`~mediasearch.library.local.LocalLibrary` (this process
+opens the store and loads the model; the daemon runs on one too) or, when a daemon owns the home, a
+:class:`~mediasearch.library.remote.RemoteLibrary` that asks the daemon over HTTP. Either way the
+methods and the dataclasses they return (``library.types``) are the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from mediasearch.errors import QueryError
+from mediasearch.library.base import Backend
+from mediasearch.library.types import (
+    Classification,
+    Embedding,
+    FileError,
+    Hit,
+    IndexReport,
+    LabelProb,
+    Status,
+    TagReport,
+)
+from mediasearch.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mediasearch.clip.model import ClipModel
+    from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.search.query import Query
+
+PathLike = str | os.PathLike[str]
+OnError = Callable[[FileError], None]
+
+
+class Library:
+    """One home's index and model. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @property
+    def settings(self) -> Settings:
+        return self.backend.settings
+
+    @staticmethod
+    def open(
+        home: PathLike | None = None,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        device: str | None = None,
+        qdrant_url: str | None = None,
+        settings: Settings | None = None,
+        use_daemon: bool = True,
+    ) -> Library:
+        """The home's library: through its daemon when one runs (it owns the store), else opened here.
+
+        Settings not given come from the environment (``MEDIASEARCH_*``) and the home's config file.
+        """
+        if settings is None:
+            given = {"home": home, "model": model, "pretrained": pretrained, "device": device, "qdrant_url": qdrant_url}
+            settings = load_settings({k: v for k, v in given.items() if v is not None})
+        if use_daemon:
+            from mediasearch.library.client import find_daemon
+
+            client = find_daemon(settings.home)
+            if client is not None:
+                from mediasearch.library.remote import RemoteLibrary
+
+                return Library(RemoteLibrary(settings, client))
+        from mediasearch.library.local import LocalLibrary
+
+        return Library(LocalLibrary(settings))
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store and the model."""
+        self.backend.close()
+
+    @property
+    def daemon(self) -> dict[str, Any] | None:
+        """The daemon that answers for this library (url, pid); None when it runs in this process."""
+        return self.backend.daemon
+
+    # -- indexing ---------------------------------------------------------------------------------
+
+    def index(
+        self,
+        paths: Sequence[PathLike],
+        *,
+        frame_interval: float | None = None,
+        max_frames: int | None = None,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        hidden: bool = False,
+        exact_times: bool = False,
+        tag: bool | None = None,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """Add, update and remove entries so that the index matches ``paths`` (folders or files)."""
+        from mediasearch.index.options import IndexOptions
+
+        s = self.settings
+        options = IndexOptions(
+            frame_interval if frame_interval is not None else s.frame_interval,
+            max_frames if max_frames is not None else s.max_frames,
+            batch_size if batch_size is not None else s.batch_size,
+            workers if workers is not None else s.workers,
+            hidden,
+            exact_times=exact_times,
+        )
+        return self.index_with([os.fspath(p) for p in paths], options, tag=tag, progress=progress)
+
+    def index_with(
+        self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
+    ) -> IndexReport:
+        """:meth:`index` with the options already assembled."""
+        return self.backend.index_with(paths, options, tag=tag, progress=progress)
+
+    def forget(self, path: PathLike) -> int:
+        """Drop a folder (or a file) and everything under it from the index; returns the files dropped."""
+        return self.backend.forget(os.path.abspath(os.fspath(path)))
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def query(
+        self,
+        text: str | None = None,
+        *,
+        image: PathLike | None = None,
+        negatives: Sequence[str] = (),
+        limit: int = 10,
+        kind: str | None = None,
+        path: PathLike | None = None,
+        tags: Sequence[str] = (),
+        after: str | float | None = None,
+        before: str | float | None = None,
+        min_score: float | None = None,
+        raw: bool = False,
+        sort: str = "score",
+    ) -> list[Hit]:
+        """Items nearest to a text, an example image, or both; ``negatives`` subtract.
+
+        ``after``/``before`` take a date (``YYYY[-MM[-DD]]``) or a POSIX time; ``min_score`` cuts on the
+        calibrated score (0..1).
+        """
+        from mediasearch.search.query import Query, Term, parse_date
+
+        terms = [Term("text", text, 1.0)] if text else []
+        if image is not None:
+            terms.append(Term("image", os.path.abspath(os.fspath(image)), 1.0))
+        terms += [Term("text", t, -1.0) for t in negatives]
+        if kind not in (None, "image", "video"):
+            raise QueryError(f"kind must be image or video, not {kind!r}")
+        if sort not in ("score", "date"):
+            raise QueryError(f"sort must be score or date, not {sort!r}")
+        q = Query(
+            terms=tuple(terms),
+            raw=raw,
+            limit=limit,
+            kind=kind,
+            path_prefix=os.path.abspath(os.fspath(path)) if path is not None else None,
+            tags=tuple(tags),
+            after=parse_date(after) if isinstance(after, str) else after,
+            before=parse_date(before) if isinstance(before, str) else before,
+            min_score=min_score,
+            sort=sort,
+        )
+        return self.search(q)
+
+    def search(self, query: Query) -> list[Hit]:
+        """:meth:`query` with the query already assembled (weighted terms, filters)."""
+        return self.backend.search(query)
+
+    def similar(self, path: PathLike, *, limit: int = 10, kind: str | None = None) -> list[Hit]:
+        """Items that look like ``path`` (an indexed file, or any image or video)."""
+        from mediasearch.search.query import Query
+
+        if kind not in (None, "image", "video"):
+            raise QueryError(f"kind must be image or video, not {kind!r}")
+        return self.backend.similar(os.fspath(path), Query(limit=limit, kind=kind))
+
+    # -- tags and status --------------------------------------------------------------------------
+
+    def tag(self, vocab: PathLike | None = None, prompts: PathLike | None = None) -> TagReport:
+        """Tag everything indexed (zero-shot); items indexed later are tagged with the same vocabulary."""
+        return self.backend.tag(os.fspath(vocab) if vocab else None, os.fspath(prompts) if prompts else None)
+
+    def tags(self) -> dict[str, int]:
+        """The tags in the index, with how many files carry each."""
+        return self.backend.tags()
+
+    def status(self) -> Status:
+        """What is indexed, by which model, where, the last run and its failures."""
+        return self.backend.status()
+
+    # -- the model alone (no store): the same for a local and a daemon-backed library -------------
+
+    def load_model(self) -> ClipModel:
+        """The settings' model, loaded once (for embedding, classifying, fine-tuning, evaluation)."""
+        return self.backend.load_model()
+
+    def embed_texts(self, texts: Sequence[str]) -> list[Embedding]:
+        """L2-normalised embeddings of ``texts``."""
+        if not texts:
+            return []
+        vectors = self.load_model().encode_texts(list(texts))
+        return [Embedding(v.tolist(), text=t) for t, v in zip(texts, vectors, strict=True)]
+
+    def embed_images(self, files: Sequence[PathLike], *, on_error: OnError | None = None) -> list[Embedding]:
+        """L2-normalised embeddings of images (a video: the mean of its sampled frames)."""
+        done = self._encode(files, on_error)
+        return [Embedding(v.tolist(), path=p) for p, v in done]
+
+    def classify(
+        self,
+        files: Sequence[PathLike],
+        labels: Sequence[str] | None = None,
+        *,
+        prompts: PathLike | None = None,
+        on_error: OnError | None = None,
+    ) -> list[Classification]:
+        """Zero-shot probabilities of ``labels`` for each file, most probable first.
+
+        Without labels: a fine-tuned checkpoint's linear head, or the classes of learned ``prompts``.
+        A file that cannot be read goes to ``on_error`` (without one, it raises).
+        """
+        from mediasearch.library.home import classify_embeddings_of
+
+        chosen = list(dict.fromkeys(lab.strip() for lab in labels or () if lab.strip()))
+        if labels is not None and prompts is None and len(chosen) < 2:
+            raise QueryError("--labels needs at least two labels, comma-separated")
+        model = self.load_model()
+        if not chosen and prompts is None and model.head is None:
+            raise QueryError("--labels is required: this model has no linear head (`finetune --head linear` adds one)")
+        done = self._encode(files, on_error)
+        if not done:
+            return []
+        rows = classify_embeddings_of(model, [v for _, v in done], chosen, os.fspath(prompts) if prompts else None)
+        return [
+            Classification(p, [LabelProb(s.label, round(s.prob, 4)) for s in row])
+            for (p, _), row in zip(done, rows, strict=True)
+        ]
+
+    def _encode(self, files: Sequence[PathLike], on_error: OnError | None) -> list[tuple[str, Any]]:
+        from mediasearch.library.home import encode_each
+
+        done, errors = encode_each(self.load_model(), [os.fspath(f) for f in files])
+        for err in errors:
+            if on_error is None:
+                raise QueryError(f"{err['path']}: {err['error']}")
+            on_error(FileError(err["path"], err["error"]))
+        return done

@@ -1,0 +1,279 @@
+"""One home's index: which model and store to open for indexing or for queries.
+
+The use cases (``library.local``) and the daemon call these; they never print or exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mediasearch.clip.spec import ModelSpec
+from mediasearch.errors import ModelMismatchError, StoreError
+from mediasearch.settings import DEFAULT_MODEL, Settings
+
+if TYPE_CHECKING:
+    from mediasearch.clip.model import ClipModel
+    from mediasearch.clip.spec import Embedder
+    from mediasearch.store.base import Store
+
+STATE_FILE = "state.json"
+
+
+def spec_from_settings(settings: Settings) -> ModelSpec:
+    """The model the settings ask for (the default when none is set)."""
+    return ModelSpec(settings.model or DEFAULT_MODEL, settings.pretrained)
+
+
+def store_kwargs(settings: Settings) -> dict[str, Any]:
+    """How to reach the home's store (its folder, or a server and its key)."""
+    return {"home": settings.home, "qdrant_url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
+
+
+def load(settings: Settings, spec: ModelSpec, *, precision: str = "auto") -> ClipModel:
+    from mediasearch.clip.loading import load_model
+
+    return load_model(
+        spec,
+        device=settings.device,
+        cache_dir=settings.cache_dir / "models",
+        batch_size=settings.batch_size,
+        precision=precision,
+    )
+
+
+def load_for_text(settings: Settings, spec: ModelSpec) -> Embedder:
+    """A model for text queries: the cached text tower when there is one (no open_clip, no image tower)."""
+    from mediasearch.clip.loading import resolve_spec
+    from mediasearch.clip.text_tower import load_text_model
+
+    cached = load_text_model(resolve_spec(spec), settings.cache_dir / "models")
+    return cached if cached is not None else load(settings, spec)
+
+
+@dataclass
+class Opened:
+    """A model and the store built with it."""
+
+    model: ClipModel
+    store: Store
+    collection: str
+    activate_when_done: bool
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_for_index(settings: Settings) -> Opened:
+    """The settings' model and its collection (created, with the model recorded, if new)."""
+    from mediasearch.store.base import collection_name
+    from mediasearch.store.collections import active_collection, open_store
+
+    model = load(settings, spec_from_settings(settings))
+    collection = collection_name(model.spec.key())
+    store = open_store(collection=collection, dim=model.dim, create=True, **store_kwargs(settings))
+    if store.get_meta() is None:
+        store.set_meta({"model": model.info(), "created": time.time()})
+    active = active_collection(**store_kwargs(settings))
+    if active is None:
+        _activate(settings, collection)
+    return Opened(model, store, collection, activate_when_done=active not in (None, collection))
+
+
+def finish_index(settings: Settings, opened: Opened, summary: dict[str, Any]) -> None:
+    """Record the run; a new model's collection becomes the one queries use once a run completes."""
+    if opened.activate_when_done:
+        _activate(settings, opened.collection)
+    save_state(settings, {"last_run": {**summary, "finished": time.time(), "collection": opened.collection}})
+
+
+def _activate(settings: Settings, collection: str) -> None:
+    from mediasearch.store.collections import set_active_collection
+
+    set_active_collection(collection=collection, **store_kwargs(settings))
+
+
+def open_for_query(settings: Settings, *, need_model: bool = True, text_only: bool = False) -> Opened:
+    """The collection queries use and the model that built it (``text_only``: for text queries only)."""
+    from mediasearch.store.collections import open_store
+
+    collection = _query_collection(settings)
+    store = open_store(collection=collection, dim=None, create=False, **store_kwargs(settings))
+    if not need_model:
+        return Opened(None, store, collection, False)  # type: ignore[arg-type]
+    built = (store.get_meta() or {}).get("model") or {}
+    try:
+        spec = ModelSpec(built.get("name", DEFAULT_MODEL), built.get("pretrained"))
+        model = load_for_text(settings, spec) if text_only else load(settings, spec)
+        if model.spec.key() != built.get("key", model.spec.key()):
+            raise ModelMismatchError(
+                f"the weights of {model.spec.describe()} changed since the index was built: "
+                "re-index with `mediasearch index`"
+            )
+    except BaseException:
+        store.close()
+        raise
+    return Opened(model, store, collection, False)  # type: ignore[arg-type]  # a TextModel for text_only
+
+
+def _query_collection(settings: Settings) -> str:
+    """The active collection, or the one built with the model asked for by --model."""
+    from mediasearch.clip.loading import resolve_spec
+    from mediasearch.store.base import collection_name
+    from mediasearch.store.collections import active_collection, list_collections, open_store
+
+    active = active_collection(**store_kwargs(settings))
+    if active is None:
+        raise StoreError(f"nothing is indexed in {settings.home} yet: run `mediasearch index PATH` first")
+    if settings.model is None:
+        return active
+    spec = resolve_spec(spec_from_settings(settings))
+    wanted = collection_name(spec.key())
+    if wanted == active or wanted in list_collections(**store_kwargs(settings)):
+        return wanted
+    with open_store(collection=active, dim=None, create=False, **store_kwargs(settings)) as store:
+        built = (store.get_meta() or {}).get("model") or {}
+    raise ModelMismatchError(
+        f"the index in {settings.home} was built with {built.get('name', '?')}"
+        f" ({built.get('pretrained') or 'bundled weights'}), not {spec.describe()}: "
+        "drop --model to use it, or index with that model first"
+    )
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.home / STATE_FILE
+
+
+def load_state(settings: Settings) -> dict[str, Any]:
+    try:
+        data = json.loads(state_path(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_state(settings: Settings, update: dict[str, Any]) -> None:
+    """Merge ``update`` into the home's state file, atomically."""
+    state = {**load_state(settings), **update}
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def empty_status(settings: Settings) -> dict[str, Any]:
+    """``status`` of a home where nothing is indexed yet (the last run may still have failures)."""
+    last = load_state(settings).get("last_run") or {}
+    return {
+        "home": str(settings.home),
+        "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
+        "failures": last.get("errors", []),
+        "skipped": int(last.get("skipped", 0) or 0),
+    }
+
+
+def store_status(settings: Settings, opened: Opened) -> dict[str, Any]:
+    """``status`` computed on a store this process already holds open (the CLI's or the daemon's)."""
+    last = load_state(settings).get("last_run") or {}
+    kinds: dict[str, str] = {}
+    frames = 0
+    for rec in opened.store.scroll(fields=("path", "kind")):
+        kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
+        frames += rec.payload.get("kind") == "video"
+    meta = opened.store.get_meta() or {}
+    return {
+        "home": str(settings.home),
+        "files": len(kinds),
+        "images": sum(k == "image" for k in kinds.values()),
+        "videos": sum(k == "video" for k in kinds.values()),
+        "frames": frames,
+        "model": meta.get("model"),
+        "store": opened.store.location,
+        "collection": opened.collection,
+        "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
+        "failures": last.get("errors", []),
+        "tagging": bool(meta.get("tagging")),
+        "skipped": int(last.get("skipped", 0) or 0),
+    }
+
+
+
+def index_tagger(settings: Settings, opened: Opened) -> Any:
+    """A tagger for new items when tagging is on (``--tag``, or since ``mediasearch tag`` ran)."""
+    from mediasearch.search.tagging import Tagger
+    from mediasearch.search.vocabulary import Vocabulary, default_vocabulary
+
+    saved = (opened.store.get_meta() or {}).get("tagging")
+    if not saved and not settings.tagging:
+        return None
+    vocab = Vocabulary.from_json(saved) if saved else default_vocabulary(opened.model)
+    return Tagger(opened.model, vocab)
+
+
+
+
+def encode_each(model: ClipModel, paths: list[str]) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
+    """Each readable file's embedding, under its shown absolute path; unreadable ones come back as errors."""
+    from mediasearch.errors import MediaSearchError
+    from mediasearch.media.discover import display_path
+    from mediasearch.search.query import file_vector
+
+    done, errors = [], []
+    for path in paths:  # paths in the answers are shown (control characters escaped), as in the index
+        try:
+            done.append((display_path(os.path.abspath(path)), file_vector(model, path)))
+        except MediaSearchError as exc:
+            errors.append({"path": display_path(path), "error": str(exc)})
+    return done, errors
+
+
+def classify_embeddings_of(
+    model: ClipModel, vectors: Sequence[Any], labels: Sequence[str], prompts_file: str | None
+) -> list[Any]:
+    """Ranked label probabilities per embedding: learned prompts' classes, else the template ensemble over
+    ``labels``, else (no labels) the checkpoint's linear head."""
+    import numpy as np
+
+    from mediasearch.clip.zeroshot import classify_embeddings, ensemble_embeddings, logit_scale, ranked, templates_for
+
+    embs = np.stack(list(vectors))
+    if prompts_file is not None:
+        from mediasearch.clip.prompts import load_prompts
+
+        prompts = load_prompts(prompts_file)
+        chosen = list(labels) or list(prompts.labels)
+        return classify_embeddings(embs, prompts.label_embeddings(model, chosen), chosen, logit_scale(model))
+    if not labels and model.head is not None:
+        return ranked(model.head.probabilities(embs), model.head.labels)
+    label_embs = ensemble_embeddings(model, list(labels), templates_for(model))
+    return classify_embeddings(embs, label_embs, list(labels), logit_scale(model))
+
+
+def reopen_store(settings: Settings, collection: str) -> Store:
+    """The collection again, waiting up to a minute for a child process to let go of it."""
+    from mediasearch.store.collections import open_store
+
+    return open_store(collection=collection, dim=None, create=False, wait_s=60.0, **store_kwargs(settings))
+
+
+def optimize_in_child(settings: Settings, collection: str, cancel: Any) -> int | None:
+    """Build HNSW in a child process (the engine holds the GIL while it optimises); its exit code."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from mediasearch.store import open_store\n"
+        "with open_store(home=Path(sys.argv[1]), collection=sys.argv[2], dim=None, create=False) as s:\n"
+        "    s.optimize()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(settings.home), collection])
+    while child.poll() is None:
+        if cancel.wait(0.5):
+            child.terminate()  # the engine clears what a killed optimise leaves behind at the next open
+    return child.wait()

@@ -1,0 +1,253 @@
+"""The library opened in this process: it holds the store (one owner at a time) and loads the model.
+
+Two sides, opened when first needed: the *index side* (the settings' model and its collection, created
+if new) and the *query side* (the collection queries use, with the model that built it). They are one
+and the same unless a new model's collection is being built; then queries stay on the old collection
+until a run of the new one completes (:meth:`LocalLibrary.complete`). The daemon builds one of these
+with both sides already open and calls the same use cases as everyone else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from mediasearch.library import home
+from mediasearch.library.types import Hit, IndexReport, Status, TagReport
+from mediasearch.settings import Settings
+
+if TYPE_CHECKING:
+    from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.index.plan import StoredFile
+    from mediasearch.search.query import Query
+    from mediasearch.store.base import Store
+
+
+class LocalLibrary:
+    """Use cases over a store this process holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        index_side: home.Opened | None = None,
+        query_side: home.Opened | None = None,
+    ) -> None:
+        self.settings = settings
+        self._index = index_side
+        self._query = query_side
+        self._model: Any = None
+
+    # -- sides ------------------------------------------------------------------------------------
+
+    @property
+    def index_side(self) -> home.Opened:
+        """The settings' model and its collection (opened, and created if new, on first use)."""
+        if self._index is None:
+            self._close_query()  # the index side may open the same shard: one handle per process
+            self._index = home.open_for_index(self.settings)
+            if not self._index.activate_when_done:
+                self._query = self._index
+        return self._index
+
+    @property
+    def query_side(self) -> home.Opened:
+        """The collection queries use, with a full model."""
+        opened = self._query_opened(text_only=False)
+        if not hasattr(opened.model, "transform"):  # opened for text only: the image tower is needed now
+            opened.model = home.load(self.settings, opened.model.spec)
+        return opened
+
+    def _query_opened(self, *, text_only: bool) -> home.Opened:
+        if self._query is None:
+            if self._index is not None and not self._index.activate_when_done:
+                self._query = self._index
+            else:
+                self._query = home.open_for_query(self.settings, text_only=text_only)
+        return self._query
+
+    def _store_only(self) -> Store:
+        """The query collection's store, without loading any model."""
+        if self._query is None and (self._index is None or self._index.activate_when_done):
+            self._query = home.open_for_query(self.settings, need_model=False)
+        return (self._query or self._index).store  # type: ignore[union-attr]
+
+    def _close_query(self) -> None:
+        if self._query is not None and self._query is not self._index:
+            self._query.close()
+        self._query = None
+
+    def close(self) -> None:
+        self._close_query()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._model = None
+
+    @property
+    def daemon(self) -> dict[str, Any] | None:
+        return None
+
+    def load_model(self) -> Any:
+        """The settings' model: the one an open side holds when it is that model, else loaded once."""
+        for side in (self._index, self._query):
+            if side is not None and side.model is not None and hasattr(side.model, "transform"):
+                if side.model.spec == home.spec_from_settings(self.settings) or self.settings.model is None:
+                    return side.model
+        if self._model is None:
+            self._model = home.load(self.settings, home.spec_from_settings(self.settings))
+        return self._model
+
+    # -- indexing ---------------------------------------------------------------------------------
+
+    def index_with(
+        self,
+        paths: Sequence[str],
+        options: IndexOptions,
+        *,
+        tag: bool | None = None,
+        progress: Progress | None = None,
+        store: Store | None = None,
+    ) -> IndexReport:
+        """Index ``paths``, then :meth:`complete` the run. ``store`` wraps the side's store (the daemon's
+        cancellation guard)."""
+        report = self.run_index(paths, options, tag=tag, progress=progress, store=store)
+        self.complete(report)
+        return report
+
+    def run_index(
+        self,
+        paths: Sequence[str],
+        options: IndexOptions,
+        *,
+        tag: bool | None = None,
+        progress: Progress | None = None,
+        store: Store | None = None,
+    ) -> IndexReport:
+        """One index run, without recording it (see :meth:`complete`)."""
+        from mediasearch.index.runner import index_paths
+
+        opened = self.index_side
+        settings = replace(self.settings, tagging=tag) if tag is not None else self.settings
+        tagger = home.index_tagger(settings, opened)
+        return index_paths(list(paths), opened.model, store or opened.store, options, progress, tagger)
+
+    def complete(self, report: IndexReport) -> bool:
+        """Record a finished run; a new model's collection becomes the one queries use. True when it did."""
+        opened = self.index_side
+        switching = opened.activate_when_done
+        home.finish_index(self.settings, opened, report.to_json())
+        if switching:
+            self._close_query()
+            self._query = opened
+            opened.activate_when_done = False
+        return switching
+
+    def forget(self, path: str) -> int:
+        """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
+        from mediasearch.index.plan import forget as forget_folder
+
+        target = os.path.abspath(path)
+        return max((forget_folder(store, target) for store in self.every_collection()), default=0)
+
+    def every_collection(self) -> Iterator[Store]:
+        """Each collection of the home (one per model it was indexed with), the open ones reused."""
+        from mediasearch.store.collections import list_collections, open_store
+
+        kwargs = home.store_kwargs(self.settings)
+        ours = {o.collection: o.store for o in (self._index, self._query) if o is not None}
+        for name in list_collections(**kwargs):
+            if name in ours:
+                yield ours[name]
+            else:
+                with open_store(collection=name, dim=None, create=False, **kwargs) as store:
+                    yield store
+
+    def snapshot(self, paths: Sequence[str]) -> dict[str, StoredFile]:
+        """What the index side holds under each path (a folder, or one file): to log what a run changed."""
+        from mediasearch.index.plan import stored_under
+
+        return stored_under(self.index_side.store, paths)
+
+    def point_count(self) -> int:
+        """Points (images and video frames) in the index side's collection."""
+        return self.index_side.store.count()
+
+    def build_search_index(self, cancel: Any) -> int | None:
+        """Build the collection's HNSW graph in a child process (the store is closed meanwhile: hold off
+        every other use of this library until it returns). The child's exit code."""
+        opened = self.index_side
+        opened.store.close()
+        try:
+            return home.optimize_in_child(self.settings, opened.collection, cancel)
+        finally:
+            opened.store = home.reopen_store(self.settings, opened.collection)
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def search(self, query: Query) -> list[Hit]:
+        from mediasearch.search.query import search
+
+        opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
+        if any(t.kind == "image" for t in query.terms):
+            opened = self.query_side
+        return search(opened.store, opened.model, query)
+
+    def similar(self, path: str, query: Query) -> list[Hit]:
+        """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
+        from mediasearch.search.query import search_vector, similar_vector
+
+        opened = self.query_side
+        vec, own = similar_vector(opened.store, opened.model, path)
+        return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+
+    # -- tags and status --------------------------------------------------------------------------
+
+    def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
+        """Tag everything in the query collection and remember the vocabulary for items indexed later."""
+        from mediasearch.search.tagging import Tagger, tag_store
+        from mediasearch.search.vocabulary import choose_vocabulary
+
+        opened = self.query_side
+        # Without a file, the vocabulary that suits the model.
+        vocabulary = choose_vocabulary(opened.model, vocab, prompts)
+        result = tag_store(opened.store, Tagger(opened.model, vocabulary))
+        opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
+        return TagReport(**result)
+
+    def tags(self) -> dict[str, int]:
+        from mediasearch.search.tagging import tag_counts
+
+        return tag_counts(self._store_only())
+
+    def status(self) -> Status:
+        if not self._has_index():
+            return Status(**home.empty_status(self.settings))
+        side = self._query if self._query is not None else self._index
+        if side is None or side.activate_when_done:
+            self._store_only()
+            side = self._query
+        assert side is not None
+        return Status(**home.store_status(self.settings, side))
+
+    def indexed_record(self, path: str) -> dict[str, Any] | None:
+        """The stored payload of the indexed file shown as ``path`` (its first point), or None."""
+        from mediasearch.store.base import Filter
+
+        fields = ("path", "path_raw", "kind", "size", "fingerprint")
+        record = next(iter(self._store_only().scroll(Filter(path=path), fields=fields)), None)
+        return None if record is None else dict(record.payload)
+
+    def model_name(self) -> str | None:
+        """The name of the model queries use (as loaded), or None before anything is open."""
+        side = self._query or self._index
+        return None if side is None or side.model is None else str(side.model.spec.name)
+
+    def _has_index(self) -> bool:
+        from mediasearch.store.collections import active_collection
+
+        if self._query is not None or (self._index is not None and not self._index.activate_when_done):
+            return True
+        return active_collection(**home.store_kwargs(self.settings)) is not None

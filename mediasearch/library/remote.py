@@ -1,0 +1,69 @@
+"""The library of a home that a daemon owns: the same use cases, answered by the daemon over HTTP.
+
+The daemon holds the store (an embedded shard has one owner) and keeps the model warm, so a query is
+fast. Only what needs no store — embedding and classifying files — loads a model in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mediasearch.library import home
+from mediasearch.library.types import Hit, IndexReport, Status, TagReport
+from mediasearch.settings import Settings
+
+if TYPE_CHECKING:
+    from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.library.client import DaemonClient
+    from mediasearch.search.query import Query
+
+
+class RemoteLibrary:
+    """Use cases forwarded to the daemon that owns the home."""
+
+    def __init__(self, settings: Settings, client: DaemonClient) -> None:
+        self.settings = settings
+        self.client = client
+        self._model: Any = None
+
+    @property
+    def daemon(self) -> dict[str, Any] | None:
+        return {"url": self.client.info.url, "pid": self.client.info.pid}
+
+    def index_with(
+        self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
+    ) -> IndexReport:
+        request = {**dataclasses.asdict(options), "tag": self.settings.tagging if tag is None else tag}
+        data = self.client.index([os.path.abspath(p) for p in paths], request, model=self.settings.model)
+        return IndexReport(**{k: v for k, v in data.items() if k in IndexReport.__dataclass_fields__})
+
+    def forget(self, path: str) -> int:
+        return int(self.client.forget(os.path.abspath(path))["files"])
+
+    def search(self, query: Query) -> list[Hit]:
+        return self.client.query(query, model=self.settings.model)
+
+    def similar(self, path: str, query: Query) -> list[Hit]:
+        return self.client.similar(path, query, model=self.settings.model)
+
+    def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
+        data = self.client.tag(vocab, prompts)
+        return TagReport(files=data["files"], tagged=data["tagged"], tags=data["tags"])
+
+    def tags(self) -> dict[str, int]:
+        return self.client.tags()
+
+    def status(self) -> Status:
+        return Status.from_json(self.client.status())
+
+    def load_model(self) -> Any:
+        """The settings' model, loaded here: embedding and classifying need no store, so no daemon."""
+        if self._model is None:
+            self._model = home.load(self.settings, home.spec_from_settings(self.settings))
+        return self._model
+
+    def close(self) -> None:
+        self._model = None

@@ -1,0 +1,83 @@
+"""What the use cases return: dataclasses whose fields are exactly the keys of the matching ``--json`` output.
+
+``IndexReport`` is the indexer's own summary and ``Hit`` the search's own result (re-exported here); the
+rest are defined here. ``dataclasses.asdict`` of any of them is what the CLI prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediasearch.index.options import IndexSummary as IndexReport
+from mediasearch.search.query import Hit
+
+__all__ = ["Classification", "Embedding", "FileError", "Hit", "IndexReport", "LabelProb", "Status", "TagReport"]
+
+
+@dataclass
+class FileError:
+    """A file a command could not use, and why (one line)."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class Status:
+    """``status --json``: what is indexed, by which model, where, the last run and its failures."""
+
+    home: str
+    files: int = 0
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    model: dict[str, Any] | None = None
+    store: str | None = None
+    collection: str | None = None
+    last_run: dict[str, Any] | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+    tagging: bool = False
+    skipped: int = 0  # files the last run passed over for their extension
+    daemon: dict[str, Any] | None = None  # set when a daemon owns the home
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Status:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class TagReport:
+    """``tag --json``: files looked at, files that got at least one tag, and files per tag."""
+
+    files: int
+    tagged: int
+    tags: dict[str, int]
+
+
+@dataclass
+class LabelProb:
+    label: str
+    prob: float
+
+
+@dataclass
+class Classification:
+    """One row of ``classify --json``: a file and its labels, most probable first."""
+
+    path: str
+    labels: list[LabelProb]
+
+
+@dataclass
+class Embedding:
+    """One row of ``embed --json``: a file's or a text's L2-normalised embedding."""
+
+    embedding: list[float]
+    path: str | None = None
+    text: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        key = {"path": self.path} if self.path is not None else {"text": self.text}
+        return {**key, "embedding": self.embedding}

@@ -1,0 +1,327 @@
+"""Search: build a query vector, ask the store, group video frames into moments, calibrate scores.
+
+Raw CLIP cosines are not comparable across queries, so each hit also gets a *calibrated* score (see
+``relevance``); ``--min-score`` applies to it, so one cut-off works for every text query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediasearch.clip.spec import Embedder
+from mediasearch.clip.zeroshot import ensemble_embeddings, templates_for
+from mediasearch.errors import MediaSearchError, QueryError
+from mediasearch.media.discover import path_from_payload
+from mediasearch.search.relevance import Calibrator
+from mediasearch.store.base import Filter, Record, Store
+
+_WEIGHT = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*:\s*(\S.*)$")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a query: a text or an image file, with a weight (negative subtracts)."""
+
+    kind: str  # "text" | "image"
+    value: str
+    weight: float = 1.0
+
+
+def parse_weighted(text: str, default: float = 1.0) -> tuple[float, str]:
+    """'2:dog' → (2.0, 'dog'); 'dog' → (default, 'dog'); 'a: b' (no number) and '2:' (no text) stay text."""
+    m = _WEIGHT.match(text)
+    if m:
+        weight = float(m.group(1))
+        if not math.isfinite(weight):
+            raise QueryError(f"weight out of range in {text!r}")
+        return weight, m.group(2).strip()
+    return default, text.strip()
+
+
+def parse_date(text: str, *, end: bool = False) -> float:
+    """'2023', '2023-05', '2023-05-17' or an ISO datetime → unix time (local); ``end`` rounds up."""
+    text = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}", text):
+            start = dt.datetime(int(text), 1, 1)
+            nxt = dt.datetime(int(text) + 1, 1, 1)
+        elif re.fullmatch(r"\d{4}-\d{2}", text):
+            y, m = map(int, text.split("-"))
+            start = dt.datetime(y, m, 1)
+            nxt = dt.datetime(y + (m == 12), m % 12 + 1, 1)
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            start = dt.datetime.fromisoformat(text)
+            nxt = start + dt.timedelta(days=1)
+        else:
+            start = nxt = dt.datetime.fromisoformat(text)
+        return (nxt if end else start).timestamp()
+    except (ValueError, OverflowError, OSError):  # OverflowError, OSError: out of the platform's range
+        raise QueryError(f"not a date: {text!r} (use YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time)") from None
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed query with its filters."""
+
+    terms: tuple[Term, ...] = ()
+    raw: bool = False
+    limit: int = 10
+    kind: str | None = None
+    path_prefix: str | None = None
+    tags: tuple[str, ...] = ()
+    after: float | None = None
+    before: float | None = None
+    min_score: float | None = None
+    sort: str = "score"
+
+    def filter(self, exclude_ids: Sequence[str] = ()) -> Filter:
+        return Filter(
+            kind=self.kind,
+            dir_prefix=self.path_prefix,
+            tags=self.tags,
+            after=self.after,
+            before=self.before,
+            exclude_ids=tuple(exclude_ids),
+        )
+
+    @property
+    def has_text(self) -> bool:
+        return any(t.kind == "text" and t.weight > 0 for t in self.terms)
+
+
+@dataclass
+class Hit:
+    """One result: an image, or a video with its best moment."""
+
+    path: str
+    score: float
+    kind: str
+    calibrated: float
+    timestamp: float | None = None
+    start: float | None = None
+    end: float | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "score": round(self.score, 4),
+            "calibrated": round(self.calibrated, 4),
+            "kind": self.kind,
+            "timestamp": self.timestamp,
+            "start": self.start,
+            "end": self.end,
+            "tags": self.tags,
+        }
+
+
+def text_vector(model: Embedder, text: str, *, raw: bool) -> np.ndarray:
+    """A text's embedding: the template ensemble, or the text as is when ``raw``."""
+    if raw:
+        return model.encode_texts([text])[0]
+    return ensemble_embeddings(model, [text], templates_for(model))[0]
+
+
+def file_vector(model: Embedder, path: str) -> np.ndarray:
+    """A file's embedding: an image, or the mean of a video's sampled frames."""
+    import os
+    import stat
+
+    from mediasearch.errors import MediaError
+    from mediasearch.media.decode import load_image
+    from mediasearch.media.decode_pool import DecoderPool
+    from mediasearch.media.discover import VIDEO_EXTS, display_path
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block the decoder
+            raise MediaError("not a regular file")
+        if path.lower().rsplit(".", 1)[-1] in VIDEO_EXTS:
+            with DecoderPool(1, timeout=30.0) as pool:  # a worker process: decord may hang on a broken file
+                sample = pool.sample_video(path, interval=2.0, max_frames=600, target=getattr(model, "image_size", 224))
+            frames = [f.image for f in sample.frames]
+            if not frames:
+                raise QueryError(f"{display_path(path)}: no frame could be decoded")
+            return _unit(model.encode_images(frames).mean(axis=0))
+        image, _ = load_image(path, target=getattr(model, "image_size", 224))
+    except MediaError as exc:
+        raise QueryError(f"{display_path(path)}: {exc}") from None
+    except OSError as exc:
+        raise QueryError(f"{display_path(path)}: {exc.strerror or exc}") from None
+    return model.encode_images([image])[0]
+
+
+def query_vector(model: Embedder, query: Query) -> np.ndarray:
+    """The weighted sum of the terms' embeddings (negatives subtract), normalised."""
+    if not any(t.weight > 0 for t in query.terms):
+        raise QueryError("a query needs some text or an image (with a positive weight)")
+    total = np.zeros(model.dim, np.float32)
+    for term in query.terms:
+        if term.kind == "text":
+            vec = text_vector(model, term.value, raw=query.raw)
+        else:
+            vec = file_vector(model, term.value)
+        total += term.weight * vec
+    return _unit(total)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    if not math.isfinite(n):
+        raise QueryError("the query's weights are too large")
+    if n < 1e-9:
+        raise QueryError("the query's terms cancel each other out")
+    return (v / n).astype(np.float32)
+
+
+def search(store: Store, model: Embedder, query: Query, *, exclude_ids: Sequence[str] = ()) -> list[Hit]:
+    """Run a query: nearest points, grouped by file, calibrated, filtered, sorted."""
+    vec = query_vector(model, query)
+    return search_vector(store, model, vec, query, exclude_ids=exclude_ids)
+
+
+def search_vector(
+    store: Store, model: Embedder, vec: np.ndarray, query: Query, *, exclude_ids: Sequence[str] = ()
+) -> list[Hit]:
+    """The search behind ``search`` and ``similar``, from a ready query vector."""
+    from mediasearch.search.vocabulary import default_vocabulary
+
+    texts = [t.value for t in query.terms if t.kind == "text" and t.weight > 0]
+    calibrate = Calibrator.for_query(model, texts, default_vocabulary(model).labels)
+    flt = query.filter(exclude_ids)
+    fetch = max(query.limit * 8, 64)
+    hits: dict[str, Hit] = {}
+    dates: dict[str, float | None] = {}  # for --sort date; not part of a hit
+    while True:
+        records = store.search(vec, fetch, flt, with_vectors=True)
+        _group(records, vec, calibrate, hits, dates)
+        if len(hits) >= query.limit or len(records) < fetch or fetch >= 8192:
+            break
+        fetch *= 4
+    ranked = sorted(hits.values(), key=lambda h: -h.score)
+    if query.min_score is not None:
+        ranked = [h for h in ranked if h.calibrated >= query.min_score]
+    ranked = ranked[: query.limit]
+    for hit in ranked:
+        if hit.kind == "video":
+            _moment(store, hit, vec)
+    if query.sort == "date":
+        ranked.sort(key=lambda h: (dates.get(h.path) is None, -(dates.get(h.path) or 0.0)))
+    return ranked
+
+
+def _group(
+    records: list[Record],
+    vec: np.ndarray,
+    calibrate: Calibrator,
+    hits: dict[str, Hit],
+    dates: dict[str, float | None],
+) -> None:
+    if not records:
+        return
+    vectors = np.stack([r.vector for r in records if r.vector is not None])
+    raw = vectors @ vec
+    cal = calibrate(raw, vectors)
+    for rec, score, c in zip(records, raw, cal, strict=True):
+        p = rec.payload
+        path = path_from_payload(p)
+        best = hits.get(path)
+        if best is not None and best.score >= score:
+            continue
+        hits[path] = Hit(
+            path=p.get("path", path),
+            score=float(score),
+            kind=p.get("kind", "image"),
+            calibrated=float(c),
+            timestamp=p.get("timestamp"),
+            tags=list(p.get("tags") or []),
+        )
+        dates[hits[path].path] = p.get("date")
+
+
+def _moment(store: Store, hit: Hit, vec: np.ndarray) -> None:
+    """Set the span of neighbouring frames that match about as well as the best one."""
+    frames = list(store.scroll(Filter(path=hit.path), fields=("timestamp",), with_vectors=True))
+    frames = [f for f in frames if f.vector is not None and f.payload.get("timestamp") is not None]
+    if not frames:
+        hit.start = hit.end = hit.timestamp
+        return
+    frames.sort(key=lambda f: f.payload["timestamp"])
+    times = [float(f.payload["timestamp"]) for f in frames]
+    scores = np.stack([f.vector for f in frames if f.vector is not None]) @ vec
+    best = int(np.argmax(scores))
+    # A frame "also matches" when it sits in the upper half between the video's worst and best frame.
+    cut = scores[best] - 0.5 * (scores[best] - scores.min())
+    lo = hi = best
+    while lo > 0 and scores[lo - 1] >= cut:
+        lo -= 1
+    while hi < len(scores) - 1 and scores[hi + 1] >= cut:
+        hi += 1
+    hit.timestamp, hit.start, hit.end = times[best], times[lo], times[hi]
+
+
+def similar_vector(store: Store, model: Embedder, path: str) -> tuple[np.ndarray, list[str]]:
+    """ "More like this": an indexed file's stored vector(s), else the file encoded now.
+
+    Returns the query vector and the ids of the file's own points (to leave out of the results).
+    """
+    import os
+
+    from mediasearch.media.discover import display_path
+
+    path = os.path.abspath(path)
+    stored = list(store.scroll(Filter(path=display_path(path)), fields=("path",), with_vectors=True))
+    vectors = [r.vector for r in stored if r.vector is not None]
+    if vectors:
+        return _unit(np.mean(vectors, axis=0)), [r.id for r in stored]
+    if not os.path.isfile(path):
+        raise QueryError(f"no such file: {path}")
+    return file_vector(model, path), []
+
+
+ProgressFn = Callable[[str, int, int], None]
+"""(stage, done, total): how long jobs report progress."""
+
+
+def encode_files(
+    model: Embedder, paths: Sequence[Path], progress: ProgressFn | None = None
+) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
+    """Embeddings as ``search.file_vector`` makes them (batched for images); rows kept, and errors."""
+    from mediasearch.media.decode import load_image
+    from mediasearch.media.discover import media_kind
+    from mediasearch.search.query import file_vector
+
+    rows: dict[int, np.ndarray] = {}
+    errors: list[dict[str, str]] = []
+    batch: list[tuple[int, Any]] = []
+    size = getattr(model, "image_size", 224)
+
+    def flush() -> None:
+        vectors = model.encode_images([im for _, im in batch])
+        rows.update({i: v for (i, _), v in zip(batch, vectors, strict=True)})
+        batch.clear()
+
+    for i, path in enumerate(paths):
+        try:
+            if media_kind(path.name) == "video":
+                rows[i] = file_vector(model, str(path))
+            else:
+                batch.append((i, load_image(path, target=size)[0]))
+        except (MediaSearchError, OSError) as exc:
+            errors.append({"path": str(path), "error": str(exc)})
+        if len(batch) >= 32:
+            flush()
+        if progress is not None:
+            progress("encode", i + 1, len(paths))
+    if batch:
+        flush()
+    kept = sorted(rows)
+    embs = np.stack([rows[i] for i in kept]) if kept else np.empty((0, model.dim), np.float32)
+    return embs, kept, errors

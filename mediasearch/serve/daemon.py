@@ -1,0 +1,710 @@
+"""The daemon (`mediasearch serve` / `watch`): the one owner of a home's store, with the model kept warm.
+
+Threads: the main thread runs the model's CPU work (`lane.py`) until SIGTERM/SIGINT; uvicorn serves
+the HTTP API (`api.py`) in its own thread; one "index" worker runs every write one at a time (event
+batches, rescans, index / forget / tag requests, the HNSW build); a scheduler turns settled
+file-system events and the rescan schedule into jobs for it. Queries run in the HTTP threads on the
+same open store, handing their encoding to the main thread while it is idle.
+
+Stopping abandons the index run in flight before its next write, so every file in the store is
+whole; a kill -9 loses at most the batch being encoded. Either way the next start rescans the roots
+and catches up (point ids are deterministic: nothing is ever duplicated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import logging.handlers
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mediasearch import lane
+from mediasearch.errors import (
+    ConfigError,
+    MediaSearchError,
+    ModelMismatchError,
+    StoreError,
+    StoreLockedError,
+)
+from mediasearch.library import home
+from mediasearch.library.client import (
+    DaemonError,
+    DaemonInfo,
+    connect_url,
+    find_daemon,
+    remove_port_file,
+    write_port_file,
+)
+from mediasearch.library.local import LocalLibrary
+from mediasearch.library.requests import EXACT_SEARCH_MAX_POINTS, IndexOptions, IndexReport, StoredFile
+from mediasearch.media.discover import display_path, fingerprint, path_from_payload
+from mediasearch.media.thumbnails import ThumbnailCache
+from mediasearch.serve.watcher import Coalescer, Watcher, under
+from mediasearch.settings import Settings
+
+if TYPE_CHECKING:
+    from mediasearch.library.requests import Query, Store
+
+LOG_NAME = "mediasearch.serve.daemon"
+LOG_FILE = Path("logs") / "daemon.log"
+ROOTS_KEY = "daemon_roots"
+TICK_S = 0.2
+OPTIMIZE_GROWTH = 0.2  # rebuild HNSW once the store has changed by this fraction since the last build
+THUMB_CACHE = 256  # thumbnails kept in memory (all are kept on disk, under the home's cache)
+QUERY_WAIT_S = 10.0  # a query waits this long for a collection switch or an HNSW build, then gets 503
+
+
+class NotReadyError(MediaSearchError):
+    """The daemon is starting, stopping or rebuilding its index: try again shortly."""
+
+
+class NotIndexedError(MediaSearchError):
+    """The path asked for is not in the index (thumbnails are served for indexed files only)."""
+
+
+class Cancelled(Exception):
+    """The daemon is stopping: the run in flight is abandoned before its next write."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How `serve` / `watch` run (the command line's options)."""
+
+    roots: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    rescan_every: float = 86400.0  # seconds; 0: only at start
+    debounce: float = 2.0
+    poll: bool = False
+    poll_interval: float = 10.0
+    index: IndexOptions = field(default_factory=IndexOptions)
+    echo: bool = False  # also log every file on stderr
+    optimize_min_points: int | None = None  # None: the store's exact-search threshold
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_interval(text: str) -> float:
+    """'90', '30s', '15m', '6h', '1d' → seconds; '0', 'off' or 'never' → 0 (only at start)."""
+    if text.strip().lower() in ("off", "never"):
+        return 0.0
+    m = _INTERVAL.match(text.lower())
+    if not m:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 90, 30s, 15m, 6h, 1d, or off)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Anything but loopback is reachable by others: it needs a real token."""
+    if is_loopback(host):
+        return
+    if not token:
+        raise ConfigError(f"--host {host} is not loopback: it needs --token (or MEDIASEARCH_TOKEN)")
+    if len(token) < 16:
+        raise ConfigError("the token must be at least 16 characters long")
+
+
+class _GuardedStore:
+    """The index's store as an index run sees it: once stopping, the next write raises Cancelled
+    (before writing, so every file already written stays whole)."""
+
+    def __init__(self, store: Store, cancel: threading.Event) -> None:
+        self._store, self._cancel = store, cancel
+
+    def upsert(self, points: Any) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+        self._store.upsert(points)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _LogProgress:
+    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end)."""
+
+    def __init__(self, log: logging.Logger, every: float = 30.0) -> None:
+        self.log, self.every = log, every
+        self.total = self.files = self.frames = 0
+        self._next = 0.0
+
+    def start(self, files: int) -> None:
+        self.total, self._next = files, time.monotonic() + self.every
+        if files:
+            self.log.info("indexing %d files", files)
+
+    def advance(self, files: int = 0, frames: int = 0) -> None:
+        self.files += files
+        self.frames += frames
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every
+            self.log.info("indexed %d of %d files so far (%d frames)", self.files, self.total, self.frames)
+
+    def finish(self) -> None:
+        pass
+
+
+
+
+def changes(before: dict[str, StoredFile], after: dict[str, StoredFile]) -> list[tuple[str, str]]:
+    """(verb, path) per file that changed between two snapshots: indexed, updated, moved, removed."""
+    gone = {p: sf for p, sf in before.items() if p not in after}
+    by_print = {(sf.size, sf.fingerprint): p for p, sf in gone.items()}
+    out: list[tuple[str, str]] = []
+    for path, sf in sorted(after.items()):
+        old = before.get(path)
+        if old is None:
+            source = by_print.pop((sf.size, sf.fingerprint), None)
+            if source is not None:
+                gone.pop(source, None)
+                out.append(("moved", f"{display_path(source)} -> {display_path(path)}"))
+            else:
+                out.append(("indexed", display_path(path)))
+        elif (old.size, old.mtime, sorted(old.ids)) != (sf.size, sf.mtime, sorted(sf.ids)):
+            out.append(("updated", display_path(path)))
+    out += [("removed", display_path(p)) for p in sorted(gone)]
+    return out
+
+
+def setup_logging(home: Path, echo: bool) -> logging.Logger:
+    """One line per event in ``HOME/logs/daemon.log`` (rotated); warnings (or everything) on stderr."""
+    path = home / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 << 20, backupCount=5, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.setLevel(logging.INFO if echo else logging.WARNING)
+    log = logging.getLogger(LOG_NAME)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for old in list(log.handlers):
+        log.removeHandler(old)
+    log.addHandler(file_handler)
+    log.addHandler(console)
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.setLevel(logging.WARNING)
+    server_log.addHandler(file_handler)
+    return log
+
+
+class Service:
+    """What the HTTP API calls: the open store, the warm model, the watched roots, the index worker."""
+
+    def __init__(self, settings: Settings, options: DaemonOptions, log: logging.Logger) -> None:
+        self.settings = settings
+        self.options = options
+        self.log = log
+        self.state = "starting"
+        self.message = "loading the model and opening the store"
+        self.cancel = threading.Event()
+        self.roots: list[str] = []
+        self.info: DaemonInfo | None = None
+        self.last_scan: dict[str, Any] | None = None
+        self.last_change: float | None = None  # when an index run last changed the store (the page shows it)
+        self.started = time.time()
+        self.stop_reason = ""
+        self.coalescer = Coalescer([], options.debounce, ignore=[str(settings.home)])
+        self.watcher = Watcher(self.coalescer, log, poll=options.poll, poll_interval=options.poll_interval)
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
+        self._jobs = 0
+        self._jobs_lock = threading.Lock()
+        self.lib: LocalLibrary | None = None  # the use cases, over the store and model held open
+        self._query_lock = threading.Lock()
+        self._scheduler: threading.Thread | None = None
+        self._changes = 0
+        self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
+        self._checked_changes = 0
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the model, open the store (waiting while another process holds it), start watching."""
+        opened = self._open_retrying()
+        if opened is None:
+            return
+        query = opened
+        if opened.activate_when_done:  # a new model: queries stay on the old index until this one is full
+            query = home.open_for_query(replace(self.settings, model=None, pretrained=None))
+        self.lib = LocalLibrary(self.settings, index_side=opened, query_side=query)
+        self._set_roots(self._remembered_roots() + [os.path.abspath(r) for r in self.options.roots])
+        self.state, self.message = "ready", ""
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._scheduler.start()
+        model = opened.model.spec.describe()
+        self.log.info("ready: home %s, model %s, roots %s", self.settings.home, model, self.roots or "none")
+
+    def _open_retrying(self) -> home.Opened | None:
+        warned = False
+        while not self.cancel.is_set():
+            try:
+                self.settings = self._settings_for_home()
+                return home.open_for_index(self.settings)
+            except StoreLockedError as exc:
+                if not warned:
+                    self.log.warning("%s: waiting for it", exc)
+                    warned = True
+                self.message = str(exc)
+                self.cancel.wait(2.0)
+        return None
+
+    def _settings_for_home(self) -> Settings:
+        """Without --model, keep indexing with the model that built the home's index."""
+        if self.settings.model is not None:
+            return self.settings
+        try:
+            opened = home.open_for_query(self.settings, need_model=False)
+        except StoreLockedError:
+            raise
+        except StoreError:
+            return self.settings  # nothing indexed yet: the default model
+        with opened.store as store:
+            built = (store.get_meta() or {}).get("model") or {}
+        if not built.get("name"):
+            return self.settings
+        return replace(self.settings, model=built["name"], pretrained=built.get("pretrained"))
+
+    def stop(self) -> None:
+        """Abandon the run in flight safely, stop watching, flush and close the store."""
+        self.state, self.message = "stopping", "the daemon is stopping"
+        self.cancel.set()
+        self.watcher.stop()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+        self._runner.shutdown(wait=True, cancel_futures=True)
+        with self._query_lock:
+            if self.lib is not None:
+                self.lib.close()
+            self.lib = None
+
+    # -- roots ------------------------------------------------------------------------------------
+
+    def _remembered_roots(self) -> list[str]:
+        roots = home.load_state(self.settings).get(ROOTS_KEY) or []
+        return [str(r) for r in roots if isinstance(r, str)]
+
+    def _set_roots(self, roots: Sequence[str]) -> None:
+        self.roots = sorted(set(roots))
+        home.save_state(self.settings, {ROOTS_KEY: self.roots})
+        self.coalescer.set_roots(self.roots)
+        for root in self.roots:
+            self.watcher.watch(root)
+
+    # -- the worker -------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._jobs > 0
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        with self._jobs_lock:
+            self._jobs += 1
+
+        def run() -> Any:
+            try:
+                return fn(*args)
+            except Cancelled:
+                self.log.info("stopping: the rest of this run is left for the next start")
+                raise NotReadyError("the daemon is stopping") from None
+            except MediaSearchError as exc:
+                self.log.error("%s", exc)
+                raise
+            except Exception:
+                self.log.exception("unexpected error in %s", getattr(fn, "__name__", "a job"))
+                raise
+            finally:
+                with self._jobs_lock:
+                    self._jobs -= 1
+
+        try:
+            return self._runner.submit(run)
+        except RuntimeError:  # shut down
+            with self._jobs_lock:
+                self._jobs -= 1
+            raise NotReadyError("the daemon is stopping") from None
+
+    def _wait(self, future: Future[Any]) -> Any:
+        from concurrent.futures import CancelledError
+
+        try:
+            return future.result()
+        except CancelledError:
+            raise NotReadyError("the daemon is stopping") from None
+
+    def _schedule(self) -> None:
+        """Turn the rescan schedule and settled events into jobs, one at a time."""
+        every = self.options.rescan_every
+        next_rescan = time.monotonic()  # the first rescan catches up with what changed while down
+        job: Future[Any] | None = None
+        while not self.cancel.wait(TICK_S):
+            if job is not None and not job.done():
+                continue
+            if time.monotonic() >= next_rescan:
+                job = self._submit(self._rescan_job)
+                next_rescan = time.monotonic() + every if every > 0 else math.inf
+                continue
+            folders = self.coalescer.ready()
+            if folders:
+                job = self._submit(self._run_index, folders, self.options.index)
+            elif self._needs_optimize():
+                job = self._submit(self._optimize_job)
+
+    def _run_index(self, paths: Sequence[str], options: IndexOptions, tagging: bool | None = None) -> IndexReport:
+        """One index run with a line in the log per file changed or skipped."""
+        lib = self._library()
+        before = lib.snapshot(paths)
+        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel))
+        try:
+            summary = lib.run_index(paths, options, tag=tagging, progress=_LogProgress(self.log), store=store)
+        finally:
+            done = changes(before, lib.snapshot(paths))
+            for verb, what in done:
+                self.log.info("%s %s", verb, what)
+            self._changes += len(done)
+            if done:
+                self.last_change = time.time()
+        for err in summary.errors:
+            self.log.warning("skipped %s: %s", err["path"], err["error"])
+        return summary
+
+    def _rescan_job(self) -> None:
+        self.coalescer.clear()
+        self.watcher.refresh(self.roots)
+        roots = list(self.roots)
+        summary = self._run_index(roots, self.options.index) if roots else IndexReport()
+        if roots:
+            self._finish(summary)
+        data = summary.to_json()
+        self.last_scan = {**{k: v for k, v in data.items() if k != "errors"}, "finished": time.time()}
+        self.log.info("rescan of %d roots: %s", len(roots), {k: v for k, v in data.items() if k != "errors"})
+
+    def _finish(self, summary: IndexReport) -> None:
+        """Record the run; once a new model's index is complete, queries move over to it."""
+        lib = self._library()
+        with self._query_lock:
+            switched = lib.complete(summary)
+        if switched:
+            self.log.info("queries now use %s", lib.index_side.collection)
+
+    def _library(self) -> LocalLibrary:
+        if self.lib is None:
+            raise NotReadyError(self.message or "the daemon is not ready")
+        return self.lib
+
+    # -- HNSW build -------------------------------------------------------------------------------
+
+    def _needs_optimize(self) -> bool:
+        """After enough change to a collection big enough for approximate search."""
+        if self._changes == self._checked_changes or self.settings.qdrant_url:
+            return False
+        self._checked_changes = self._changes
+        threshold = self.options.optimize_min_points or EXACT_SEARCH_MAX_POINTS
+        count = self._library().point_count()
+        if count <= threshold or self._changes < OPTIMIZE_GROWTH * count:
+            return False
+        self._changes = self._checked_changes = 0
+        return True
+
+    def _optimize_job(self) -> None:
+        """Build HNSW in a child process: the engine holds the GIL while it optimises, which would
+        freeze this whole process (measured: 34 s for 60k points). Queries wait meanwhile (503)."""
+        lib = self._library()
+        self.log.info("building the search index (HNSW) of %s", lib.index_side.collection)
+        started = time.monotonic()
+        with self._query_lock:
+            self.state, self.message = "optimizing", "the daemon is building its search index (HNSW)"
+            try:
+                code = lib.build_search_index(self.cancel)
+            finally:
+                self.state, self.message = ("stopping", self.message) if self.cancel.is_set() else ("ready", "")
+        self.log.info("search index built in %.0f s (exit %s)", time.monotonic() - started, code)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _query_side(self, model: str | None) -> LocalLibrary:
+        if self.state != "ready" or self.lib is None:
+            raise NotReadyError(self.message or f"the daemon is {self.state}")
+        _check_model(model, self.lib.model_name(), self.settings.home, "answers queries")
+        return self.lib
+
+    @contextlib.contextmanager
+    def _querying(self, model: str | None = None) -> Iterator[LocalLibrary]:
+        """The query side, held against a switch of collection or an HNSW build (503, not a long wait)."""
+        self._query_side(model)
+        if not self._query_lock.acquire(timeout=QUERY_WAIT_S):
+            raise NotReadyError(self.message or "the daemon is busy: try again")
+        try:
+            yield self._query_side(model)
+        finally:
+            self._query_lock.release()
+
+    def query(self, query: Query, model: str | None = None) -> list[dict[str, Any]]:
+        """Hits as `query --json` prints them."""
+        with self._querying(model) as lib:
+            return [h.to_json() for h in lib.search(query)]
+
+    def similar(self, path: str, query: Query, model: str | None = None) -> list[dict[str, Any]]:
+        """Items that look like ``path`` (indexed or not), as `similar --json` prints them."""
+        with self._querying(model) as lib:
+            return [h.to_json() for h in lib.similar(path, query)]
+
+    def index(
+        self,
+        paths: Sequence[str],
+        options: IndexOptions,
+        *,
+        tagging: bool | None = None,
+        watch: bool = False,
+        model: str | None = None,
+    ) -> dict[str, Any]:
+        """Bring the index in step with ``paths`` (as `mediasearch index` does); ``watch`` adds them as roots."""
+        lib = self._library()
+        _check_model(model, lib.index_side.model.spec.name, self.settings.home, "indexes")
+        paths = [os.path.abspath(p) for p in paths]
+
+        def job() -> dict[str, Any]:
+            summary = self._run_index(paths, options, tagging)
+            self._finish(summary)
+            if watch:
+                self._set_roots([*self.roots, *paths])
+            return summary.to_json()
+
+        return cast("dict[str, Any]", self._wait(self._submit(job)))
+
+    def forget(self, path: str) -> dict[str, Any]:
+        """Drop a folder from every collection; roots at or under it are no longer watched."""
+        path = os.path.abspath(path)
+
+        def job() -> dict[str, Any]:
+            lib = self._library()
+            before = lib.snapshot([path])
+            dropped = lib.forget(path)
+            for verb, what in changes(before, lib.snapshot([path])):
+                self.log.info("%s %s (forgotten)", verb, what)
+            kept = [r for r in self.roots if not under(r, path)]
+            for root in set(self.roots) - set(kept):
+                self.watcher.unwatch(root)
+            self._set_roots(kept)
+            return {"path": path, "files": dropped}
+
+        return cast("dict[str, Any]", self._wait(self._submit(job)))
+
+
+    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
+        """Tag everything indexed (as `mediasearch tag`); new items are tagged from then on."""
+
+        def job() -> dict[str, Any]:
+            return asdict(self._query_side(None).tag(vocab, prompts))
+
+        return cast("dict[str, Any]", self._wait(self._submit(job)))
+
+    def tags(self) -> dict[str, int]:
+        with self._querying() as lib:
+            return lib.tags()
+
+    def status(self) -> dict[str, Any]:
+        """`status --json`, plus what the daemon is doing."""
+        with self._querying() as lib:
+            out = asdict(lib.status())
+        out["daemon"] = self.describe()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "url": self.info.url if self.info else None,
+            "state": self.state,
+            "roots": self.roots,
+            "watching": dict(self.watcher.modes),
+            "busy": self.busy,
+            "pending_folders": self.coalescer.pending(),
+            "last_scan": self.last_scan,
+            "last_change": self.last_change,
+            "started": self.started,
+        }
+
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
+        """A JPEG thumbnail of an indexed file (a video's frame at ``at`` s); any other path is refused."""
+        real, kind = self._indexed(path)
+        try:
+            return self._thumbs.get(real, kind, size, at)
+        except OSError:
+            raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more") from None
+
+    def media(self, path: str) -> tuple[str, str]:
+        """The file to serve for an indexed ``path`` and its kind; any other path is refused."""
+        real, kind = self._indexed(path)
+        if not os.path.isfile(real):
+            raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more")
+        return real, kind
+
+    def _indexed(self, path: str) -> tuple[str, str]:
+        """The stored path and kind of the indexed file ``path`` names (after lexical clean-up)."""
+        if not path or "\x00" in path or not os.path.isabs(path):
+            raise NotIndexedError("give the absolute path of an indexed file")
+        shown = display_path(os.path.normpath(path))
+        with self._querying() as lib:
+            payload = lib.indexed_record(shown)
+        if payload is None:
+            raise NotIndexedError(f"{display_path(path)} is not in the index")
+        real = path_from_payload(payload)
+        _check_unchanged(real, payload)
+        return real, str(payload.get("kind", "image"))
+
+
+def _check_unchanged(real: str, payload: dict[str, Any]) -> None:
+    """Serve only what was indexed: a file (or a symlink's target) swapped since then is refused."""
+    try:
+        st = os.stat(real)
+        same = (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == payload.get("size")
+            and fingerprint(real, st.st_size) == payload.get("fingerprint")
+        )
+    except (OSError, MediaSearchError):
+        same = False
+    if not same:
+        raise NotIndexedError(f"{display_path(real)} has changed since it was indexed, or cannot be read: not served")
+
+
+def _check_model(model: str | None, name: str | None, home: Path, does: str) -> None:
+    if model is not None and model != name:
+        raise ModelMismatchError(
+            f"the daemon for {home} {does} with {name}, not {model}: drop --model, or stop the daemon first"
+        )
+
+
+
+
+
+
+
+
+# -- the process ----------------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow happens (port 0: any free port)."""
+    address = "127.0.0.1" if host == "localhost" else host
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class HttpServer:
+    """uvicorn in a thread of its own, so that the main thread keeps the signals."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=3
+        )
+        self.server = uvicorn.Server(config)
+        self.sock = sock
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise DaemonError("the HTTP server did not start (see the log)")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _stop_on_signals(service: Service) -> threading.Event:
+    """SIGTERM / SIGINT stop the daemon cleanly; a second one leaves at once (a restart catches up)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        service.stop_reason = f"received {signal.Signals(signum).name}"
+        stop.set()
+        service.cancel.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _already_served(home: Path) -> bool:
+    try:
+        return find_daemon(home, wait_s=0) is not None
+    except DaemonError:
+        return True  # there, but starting or not answering
+
+
+def serve(settings: Settings, options: DaemonOptions, announce: Callable[[DaemonInfo], None] | None = None) -> None:
+    """Run the daemon for ``settings.home`` until SIGTERM or SIGINT."""
+    check_binding(options.host, options.token)
+    if _already_served(settings.home):
+        raise ConfigError(f"a daemon already serves {settings.home} (see {settings.home / 'daemon.json'})")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(settings.home, options.echo)
+    sock = bind(options.host, options.port)
+    port = int(sock.getsockname()[1])
+    url = connect_url(options.host, port)
+    token = options.token or secrets.token_urlsafe(24)
+    info = DaemonInfo(os.getpid(), url, token, uuid.uuid4().hex, options.host, socket.gethostname(), time.time())
+    service = Service(settings, options, log)
+    service.info = info
+    from mediasearch.serve.api import create_app
+
+    app = create_app(service, token, instance=lambda: {"instance": info.instance, "pid": info.pid})
+    http = HttpServer(app, sock)
+    stop = _stop_on_signals(service)
+    http.start()
+    write_port_file(settings.home, info)
+    log.info("serving %s at %s (pid %d)", settings.home, url, info.pid)
+    if announce is not None:
+        announce(info)
+    try:
+        with lane.serving() as compute:  # the model's CPU work runs on this thread (see lane.py)
+            service.start()
+            compute.serve(stop)
+        log.info("stopping: %s", service.stop_reason)
+    finally:
+        service.stop()
+        http.stop()
+        remove_port_file(settings.home, info.instance)
+        log.info("stopped")

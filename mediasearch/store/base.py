@@ -1,0 +1,244 @@
+"""The vector store: one interface over Qdrant Edge (embedded, the default) and a Qdrant server.
+
+One point per image and one per sampled video frame, each with a single named vector
+(``"clip"``, cosine) and a payload (path, dirs, root, kind, size, mtime, fingerprint, frames_total,
+timestamp, duration, width, height, date, camera, tags).
+
+Edge (``home/store/<collection>/``) is owned by one process at a time. Besides the engine's own
+lock on its write-ahead log, ``open_store`` takes a ``flock`` on ``home/store/<collection>.owner``
+and writes its pid and command there, so a second opener can say who holds the store.
+
+Durability: a write returns once the operation is in the shard's write-ahead log, which the
+engine writes through mmap without fsync. A ``kill -9`` of the writer therefore loses nothing that
+a write call had returned; a power cut can lose writes made since the last ``flush()``. Writes
+flush by themselves at most every ``AUTO_FLUSH_S`` seconds, and ``close()`` flushes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from mediasearch.errors import StoreError, StoreFullError
+
+VECTOR_NAME = "clip"
+COLLECTION_PREFIX = "media_"
+ACTIVE_ALIAS = "mediasearch"  # server: alias naming the collection that queries use
+META_KEY = "mediasearch"  # server: collection-metadata key that holds our meta dict
+KEYWORD_FIELDS = ("kind", "dirs", "path", "root", "tags")
+FLOAT_FIELDS = ("date",)
+EXACT_SEARCH_MAX_POINTS = 100_000  # at or below this size, search scans every vector
+AUTO_FLUSH_S = 5.0
+# The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
+# error. So a write needs this much free space first, or it is refused with StoreFullError.
+MIN_FREE_BYTES = 128 << 20  # a new segment alone maps a 32 MiB vector chunk and a 32 MiB log file
+LOCK_RETRY_S = 0.1
+_ID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8a-9c41-2e7d0b9a4f13")  # fixed forever: ids depend on it
+_MEMORY_SERVERS: dict[str, Any] = {}  # ":memory:" -> QdrantClient, shared like one server would be
+_S = TypeVar("_S", bound="_StoreBase")
+_VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}")
+
+
+@dataclass(frozen=True)
+class PointIn:
+    """A point to write: UUID string id, L2-normalised float32 vector, payload."""
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A point read back; ``score`` is set by ``search``, ``vector`` when asked for."""
+
+    id: str
+    payload: dict[str, Any]
+    vector: np.ndarray | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Conditions on the payload, all of which must hold."""
+
+    kind: str | None = None
+    dir_prefix: str | None = None  # matches any element of payload "dirs"
+    path: str | None = None
+    root: str | None = None
+    tags: tuple[str, ...] = ()  # the item must carry all of them
+    after: float | None = None  # payload "date" >= after
+    before: float | None = None  # payload "date" < before
+    exclude_ids: tuple[str, ...] = ()
+
+    def equalities(self) -> list[tuple[str, str]]:
+        """(payload key, value) pairs that must match exactly."""
+        pairs = [("kind", self.kind), ("path", self.path), ("root", self.root)]
+        if self.dir_prefix is not None:
+            pairs.append(("dirs", normalize_dir(self.dir_prefix)))
+        pairs.extend(("tags", tag) for tag in self.tags)
+        return [(key, value) for key, value in pairs if value is not None]
+
+    def is_empty(self) -> bool:
+        """True when the filter lets everything through."""
+        no_dates = self.after is None and self.before is None
+        return not self.equalities() and no_dates and not self.exclude_ids
+
+
+class Store(Protocol):
+    """A collection of points for one model; see ``EdgeStore`` and ``QdrantStore``."""
+
+    location: str
+    collection: str
+    dim: int
+
+    def get_meta(self) -> dict[str, Any] | None: ...
+    def set_meta(self, meta: dict[str, Any]) -> None: ...
+    def upsert(self, points: Sequence[PointIn]) -> None: ...
+    def delete(self, ids: Sequence[str]) -> None: ...
+    def delete_where(self, flt: Filter) -> None: ...
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None: ...
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]: ...
+    def scroll(
+        self,
+        flt: Filter | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        with_vectors: bool = False,
+        batch: int = 1024,
+    ) -> Iterator[Record]: ...
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        flt: Filter | None = None,
+        *,
+        with_vectors: bool = False,
+        exact: bool | None = None,
+    ) -> list[Record]: ...
+    def count(self, flt: Filter | None = None) -> int: ...
+    def facet(self, key: str, flt: Filter | None = None, limit: int = 1000) -> dict[str, int]: ...
+    def flush(self) -> None: ...
+    def optimize(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers shared by both backends
+
+
+def point_id(file_key: str, timestamp: float | None) -> str:
+    """Deterministic UUID for a file (image) or one frame of it (video, timestamp in seconds)."""
+    name = file_key if timestamp is None else f"{file_key}\x00{float(timestamp):.3f}"
+    return str(uuid.uuid5(_ID_NAMESPACE, name))
+
+
+def collection_name(model_key: str) -> str:
+    """Collection (and shard directory) name for a model key: readable slug plus a short hash."""
+    slug = re.sub(r"[^a-z0-9]+", "_", model_key.lower()).strip("_")[:40]
+    digest = hashlib.sha256(model_key.encode("utf-8")).hexdigest()[:8]
+    return f"{COLLECTION_PREFIX}{slug}_{digest}" if slug else f"{COLLECTION_PREFIX}{digest}"
+
+
+def normalize_dir(path: str) -> str:
+    """A directory as compared with payload ``dirs`` (see ``discover.ancestor_dirs``): no trailing
+    separator except on the root."""
+    return os.path.normpath(path)
+
+
+def _vector_list(vector: np.ndarray, dim: int) -> list[float]:
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (dim,):
+        raise StoreError(f"vector of shape {array.shape} does not fit a store of {dim}-d vectors")
+    return array.tolist()
+
+
+def _vector_array(vector: Any) -> np.ndarray | None:
+    if isinstance(vector, dict):
+        vector = vector.get(VECTOR_NAME)
+    return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _write_error(path, exc) from exc
+
+
+def _write_error(path: Path, exc: BaseException) -> StoreError:
+    """A failed write as a one-line StoreError; a full disk as StoreFullError."""
+    text = _first_line(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "os error 28" in text:
+        return StoreFullError(f"the disk holding {path} is full: free some space and run the command again")
+    return StoreError(f"cannot write {path}: {getattr(exc, 'strerror', None) or text}")
+
+
+def check_free_space(path: Path, needed: int | None = None) -> None:
+    """Raise StoreFullError unless the file system holding ``path`` has room for a safe write."""
+    needed = MIN_FREE_BYTES if needed is None else needed
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if free < needed:
+        raise StoreFullError(
+            f"the disk holding the index ({path}) is full: {free >> 20} MiB free, {needed >> 20} MiB needed "
+            "to write safely; free some space and run the command again (what is indexed is kept)"
+        )
+
+
+class _StoreBase:
+    """What both backends share: context manager and the exact-or-HNSW search choice."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _size_estimate(self) -> int:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _use_exact(self, exact: bool | None) -> bool:
+        if exact is not None:
+            return exact
+        return self._size_estimate() <= EXACT_SEARCH_MAX_POINTS
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge: owner lock

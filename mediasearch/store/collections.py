@@ -1,0 +1,114 @@
+"""The vector store: one interface over Qdrant Edge (embedded, the default) and a Qdrant server.
+
+One point per image and one per sampled video frame, each with a single named vector
+(``"clip"``, cosine) and a payload (path, dirs, root, kind, size, mtime, fingerprint, frames_total,
+timestamp, duration, width, height, date, camera, tags).
+
+Edge (``home/store/<collection>/``) is owned by one process at a time. Besides the engine's own
+lock on its write-ahead log, ``open_store`` takes a ``flock`` on ``home/store/<collection>.owner``
+and writes its pid and command there, so a second opener can say who holds the store.
+
+Durability: a write returns once the operation is in the shard's write-ahead log, which the
+engine writes through mmap without fsync. A ``kill -9`` of the writer therefore loses nothing that
+a write call had returned; a power cut can lose writes made since the last ``flush()``. Writes
+flush by themselves at most every ``AUTO_FLUSH_S`` seconds, and ``close()`` flushes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mediasearch.errors import StoreError
+from mediasearch.store.base import _VALID_NAME, ACTIVE_ALIAS, COLLECTION_PREFIX, Store, _atomic_write
+from mediasearch.store.edge import _open_edge, _store_dir
+from mediasearch.store.server import _open_server, _release_client, _server_client, _server_errors
+
+
+def open_store(
+    *,
+    home: Path,
+    collection: str,
+    dim: int | None,
+    qdrant_url: str | None = None,
+    api_key: str | None = None,
+    create: bool = True,
+    wait_s: float = 5.0,
+) -> Store:
+    """Open (or create) a collection: an Edge shard under ``home``, or one on a Qdrant server.
+
+    ``dim=None`` opens an existing collection at whatever size it has. A different ``dim`` from
+    the stored one raises ModelMismatchError. An Edge store held by another process is waited
+    for up to ``wait_s`` seconds, then StoreLockedError.
+    """
+    if not _VALID_NAME.fullmatch(collection):
+        raise StoreError(f"invalid collection name {collection!r}: use letters, digits, '_', '-' and '.'")
+    if qdrant_url:
+        return _open_server(qdrant_url, api_key, collection, dim, create)
+    return _open_edge(Path(home), collection, dim, create, wait_s)
+
+
+def active_collection(*, home: Path, qdrant_url: str | None = None, api_key: str | None = None) -> str | None:
+    """The collection that queries use (set when an index build completes), or None."""
+    if qdrant_url:
+        client = _server_client(qdrant_url, api_key)
+        try:
+            with _server_errors(qdrant_url, "reading aliases"):
+                aliases = client.get_aliases().aliases
+        finally:
+            _release_client(qdrant_url, client)
+        return next((a.collection_name for a in aliases if a.alias_name == ACTIVE_ALIAS), None)
+    path = _store_dir(Path(home)) / "ACTIVE"
+    try:
+        name = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def set_active_collection(
+    *, home: Path, collection: str, qdrant_url: str | None = None, api_key: str | None = None
+) -> None:
+    """Point queries at ``collection`` (atomically: a query sees the old one or the new one)."""
+    if not qdrant_url:
+        store_dir = _store_dir(Path(home))
+        if not (store_dir / collection / "edge_config.json").is_file():
+            raise StoreError(f"cannot make {collection} active: there is no such store in {store_dir}")
+        _atomic_write(store_dir / "ACTIVE", collection + "\n")
+        return
+    from qdrant_client import models as m
+
+    client = _server_client(qdrant_url, api_key)
+    try:
+        with _server_errors(qdrant_url, "switching the active collection"):
+            if not client.collection_exists(collection):
+                raise StoreError(
+                    f"cannot make {collection} active: Qdrant {qdrant_url} has no such collection"
+                )
+            current = [a for a in client.get_aliases().aliases if a.alias_name == ACTIVE_ALIAS]
+            drop = m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=ACTIVE_ALIAS))
+            create = m.CreateAliasOperation(
+                create_alias=m.CreateAlias(collection_name=collection, alias_name=ACTIVE_ALIAS)
+            )
+            # One request, so the alias never points nowhere.
+            client.update_collection_aliases(
+                change_aliases_operations=[drop, create] if current else [create]
+            )
+    finally:
+        _release_client(qdrant_url, client)
+
+
+def list_collections(*, home: Path, qdrant_url: str | None = None, api_key: str | None = None) -> list[str]:
+    """Names of mediasearch collections: Edge shards under ``home``, or server collections
+    whose name starts with ``COLLECTION_PREFIX``."""
+    if qdrant_url:
+        client = _server_client(qdrant_url, api_key)
+        try:
+            with _server_errors(qdrant_url, "listing collections"):
+                names = [c.name for c in client.get_collections().collections]
+        finally:
+            _release_client(qdrant_url, client)
+        return sorted(n for n in names if n.startswith(COLLECTION_PREFIX))
+    store_dir = _store_dir(Path(home))
+    if not store_dir.is_dir():
+        return []
+    return sorted(p.name for p in store_dir.iterdir() if (p / "edge_config.json").is_file())

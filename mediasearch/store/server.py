@@ -1,0 +1,332 @@
+"""The vector store: one interface over Qdrant Edge (embedded, the default) and a Qdrant server.
+
+One point per image and one per sampled video frame, each with a single named vector
+(``"clip"``, cosine) and a payload (path, dirs, root, kind, size, mtime, fingerprint, frames_total,
+timestamp, duration, width, height, date, camera, tags).
+
+Edge (``home/store/<collection>/``) is owned by one process at a time. Besides the engine's own
+lock on its write-ahead log, ``open_store`` takes a ``flock`` on ``home/store/<collection>.owner``
+and writes its pid and command there, so a second opener can say who holds the store.
+
+Durability: a write returns once the operation is in the shard's write-ahead log, which the
+engine writes through mmap without fsync. A ``kill -9`` of the writer therefore loses nothing that
+a write call had returned; a power cut can lose writes made since the last ``flush()``. Writes
+flush by themselves at most every ``AUTO_FLUSH_S`` seconds, and ``close()`` flushes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from mediasearch.errors import StoreError
+from mediasearch.store.base import (
+    _MEMORY_SERVERS,
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    META_KEY,
+    VECTOR_NAME,
+    Filter,
+    PointIn,
+    Record,
+    _first_line,
+    _StoreBase,
+    _vector_array,
+    _vector_list,
+)
+from mediasearch.store.edge import _check_dim
+
+
+@contextlib.contextmanager
+def _server_errors(url: str, what: str) -> Iterator[None]:
+    """Turn qdrant-client failures into a StoreError with one plain line."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    try:
+        yield
+    except ResponseHandlingException as exc:
+        reason = _first_line(exc.source) if exc.source is not None else _first_line(exc)
+        raise StoreError(f"cannot reach Qdrant at {url}: {reason}") from exc
+    except UnexpectedResponse as exc:
+        content = exc.content.decode("utf-8", "replace")[:200] if exc.content else ""
+        raise StoreError(f"Qdrant at {url}: {what} failed: HTTP {exc.status_code} {content}".strip()) from exc
+    except ValueError as exc:  # the in-process (":memory:") server reports errors this way
+        raise StoreError(f"Qdrant at {url}: {what} failed: {_first_line(exc)}") from exc
+
+
+def _server_client(url: str, api_key: str | None) -> Any:
+    """A client for ``url``; ":memory:" gives this process's shared in-memory server."""
+    from qdrant_client import QdrantClient
+
+    if url == ":memory:":
+        if url not in _MEMORY_SERVERS:
+            _MEMORY_SERVERS[url] = QdrantClient(location=":memory:")
+        return _MEMORY_SERVERS[url]
+    # Our own probe below reports an unreachable server in one line (the version check would warn).
+    client = QdrantClient(url=url, api_key=api_key, timeout=30, check_compatibility=False)
+    with _server_errors(url, "connect"):
+        client.get_collections()
+    return client
+
+
+def _release_client(url: str, client: Any) -> None:
+    if url != ":memory:":
+        client.close()
+
+
+def _forget_memory_servers() -> None:
+    """Drop the in-memory servers (tests use this to start from nothing)."""
+    _MEMORY_SERVERS.clear()
+
+
+def _server_dim(url: str, collection: str, info: Any) -> int:
+    vectors = info.config.params.vectors
+    if not isinstance(vectors, dict) or VECTOR_NAME not in vectors:
+        raise StoreError(f"collection {collection} at Qdrant {url} is not a mediasearch collection")
+    return int(vectors[VECTOR_NAME].size)
+
+
+def _create_collection(client: Any, collection: str, dim: int) -> None:
+    from qdrant_client import models as m
+
+    params = {VECTOR_NAME: m.VectorParams(size=dim, distance=m.Distance.COSINE)}
+    try:
+        client.create_collection(collection, vectors_config=params)
+    except Exception:
+        if not client.collection_exists(collection):  # lost a race with another worker: fine
+            raise
+
+
+def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any]) -> None:
+    from qdrant_client import models as m
+
+    wanted = [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
+    wanted += [(f, m.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
+    with warnings.catch_warnings():  # in-memory mode warns that indexes do nothing there
+        warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+        for field, kind in wanted:
+            if field not in schema:
+                client.create_payload_index(collection, field, field_schema=kind)
+
+
+def _open_server(
+    url: str, api_key: str | None, collection: str, dim: int | None, create: bool
+) -> QdrantStore:
+    client = _server_client(url, api_key)
+    try:
+        with _server_errors(url, f"opening {collection}"):
+            if not client.collection_exists(collection):
+                if not create:
+                    raise StoreError(f"there is no collection {collection} at Qdrant {url}")
+                if dim is None:
+                    raise StoreError(f"cannot create {collection} at Qdrant {url} without a vector size")
+                _create_collection(client, collection, dim)
+            info = client.get_collection(collection)
+            stored = _server_dim(url, collection, info)
+            _check_dim(f"qdrant:{url}/{collection}", stored, dim)
+            _ensure_server_indexes(client, collection, info.payload_schema or {})
+    except BaseException:
+        _release_client(url, client)
+        raise
+    return QdrantStore(client, url, collection, stored)
+
+
+def _server_filter(flt: Filter | None) -> Any:
+    if flt is None or flt.is_empty():
+        return None
+    from qdrant_client import models as m
+
+    must: list[Any] = [m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in flt.equalities()]
+    if flt.after is not None or flt.before is not None:
+        must.append(m.FieldCondition(key="date", range=m.Range(gte=flt.after, lt=flt.before)))
+    must_not: list[Any] = [m.HasIdCondition(has_id=list(flt.exclude_ids))] if flt.exclude_ids else []
+    return m.Filter(must=must or None, must_not=must_not or None)
+
+
+def _server_payload_selector(fields: Sequence[str] | None) -> Any:
+    if fields is None:
+        return True
+    if not fields:
+        return False
+    from qdrant_client import models as m
+
+    return m.PayloadSelectorInclude(include=list(fields))
+
+
+class QdrantStore(_StoreBase):
+    """A collection on a Qdrant server or cluster (or the in-process ":memory:" server)."""
+
+    def __init__(self, client: Any, url: str, collection: str, dim: int) -> None:
+        self._client: Any = client
+        self._url = url
+        self._local = url == ":memory:"
+        self._count_cache: tuple[float, int] = (-1e9, 0)
+        self.location = f"qdrant:{url}/{collection}"
+        self.collection = collection
+        self.dim = dim
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        if self._client is None:
+            raise StoreError(f"the store at {self.location} is closed")
+        return _server_errors(self._url, what)
+
+    def _size_estimate(self) -> int:
+        stamp, size = self._count_cache
+        if time.monotonic() - stamp > 30.0:  # one round trip per 30 s, not per query
+            with self._errors("count"):
+                size = int(self._client.count(self.collection, exact=False).count)
+            self._count_cache = (time.monotonic(), size)
+        return size
+
+    def get_meta(self) -> dict[str, Any] | None:
+        """The collection's metadata (the model that built it, ...), None if never set."""
+        with self._errors("reading metadata"):
+            metadata = self._client.get_collection(self.collection).config.metadata or {}
+        meta = metadata.get(META_KEY)
+        return meta if isinstance(meta, dict) else None
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Replace the collection's metadata (kept under one key of the collection metadata)."""
+        with self._errors("writing metadata"):
+            self._client.update_collection(self.collection, metadata={META_KEY: meta})
+
+    def upsert(self, points: Sequence[PointIn]) -> None:
+        """Insert or replace points (by id); returns once the server has applied them."""
+        if not points:
+            return
+        from qdrant_client import models as m
+
+        structs = [
+            m.PointStruct(id=p.id, vector={VECTOR_NAME: _vector_list(p.vector, self.dim)}, payload=p.payload)
+            for p in points
+        ]
+        with self._errors("upsert"):
+            self._client.upsert(self.collection, points=structs, wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete points by id (missing ids are ignored)."""
+        if ids:
+            from qdrant_client import models as m
+
+            with self._errors("delete"):
+                self._client.delete(self.collection, m.PointIdsList(points=list(ids)), wait=True)
+
+    def delete_where(self, flt: Filter) -> None:
+        """Delete every point matching ``flt`` (an empty filter deletes nothing)."""
+        server_filter = _server_filter(flt)
+        if server_filter is not None:
+            from qdrant_client import models as m
+
+            with self._errors("delete"):
+                self._client.delete(self.collection, m.FilterSelector(filter=server_filter), wait=True)
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        """Merge ``payload`` keys into the payload of the given points."""
+        if ids:
+            with self._errors("set_payload"):
+                self._client.set_payload(self.collection, payload, points=list(ids), wait=True)
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
+        """The points with these ids that exist (order not guaranteed)."""
+        if not ids:
+            return []
+        with self._errors("retrieve"):
+            found = self._client.retrieve(
+                self.collection, list(ids), with_payload=True, with_vectors=with_vectors
+            )
+        return [Record(str(r.id), dict(r.payload or {}), _vector_array(r.vector)) for r in found]
+
+    def scroll(
+        self,
+        flt: Filter | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        with_vectors: bool = False,
+        batch: int = 1024,
+    ) -> Iterator[Record]:
+        """Every matching point, in id order; ``fields`` limits the payload keys returned."""
+        offset: Any = None
+        selector, server_filter = _server_payload_selector(fields), _server_filter(flt)
+        while True:
+            with self._errors("scroll"):
+                found, offset = self._client.scroll(
+                    self.collection,
+                    scroll_filter=server_filter,
+                    limit=batch,
+                    offset=offset,
+                    with_payload=selector,
+                    with_vectors=with_vectors,
+                )
+            for r in found:
+                yield Record(str(r.id), dict(r.payload or {}), _vector_array(r.vector))
+            if offset is None:
+                return
+
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        flt: Filter | None = None,
+        *,
+        with_vectors: bool = False,
+        exact: bool | None = None,
+    ) -> list[Record]:
+        """Nearest points by cosine similarity, best first (exact up to a size; see EdgeStore)."""
+        if limit <= 0:
+            return []
+        from qdrant_client import models as m
+
+        # The in-memory server is always exact and warns about search params.
+        params = None if self._local else m.SearchParams(exact=self._use_exact(exact))
+        with self._errors("search"):
+            response = self._client.query_points(
+                self.collection,
+                query=_vector_list(vector, self.dim),
+                using=VECTOR_NAME,
+                limit=limit,
+                query_filter=_server_filter(flt),
+                with_payload=True,
+                with_vectors=with_vectors,
+                search_params=params,
+            )
+        return [
+            Record(str(h.id), dict(h.payload or {}), _vector_array(h.vector), float(h.score))
+            for h in response.points
+        ]
+
+    def count(self, flt: Filter | None = None) -> int:
+        """How many points match ``flt`` (all points when None)."""
+        with self._errors("count"):
+            return int(
+                self._client.count(self.collection, count_filter=_server_filter(flt), exact=True).count
+            )
+
+    def facet(self, key: str, flt: Filter | None = None, limit: int = 1000) -> dict[str, int]:
+        """Point counts per value of an indexed keyword field (kind, dirs, path, root, tags)."""
+        with self._errors("facet"):
+            response = self._client.facet(
+                self.collection, key, facet_filter=_server_filter(flt), limit=limit, exact=True
+            )
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    def flush(self) -> None:
+        """Nothing to do: the server has applied (and logged) every write when it returned."""
+
+    def optimize(self) -> bool:
+        """Nothing to do: a server builds its HNSW index in the background."""
+        return False
+
+    def close(self) -> None:
+        """Close the connection (the shared in-memory server stays alive)."""
+        if self._client is not None:
+            _release_client(self._url, self._client)
+            self._client = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening, listing and switching collections
