@@ -61,6 +61,7 @@ class IndexSummary:
     """What an index run did; ``to_json`` is the CLI contract."""
 
     scanned: int = 0
+    skipped: int = 0  # files passed over for their extension (not a format mediasearch reads)
     added: int = 0
     updated: int = 0
     moved: int = 0
@@ -78,6 +79,7 @@ class IndexSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "scanned": self.scanned,
+            "skipped": self.skipped,
             "added": self.added,
             "updated": self.updated,
             "moved": self.moved,
@@ -523,7 +525,10 @@ def _scan_root(root: str, options: IndexOptions, summary: IndexSummary) -> tuple
         errored.append(path)
         summary.error(path, reason)
 
-    entries = list(discover([root], include_hidden=options.include_hidden, on_error=on_error))
+    def on_skip(path: str) -> None:
+        summary.skipped += 1
+
+    entries = list(discover([root], include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip))
     return entries, errored
 
 
