@@ -7,6 +7,7 @@ HEIC, JPEG XL, camera RAW, deep TIFFs and HDR frames live in `formats`. Every fa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -93,12 +94,14 @@ def load_image(path: str | os.PathLike[str], *, target: int = 224) -> tuple[Imag
 
     path = os.fspath(path)
     formats.quiet_logs()
+    ext = formats.extension(path)
     try:
-        if formats.extension(path) in formats.RAW_EXTS:
+        if ext in formats.RAW_EXTS:
             return _decode_raw(path, target)
         # Between 1x and 2x its pixel limit Pillow only warns; the size check in _decode_opened fails
         # those files instead, so the warning goes to the debug log with any other decoder warning.
-        with formats.warnings_to_debug():
+        muted = formats.c_stderr_muted() if ext in ("tif", "tiff") else contextlib.nullcontext()
+        with formats.warnings_to_debug(), muted:
             with Image.open(path, formats=_image_formats(path)) as im:
                 return _decode_opened(im, target)
     except MediaError:

@@ -37,6 +37,7 @@ __all__ = [
     "RawPicture",
     "extension",
     "hdr_frame_image",
+    "c_stderr_muted",
     "hdr_transfer",
     "missing_plugin",
     "plugin_formats",
@@ -207,6 +208,12 @@ class _CStderr:
 _C_STDERR = _CStderr()
 
 
+def c_stderr_muted() -> contextlib.AbstractContextManager[None]:
+    """While inside, C libraries that print through ``stderr`` (LibRaw; libtiff, which Pillow uses
+    for compressed TIFFs: "TIFFFillStrip: Read error on strip 0") print to the null device."""
+    return _C_STDERR.muted()
+
+
 # --------------------------------------------------------------------------------------- RAW
 
 
@@ -347,7 +354,8 @@ def read_deep_tiff(path: str, max_pixels: int | None) -> Image.Image:
         with warnings_to_debug(), tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             width, height = int(page.imagewidth), int(page.imagelength)
-            if max_pixels is not None and width * height > max_pixels:
+            # every sample counts: a "volume" page (ImageDepth) would be read whole
+            if max_pixels is not None and math.prod(page.shape) > 4 * max_pixels:
                 raise MediaError(f"image too large (decompression bomb guard): {width}x{height}")
             data, axes, photometric = page.asarray(), page.axes, int(page.photometric)
     except MediaError:

@@ -392,6 +392,11 @@ def malformed_corpus(root: Path, make_dng: Callable[..., Path]) -> int:
         (root / "partial" / f"truncated{source.suffix}").write_bytes(data[: len(data) * 2 // 5])
     bare = make_dng(root / "bare.dng", scene("red", "circle")).read_bytes()
     (bad / "cut.dng").write_bytes(bare[: len(bare) * 7 // 10])  # LibRaw reads past the end: it says so on stderr
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(good / "x.tif", compression="tiff_adobe_deflate")
+    deflated = bytearray((good / "x.tif").read_bytes())
+    deflated[100:600] = bytes(500)  # libtiff (inside Pillow) prints "ZIPDecode: Decoding error" on stderr
+    (bad / "zip.tif").write_bytes(bytes(deflated))
     (bad / "samples.tif").write_bytes(_tiff([(256, 4, 1, 8), (257, 4, 1, 8), (258, 3, 1, 8), (277, 4, 1, 70000)]))
     (bad / "tags.tif").write_bytes(
         _tiff([(256, 4, 1, 8), (257, 4, 1, 8), (258, 3, 1, 8), (273, 4, 1, 99999), (305, 2, 5000, 4096)])
