@@ -274,13 +274,13 @@ def _kind_of(path: str, name: str) -> MediaKind | None:
 
 
 def _looks_like_mpegts(path: str) -> bool:
-    """A sync byte at the start of the first two 188-byte packets."""
+    """A sync byte at the start of the first two packets: 188 bytes, or 192 with a timestamp first."""
     try:
         with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-            head = f.read(_TS_PACKET + 1)
+            head = f.read(2 * _TS_PACKET + 8)
     except OSError:
         return True  # let the decoder say what is wrong with it
-    return len(head) > _TS_PACKET and head[0] == head[_TS_PACKET] == 0x47
+    return any(head[i : i + 1] == head[i + step : i + step + 1] == b"\x47" for i, step in ((0, _TS_PACKET), (4, 192)))
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:

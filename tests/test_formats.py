@@ -327,9 +327,10 @@ def test_unsupported_files_are_counted_not_silently_passed(tmp_path: Path, make_
     for name in ("a.txt", "b.psd", "c.xcf", ".hidden.txt", "d.ts", "e.jpg"):
         (tmp_path / name).write_bytes(b"x" * 400)
     write_video(tmp_path / "real.ts", [marked((64, 48))], fmt="mpegts")
+    (tmp_path / "m2ts_packets.ts").write_bytes((bytes(4) + b"\x47" + bytes(187)) * 3)  # 192-byte packets
     skipped: list[str] = []
     found = [Path(e.path).name for e in discover([tmp_path], on_skip=skipped.append)]
-    assert found == ["e.jpg", "real.ts"]
+    assert found == ["e.jpg", "m2ts_packets.ts", "real.ts"]
     assert sorted(Path(p).name for p in skipped) == ["a.txt", "b.psd", "c.xcf", "d.ts"]
     assert formats.RAW_EXTS | formats.HEIF_EXTS | formats.JXL_EXTS | {"avif"} <= IMAGE_EXTS
     assert {"mts", "m2ts", "ts", "3gp", "wmv", "mpg"} <= VIDEO_EXTS
