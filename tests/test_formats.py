@@ -147,17 +147,22 @@ def test_avif_and_heic_decode_with_their_exif(tmp_path: Path, name: str, save: d
     exif = Image.Exif()
     exif[0x0132] = "2020:01:02 03:04:05"
     exif[0x010F], exif[0x0110] = "Apple", "iPhone 15"
-    marked((320, 240)).save(tmp_path / name, exif=exif, **save)
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise, as a phone held upright writes it
+    marked((320, 240)).save(tmp_path / name, exif=exif.tobytes(), **save)
     image, meta = load_image(tmp_path / name, target=96)
-    assert (meta.width, meta.height, meta.camera) == (320, 240, "Apple iPhone 15") and meta.date is not None
-    assert near(np.asarray(image)[-5, -5], RED) and near(np.asarray(image)[5, 5], (255, 255, 255))
+    assert (meta.width, meta.height, meta.camera) == (240, 320, "Apple iPhone 15") and meta.date is not None
+    assert image.width < image.height
+    assert near(np.asarray(image)[3, -4], (255, 255, 255)) and near(np.asarray(image)[-4, 3], RED)
 
 
 @pytest.mark.skipif(not HAS_JXL, reason="the jxl extra (pillow-jxl-plugin) is not installed")
 def test_jpeg_xl_decodes_with_the_extra(tmp_path: Path) -> None:
-    marked((320, 240)).save(tmp_path / "a.jxl", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    marked((320, 240)).save(tmp_path / "a.jxl", quality=95, exif=exif.tobytes())
     image, meta = load_image(tmp_path / "a.jxl", target=96)
-    assert (meta.width, meta.height) == (320, 240) and near(np.asarray(image)[-5, -5], RED)
+    assert (meta.width, meta.height) == (240, 320) and image.width < image.height
+    assert near(np.asarray(image)[3, -4], (255, 255, 255)) and near(np.asarray(image)[-4, 3], RED)
 
 
 def test_a_missing_plugin_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
