@@ -333,6 +333,104 @@ def _broken_mp4(target: Path, kind: str, make_video: Callable[..., Path]) -> Non
     target.write_bytes(bytes(data))
 
 
+# sRGB primaries: the XYZ (D65) -> linear sRGB matrix, as a DNG ColorMatrix1 (SRATIONAL, 1/10000).
+_XYZ_TO_SRGB = (3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570)
+
+
+@pytest.fixture
+def make_dng(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: `make_dng(path, image, *, preview=None, orientation=None, camera=("Testmake",
+    "Testmake Cam1"), date="2021:05:06 07:08:09") -> Path`.
+
+    Writes a minimal DNG that LibRaw reads: `image` (PIL RGB, even sides) as a 12-bit RGGB Bayer
+    mosaic whose camera space is linear sRGB, so that LibRaw's demosaic gives the picture back.
+    `preview` (PIL RGB) is embedded as a JPEG preview in IFD0, the raw data then in a SubIFD, as
+    cameras and converters do. `orientation` is the TIFF/EXIF orientation tag.
+    """
+
+    def make(
+        path: str | Path,
+        image: Image.Image,
+        *,
+        preview: Image.Image | None = None,
+        orientation: int | None = None,
+        camera: tuple[str, str] = ("Testmake", "Testmake Cam1"),
+        date: str = "2021:05:06 07:08:09",
+    ) -> Path:
+        target = _resolve(tmp_path, path)
+        _write_dng(target, image, preview, orientation, camera, date)
+        return target
+
+    return make
+
+
+def _bayer(image: Image.Image) -> Any:
+    import numpy as np
+
+    linear = (np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0) ** 2.2 * 3800 + 64
+    cfa = np.empty(linear.shape[:2], np.uint16)
+    cfa[0::2, 0::2] = linear[0::2, 0::2, 0]
+    cfa[0::2, 1::2] = linear[0::2, 1::2, 1]
+    cfa[1::2, 0::2] = linear[1::2, 0::2, 1]
+    cfa[1::2, 1::2] = linear[1::2, 1::2, 2]
+    return cfa
+
+
+def _write_dng(
+    target: Path,
+    image: Image.Image,
+    preview: Image.Image | None,
+    orientation: int | None,
+    camera: tuple[str, str],
+    date: str,
+) -> None:
+    import io
+
+    import numpy as np
+    import tifffile
+
+    matrix = [v for m in _XYZ_TO_SRGB for v in (round(m * 10000), 10000)]
+    raw_tags = [
+        (33421, "H", 2, (2, 2)),
+        (33422, "B", 4, (0, 1, 1, 2)),
+        (50714, "H", 1, (64,)),
+        (50717, "H", 1, (4095,)),
+    ]
+    ifd0 = [
+        (50706, "B", 4, (1, 4, 0, 0)),  # DNGVersion
+        (50707, "B", 4, (1, 1, 0, 0)),  # DNGBackwardVersion
+        (50708, "s", 0, " ".join(camera)),  # UniqueCameraModel
+        (50721, "2i", 9, tuple(matrix)),  # ColorMatrix1
+        (50778, "H", 1, (21,)),  # CalibrationIlluminant1: D65
+        (50728, "2I", 3, (1, 1, 1, 1, 1, 1)),  # AsShotNeutral
+        (271, "s", 0, camera[0]),
+        (272, "s", 0, camera[1]),
+        (306, "s", 0, date),
+    ]
+    if orientation is not None:
+        ifd0.append((274, "H", 1, (orientation,)))
+    cfa = _bayer(image)
+    with tifffile.TiffWriter(target) as tif:
+        if preview is None:
+            tif.write(cfa, photometric=32803, subfiletype=0, extratags=ifd0 + raw_tags, metadata=None)
+            return
+        # tifffile writes JPEG strips only through imagecodecs: write the JPEG as an "uncompressed"
+        # strip padded to full size (decoders stop at the JPEG's end), then mark it as JPEG.
+        buffer = io.BytesIO()
+        preview.convert("RGB").save(buffer, format="JPEG", quality=90)
+        data = buffer.getvalue()
+        width, height = preview.size
+        padded = np.frombuffer(data + bytes(width * height * 3 - len(data)), np.uint8).reshape(height, width, 3)
+        tif.write(
+            padded, photometric="rgb", subfiletype=1, subifds=1, extratags=ifd0, metadata=None, rowsperstrip=height
+        )
+        tif.write(cfa, photometric=32803, subfiletype=0, extratags=raw_tags, metadata=None)
+    if preview is not None:
+        with tifffile.TiffFile(target, mode="r+b") as tif:
+            tif.pages[0].tags["Compression"].overwrite(7)  # JPEG
+            tif.pages[0].tags["PhotometricInterpretation"].overwrite(6)  # YCbCr
+
+
 # Fixtures for indexing and search with the demo model live in their own module.
 from library_fixtures import (  # noqa: E402, F401
     _offline,

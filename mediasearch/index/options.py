@@ -26,6 +26,7 @@ class IndexSummary:
     """What an index run did; ``to_json`` is the CLI contract."""
 
     scanned: int = 0
+    skipped: int = 0  # files passed over for their extension (not a format mediasearch reads)
     added: int = 0
     updated: int = 0
     moved: int = 0
@@ -43,6 +44,7 @@ class IndexSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "scanned": self.scanned,
+            "skipped": self.skipped,
             "added": self.added,
             "updated": self.updated,
             "moved": self.moved,

@@ -47,7 +47,10 @@ def _scan_root(root: str, options: IndexOptions, summary: IndexSummary) -> tuple
         errored.append(path)
         summary.error(path, reason)
 
-    entries = list(discover([root], include_hidden=options.include_hidden, on_error=on_error))
+    def on_skip(path: str) -> None:
+        summary.skipped += 1
+
+    entries = list(discover([root], include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip))
     return entries, errored
 
 

@@ -1,22 +1,24 @@
 """Decode images and sample video frames into RGB images plus their media metadata.
 
-Pillow, numpy, decord and PyAV are imported inside the functions that use them. Every failure is a
+Pillow, numpy, decord and PyAV are imported inside the functions that use them; the readers for
+HEIC, JPEG XL, camera RAW, deep TIFFs and HDR frames live in `formats`. Every failure is a
 `MediaError` with a one-line reason; nothing else escapes `load_image` or `sample_video`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import MediaError
+from mediasearch.media import formats
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -26,6 +28,7 @@ __all__ = [
     "Frame",
     "MediaMeta",
     "VideoSample",
+    "frame_image",
     "load_image",
     "plan_timestamps",
     "sample_video",
@@ -34,9 +37,9 @@ __all__ = [
 NEUTRAL_GREY = (128, 128, 128)
 """Background that transparent areas are composited on."""
 
-_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO
-_HEIF_EXTS = (".heic", ".heif")
+_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")  # JPEG also opens MPO
 _MAX_ASPECT = 4  # images are centre-cropped to at most 4:1 (see _crop_aspect)
+_PYAV_ONLY_CONTAINERS = ("mpegts",)  # decord cannot seek in them (B-frames make every read fail)
 _BATCH_FRAMES = 32  # frames per decord get_batch call: bounds memory and the cost of one failure
 KEYFRAME_TOLERANCE = 0.25  # a keyframe this close to a planned time (a fraction of the step) stands in for it
 MAX_KEYFRAME_SHIFT_S = 1.0  # ... but never further away than this
@@ -83,24 +86,31 @@ class VideoSample:
 def load_image(path: str | os.PathLike[str], *, target: int = 224) -> tuple[Image.Image, MediaMeta]:
     """Decode an image to RGB, oriented, with a short side in [target, 2*target) when larger.
 
-    Large JPEGs are decoded at reduced size; `MediaMeta` keeps the original (oriented) size.
-    Raises `MediaError` for anything that cannot be decoded, including decompression bombs.
+    Large JPEGs are decoded at reduced size, camera RAW files from their embedded preview when it is
+    large enough; `MediaMeta` keeps the original (oriented) size. Raises `MediaError` for anything
+    that cannot be decoded, including decompression bombs.
     """
     from PIL import Image
 
     path = os.fspath(path)
+    formats.quiet_logs()
+    ext = formats.extension(path)
     try:
+        if ext in formats.RAW_EXTS:
+            return _decode_raw(path, target)
         # Between 1x and 2x its pixel limit Pillow only warns; the size check in _decode_opened fails
-        # those files instead. Silencing (not raising) the warning here keeps that check independent
-        # of the process-wide warning filters, which catch_warnings swaps unsafely across threads.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # those files instead, so the warning goes to the debug log with any other decoder warning.
+        muted = formats.c_stderr_muted() if ext in ("tif", "tiff") else contextlib.nullcontext()
+        with formats.warnings_to_debug(), muted:
             with Image.open(path, formats=_image_formats(path)) as im:
                 return _decode_opened(im, target)
     except MediaError:
         raise
     except Exception as exc:
-        raise MediaError(_image_failure(exc)) from exc
+        fallback = _unidentified_fallback(path, exc)
+        if fallback is None:
+            raise MediaError(_image_failure(exc)) from exc
+        return _finish(fallback, target), MediaMeta(*fallback.size)
 
 
 def _decode_opened(im: Image.Image, target: int) -> tuple[Image.Image, MediaMeta]:
@@ -115,26 +125,42 @@ def _decode_opened(im: Image.Image, target: int) -> tuple[Image.Image, MediaMeta
         im.draft("RGB", (target, target))  # DCT scaling: both sides stay >= target
     im.load()  # a full decode now, so a truncated file fails here and not in the encoder
     ImageOps.exif_transpose(im, in_place=True)
-    out = _crop_aspect(_reduce(_to_rgb(im), target))
+    out = _finish(im, target)
     # The caller's `with` closes `im`, which would invalidate it if it were returned as is.
     return (out.copy() if out is im else out), meta
 
 
+def _finish(im: Image.Image, target: int) -> Image.Image:
+    """RGB, reduced towards the target size, cropped to a sane aspect ratio."""
+    return _crop_aspect(_reduce(_to_rgb(im), target))
+
+
+def _decode_raw(path: str, target: int) -> tuple[Image.Image, MediaMeta]:
+    picture = formats.read_raw(path, target)
+    width, height = picture.size
+    meta = MediaMeta(width, height, _exif_date(picture.exif), _exif_camera(picture.exif))
+    return _finish(picture.image, target), meta
+
+
+def _unidentified_fallback(path: str, exc: BaseException) -> Image.Image | None:
+    """What else can read a file Pillow did not recognise: tifffile for a TIFF with float or 32-bit
+    samples; raises the install hint when the format's plugin is missing; None when nothing can."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(exc, UnidentifiedImageError):
+        return None
+    hint = formats.missing_plugin(path)
+    if hint is not None:
+        raise MediaError(hint) from exc
+    if formats.extension(path) not in ("tif", "tiff"):
+        return None
+    return formats.read_deep_tiff(path, Image.MAX_IMAGE_PIXELS)
+
+
 def _image_formats(path: str) -> tuple[str, ...]:
-    """Formats Pillow may try: the common photo formats only, HEIF once its plugin is registered."""
-    if path.lower().endswith(_HEIF_EXTS) and _register_heif():
-        return (*_IMAGE_FORMATS, "HEIF")
-    return _IMAGE_FORMATS
-
-
-@functools.cache
-def _register_heif() -> bool:
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
-    return True
+    """Formats Pillow may try: the common photo formats only, plus HEIF or JPEG XL (their plugins
+    registered on first use) for files named so."""
+    return (*_IMAGE_FORMATS, *formats.plugin_formats(path))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -324,6 +350,13 @@ class _Probe:
     fps: float | None
     date: float | None
     camera: str | None
+    container: str = ""  # the demuxer's name ("mov,mp4,m4a,3gp,3g2,mj2", "mpegts", ...)
+    transfer: str | None = None  # "pq" or "hlg" for HDR video, None for SDR
+
+    @property
+    def pyav_only(self) -> bool:
+        """decord cannot read it (transport streams) or convert it (HDR) well: PyAV decodes."""
+        return self.transfer is not None or any(c in self.container.split(",") for c in _PYAV_ONLY_CONTAINERS)
 
 
 def sample_video(
@@ -362,20 +395,26 @@ def _sample_frames(
     path: str, probe: _Probe, interval: float, max_frames: int, target: int, times: Sequence[float] | None = None
 ) -> tuple[list[Frame], float | None, str | None]:
     """The frames shown at the planned times (or at `times`), exactly."""
+    if probe.pyav_only:
+        return _sample_with_pyav(path, probe, interval, max_frames, target, times)
     try:
         reader = _open_decord(path, probe, target)
     except Exception:  # decord missing, or it cannot index the file: PyAV copes with damage
         return _sample_with_pyav(path, probe, interval, max_frames, target, times)
     try:
-        return _sample_with_decord(reader, interval, max_frames, times)
+        frames, duration, error = _sample_with_decord(reader, interval, max_frames, times)
     finally:
         del reader  # releases the decoder and the file now, not at some later collection
+    if not frames:  # decord indexed the file but could read none of it: PyAV may still
+        return _sample_with_pyav(path, probe, interval, max_frames, target, times)
+    return frames, duration, error
 
 
 def _probe_video(path: str) -> _Probe:
     """Open the container with PyAV: fails cleanly (and quietly) on files that are not video."""
     import av
 
+    formats.quiet_libav()
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -401,6 +440,8 @@ def _probe_of(container: Any, stream: Any, rotation: int) -> _Probe:
         fps=float(stream.average_rate) if stream.average_rate else None,
         date=_video_date(metadata),
         camera=_video_camera(metadata),
+        container=str(getattr(container.format, "name", "") or ""),
+        transfer=formats.hdr_transfer(getattr(stream.codec_context, "color_trc", None)),
     )
 
 
@@ -518,7 +559,9 @@ def _frame_times(reader: Any) -> tuple[Any, float]:
         pts = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64)
         starts = pts[:, 0] - pts[0, 0]
         duration = float(pts[-1, 1] - pts[0, 0])
-        if duration > 0 and np.all(np.diff(starts) >= 0):
+        # MPEG program streams can give the first frame a "no timestamp" value (about -1e14).
+        plausible = pts[0, 0] >= 0 and (fps <= 0 or duration <= 2 * count / fps + 1)
+        if plausible and duration > 0 and np.all(np.diff(starts) >= 0):
             return starts, duration
     except Exception:  # odd containers: fall back to a constant frame rate
         pass
@@ -617,11 +660,23 @@ def _av_frame_image(frame: Any, probe: _Probe, target: int) -> Image.Image:
     width, height = _scaled_size(probe.width, probe.height, target)
     if probe.rotation in (90, 270):
         width, height = height, width
-    size = {} if width < 0 else {"width": width, "height": height}
-    image = frame.to_image(**size)
+    image = frame_image(frame, width, height)
     turns = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
     method = turns.get(probe.rotation)
     return image.transpose(method) if method is not None else image
+
+
+def frame_image(frame: Any, width: int = -1, height: int = -1) -> Image.Image:
+    """A PyAV frame as an 8-bit RGB image, at `width` x `height` when given (coded orientation).
+
+    SDR frames of any bit depth convert with the matrix they are tagged with; HDR (PQ, HLG) frames
+    are tone-mapped, so that they do not come out flat and washed out.
+    """
+    size = {} if width < 0 else {"width": width, "height": height}
+    transfer = formats.hdr_transfer(getattr(frame, "color_trc", None))
+    if transfer is not None:
+        return formats.hdr_frame_image(frame, transfer, **size)
+    return frame.to_image(**size)
 
 
 # ------------------------------------------------------------------------------------- keyframes
@@ -641,6 +696,7 @@ def _sample_keyframes(path: str, interval: float, max_frames: int, target: int) 
     with its careful handling of damaged files, then does the whole file)."""
     import av
 
+    formats.quiet_libav()
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:

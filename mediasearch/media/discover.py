@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import os
 import re
 import stat
@@ -36,13 +35,19 @@ __all__ = [
 
 MediaKind = Literal["image", "video"]
 ErrorCallback = Callable[[str, str], None]
+SkipCallback = Callable[[str], None]
 
-# HEIC/HEIF only when the optional plugin is installed; find_spec looks without importing it.
 # Extensions are lower case, without the dot; use `media_kind` rather than testing them by hand.
-_HEIF_EXTS = frozenset({"heic", "heif"}) if importlib.util.find_spec("pillow_heif") else frozenset()
+# A format whose optional package is missing (JPEG XL) is still listed: the file is reported with
+# what to install, instead of being passed over in silence. README's table of formats lists them all.
 _BASE_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
-IMAGE_EXTS: frozenset[str] = _BASE_IMAGE_EXTS | _HEIF_EXTS
-VIDEO_EXTS: frozenset[str] = frozenset({"mp4", "mov", "m4v", "mkv", "webm", "avi"})
+_PLUGIN_IMAGE_EXTS = frozenset({"avif", "heic", "heif", "hif", "jxl"})
+_RAW_EXTS = frozenset({"dng", "cr2", "cr3", "nef", "nrw", "arw", "raf", "orf", "rw2", "pef", "srw"})
+IMAGE_EXTS: frozenset[str] = _BASE_IMAGE_EXTS | _PLUGIN_IMAGE_EXTS | _RAW_EXTS
+VIDEO_EXTS: frozenset[str] = frozenset(
+    {"mp4", "mov", "m4v", "mkv", "webm", "avi", "mts", "m2ts", "m2t", "ts", "3gp", "3g2", "wmv", "mpg", "mpeg"}
+)
+_TS_PACKET = 188  # MPEG transport stream packets start with the sync byte 0x47
 
 _FINGERPRINT_CHUNK = 64 * 1024
 
@@ -77,17 +82,20 @@ def discover(
     *,
     include_hidden: bool = False,
     on_error: ErrorCallback | None = None,
+    on_skip: SkipCallback | None = None,
 ) -> Iterator[FileEntry]:
     """Yield the media files under `roots`, sorted by name at every level, depth first.
 
     Symbolic links are followed; a directory reached twice is walked once. Problems are passed to
-    `on_error(path, reason)` and never raised. A file reachable from several roots is yielded once,
-    under the first root (roots are walked in sorted order, so an outer root comes first).
+    `on_error(path, reason)` and never raised; `on_skip(path)` hears of each (visible) file passed
+    over for its extension. A file reachable from several roots is yielded once, under the first
+    root (roots are walked in sorted order, so an outer root comes first).
     """
     report = on_error or _ignore_error
+    skip = on_skip or _ignore_skip
     yielded: set[str] = set()
     for root in sorted({os.path.abspath(os.fspath(r)) for r in roots}):
-        for entry in _walk_root(root, include_hidden, report):
+        for entry in _walk_root(root, include_hidden, report, skip):
             if entry.path not in yielded:
                 yielded.add(entry.path)
                 yield entry
@@ -168,7 +176,7 @@ def ancestor_dirs(path: str) -> list[str]:
     return dirs
 
 
-def _walk_root(root: str, include_hidden: bool, report: ErrorCallback) -> Iterator[FileEntry]:
+def _walk_root(root: str, include_hidden: bool, report: ErrorCallback, skip: SkipCallback) -> Iterator[FileEntry]:
     """Depth-first walk of one root with an explicit stack (no recursion limit on deep trees)."""
     try:
         st = os.stat(root)
@@ -176,9 +184,11 @@ def _walk_root(root: str, include_hidden: bool, report: ErrorCallback) -> Iterat
         report(root, _reason(exc))
         return
     if not stat.S_ISDIR(st.st_mode):
-        kind = media_kind(root)
-        if kind is not None and stat.S_ISREG(st.st_mode):
+        kind = _kind_of(root, root) if stat.S_ISREG(st.st_mode) else None
+        if kind is not None:
             yield FileEntry(root, root, kind, st.st_size, st.st_mtime)
+        elif stat.S_ISREG(st.st_mode):
+            skip(root)
         return
     visited = {(st.st_dev, st.st_ino)}
     stack = [iter(_scan(root, report))]
@@ -192,7 +202,7 @@ def _walk_root(root: str, include_hidden: bool, report: ErrorCallback) -> Iterat
                 if subdir is not None:
                     stack.append(iter(subdir))
             else:
-                found = _file_entry(entry, root, report)
+                found = _file_entry(entry, root, report, skip)
                 if found is not None:
                     yield found
 
@@ -233,10 +243,12 @@ def _enter_dir(
     return _scan(entry.path, report)
 
 
-def _file_entry(entry: os.DirEntry[str], root: str, report: ErrorCallback) -> FileEntry | None:
+def _file_entry(entry: os.DirEntry[str], root: str, report: ErrorCallback, skip: SkipCallback) -> FileEntry | None:
     """A FileEntry for a media file (one stat), None for anything else."""
-    kind = media_kind(entry.name)
+    kind = _kind_of(entry.path, entry.name)
     if kind is None:
+        if _is_file(entry):
+            skip(entry.path)
         return None
     try:
         st = entry.stat()
@@ -250,6 +262,32 @@ def _file_entry(entry: os.DirEntry[str], root: str, report: ErrorCallback) -> Fi
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device named like a photo would block a reader
         return None
     return FileEntry(entry.path, root, kind, st.st_size, st.st_mtime)
+
+
+def _kind_of(path: str, name: str) -> MediaKind | None:
+    """`media_kind`, except that a ".ts" file must look like an MPEG transport stream (and not
+    like TypeScript) to count as a video."""
+    kind = media_kind(name)
+    if kind == "video" and name.lower().endswith(".ts") and not _looks_like_mpegts(path):
+        return None
+    return kind
+
+
+def _looks_like_mpegts(path: str) -> bool:
+    """A sync byte at the start of the first two packets: 188 bytes, or 192 with a timestamp first."""
+    try:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            head = f.read(2 * _TS_PACKET + 8)
+    except OSError:
+        return True  # let the decoder say what is wrong with it
+    return any(head[i : i + 1] == head[i + step : i + step + 1] == b"\x47" for i, step in ((0, _TS_PACKET), (4, 192)))
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _reason(exc: OSError) -> str:
@@ -268,3 +306,7 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def _ignore_error(path: str, reason: str) -> None:
     del path, reason
+
+
+def _ignore_skip(path: str) -> None:
+    del path

@@ -51,6 +51,9 @@ def video_frame(path: str, at: float, size: int) -> Image.Image:
     """
     import av
 
+    from mediasearch.media.formats import quiet_libav
+
+    quiet_libav()
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -86,9 +89,11 @@ def _frame_at(container: Any, stream: Any, at: float) -> Any:
 def _frame_image(frame: Any, size: int) -> Image.Image:
     from PIL import Image
 
+    from mediasearch.media.decode import frame_image
+
     width, height = frame.width, frame.height
     scale = min(1.0, 2 * size / max(width, height, 1))  # thumbnail() finishes the job with a good filter
-    image = frame.to_image(width=max(2, round(width * scale)), height=max(2, round(height * scale)))
+    image = frame_image(frame, max(2, round(width * scale)), max(2, round(height * scale)))  # HDR tone-mapped
     turns = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
     method = turns.get(int(round(getattr(frame, "rotation", 0) or 0)) % 360)
     return image.transpose(method) if method is not None else image
