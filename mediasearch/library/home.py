@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.clip.spec import ModelSpec
 from mediasearch.errors import ModelMismatchError, StoreError
+from mediasearch.fsutil import atomic_write
 from mediasearch.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -162,9 +163,7 @@ def save_state(settings: Settings, update: dict[str, Any]) -> None:
     state = {**load_state(settings), **update}
     path = state_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state, indent=1))
 
 
 def empty_status(settings: Settings) -> dict[str, Any]:
