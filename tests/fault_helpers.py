@@ -114,3 +114,9 @@ def hanging_decoder(path: str, **kwargs: Any) -> Any:
     if "crash" in os.path.basename(path):
         os.kill(os.getpid(), signal.SIGSEGV)
     return sample_video(path, **kwargs)
+
+
+def sleep_then_answer(path: str, *, seconds: float) -> str:
+    """A decoder for the decoder pool's tests: sleeps, then answers the path it was given."""
+    time.sleep(seconds)
+    return path
