@@ -142,16 +142,44 @@ class _GuardedStore:
     """The index's store as an index run sees it: once stopping, the next write raises Cancelled
     (before writing, so every file already written stays whole)."""
 
-    def __init__(self, store: Store, cancel: threading.Event) -> None:
-        self._store, self._cancel = store, cancel
+    def __init__(self, store: Store, cancel: threading.Event, written: Callable[[Any], None] | None = None) -> None:
+        self._store, self._cancel, self._written = store, cancel, written
 
     def upsert(self, points: Any) -> None:
         if self._cancel.is_set():
             raise Cancelled()
         self._store.upsert(points)
+        if self._written is not None:
+            self._written(points)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class _NewFiles:
+    """Counts the files an index run adds as it writes them, so that status follows a long run (files
+    it replaces or removes are settled when the run ends)."""
+
+    def __init__(self, before: dict[str, StoredFile], grow: Callable[[Counts], None]) -> None:
+        self._known, self._grow = set(before), grow
+        self._videos: set[str] = set()
+
+    def __call__(self, points: Any) -> None:
+        files = images = videos = frames = 0
+        for point in points:
+            path = path_from_payload(point.payload)
+            kind = point.payload.get("kind")
+            if path in self._videos:
+                frames += 1
+            elif path not in self._known:
+                self._known.add(path)
+                files += 1
+                images += kind == "image"
+                if kind == "video":
+                    self._videos.add(path)
+                    videos, frames = videos + 1, frames + 1
+        if files or frames:
+            self._grow(Counts(files, images, videos, frames))
 
 
 class _LogProgress:
@@ -413,7 +441,10 @@ class Service:
         """One index run with a line in the log per file changed or skipped."""
         lib = self._library()
         before = lib.snapshot(paths)
-        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel))
+        counting = not lib.index_side.activate_when_done  # queries use this collection: keep its counts
+        base = self.counts
+        written = _NewFiles(before, self._grow) if counting else None
+        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
         try:
             summary = lib.run_index(paths, options, tag=tagging, progress=_LogProgress(self.log), store=store)
         finally:
@@ -422,13 +453,16 @@ class Service:
             for verb, what in done:
                 self.log.info("%s %s", verb, what)
             self._changes += points_changed(before, after)
-            if not lib.index_side.activate_when_done:  # queries use this collection: keep its counts
-                self.counts = self.counts + Counts.of(after.values()) - Counts.of(before.values())
+            if counting:  # exact now: what the run added as it went, and what it removed or replaced
+                self.counts = base + Counts.of(after.values()) - Counts.of(before.values())
             if done:
                 self.last_change = time.time()
         for err in summary.errors:
             self.log.warning("skipped %s: %s", err["path"], err["error"])
         return summary
+
+    def _grow(self, added: Counts) -> None:
+        self.counts = self.counts + added
 
     def _rescan_job(self) -> None:
         self.coalescer.clear()
