@@ -422,20 +422,25 @@ class Service:
         while not self.cancel.wait(TICK_S):
             if job is not None and not job.done():
                 continue
-            if self.state == "error":
-                if time.monotonic() >= self._next_recover:
-                    self._next_recover = time.monotonic() + RECOVER_EVERY_S
-                    job = self._submit(self._recover_job)
-                continue
-            if time.monotonic() >= next_rescan:
-                job = self._submit(self._rescan_job)
-                next_rescan = time.monotonic() + every if every > 0 else math.inf
-                continue
-            folders = self.coalescer.ready()
-            if folders:
-                job = self._submit(self._run_index, folders, self.options.index)
-            elif self._needs_optimize():
-                job = self._submit(self._optimize_job)
+            try:
+                if self.state == "error":
+                    if time.monotonic() >= self._next_recover:
+                        self._next_recover = time.monotonic() + RECOVER_EVERY_S
+                        job = self._submit(self._recover_job)
+                    continue
+                if self.state != "ready" or self.busy:  # e.g. a request's job: the store may be closed
+                    continue
+                if time.monotonic() >= next_rescan:
+                    job = self._submit(self._rescan_job)
+                    next_rescan = time.monotonic() + every if every > 0 else math.inf
+                    continue
+                folders = self.coalescer.ready()
+                if folders:
+                    job = self._submit(self._run_index, folders, self.options.index)
+                elif self._needs_optimize():
+                    job = self._submit(self._optimize_job)
+            except MediaSearchError as exc:  # the scheduler must outlive any one failure
+                self.log.error("scheduling: %s", exc)
 
     def _run_index(self, paths: Sequence[str], options: IndexOptions, tagging: bool | None = None) -> IndexReport:
         """One index run with a line in the log per file changed or skipped."""
