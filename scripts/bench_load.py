@@ -3,6 +3,13 @@
 
     python scripts/bench_load.py                          # demo model, 500 photos per folder, 2 rounds
     python scripts/bench_load.py --images 1000 --rate 20 --rounds 3
+    python scripts/bench_load.py --points 100000 --clients 8 --seconds 30   # concurrent readers
+
+With ``--points N``: a store of N synthetic points (random unit vectors, written directly, as
+scripts/bench.py does), served by the daemon; ``--clients`` threads query it back to back (closed
+loop) for ``--seconds`` while another polls ``/status`` every second, as the web page does. Prints
+errors and latency percentiles of both; any error makes the exit status 1.
+
 
 Starts `mediasearch serve` on a temporary home and indexes a base library; then, in each round:
 queries alone (``--rate`` per second), indexing a fresh folder alone, and indexing another fresh
@@ -163,6 +170,110 @@ def run(base: Path, model: str, images: int, rate: float, seconds: float, rounds
     print(f"while queried: indexing rate x{index_loaded.rate / index_alone.rate:.2f}")
 
 
+def synthetic_home(home: Path, model: str, points: int) -> None:
+    """A home whose index holds ``points`` synthetic image points (no files behind them)."""
+    import numpy as np
+
+    from mediasearch.library import home as library
+    from mediasearch.settings import load_settings
+    from mediasearch.store.base import PointIn, point_id
+
+    settings = load_settings({"home": home, "model": model, "device": "cpu"}, env={})
+    opened = library.open_for_index(settings)
+    rng = np.random.default_rng(0)
+    try:
+        for start in range(0, points, 2000):
+            count = min(2000, points - start)
+            vectors = rng.standard_normal((count, opened.model.dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            opened.store.upsert([PointIn(point_id(f"/bench/{start + i}.jpg", None), vectors[i], _payload(start + i))
+                                 for i in range(count)])
+        opened.store.flush()
+        library.finish_index(settings, opened, {"added": points})
+    finally:
+        opened.close()
+
+
+def _payload(i: int) -> dict[str, object]:
+    folder = f"/bench/d{i // 1000:03d}"
+    return {"path": f"{folder}/{i}.jpg", "dirs": ["/", "/bench", folder], "root": "/bench", "kind": "image",
+            "size": 1000, "mtime": 1.7e9 + i, "fingerprint": f"{i:016x}", "frames_total": 1, "tags": [],
+            "date": 1.7e9 + i, "timestamp": None}
+
+
+class Readers:
+    """``clients`` threads querying back to back, and one polling /status every ``status_every`` s."""
+
+    def __init__(self, client: DaemonClient, clients: int, status_every: float) -> None:
+        self.client, self.clients, self.status_every = client, clients, status_every
+        self.queries: list[float] = []
+        self.statuses: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _timed(self, into: list[float], method: str, route: str, body: object = None) -> None:
+        started = time.perf_counter()
+        try:
+            self.client.call(method, route, body, timeout=60)
+        except Exception as exc:  # counted and shown: the figures say what failed
+            with self._lock:
+                self.errors.append(f"{route}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            return
+        with self._lock:
+            into.append(time.perf_counter() - started)
+
+    def _query_loop(self, n: int) -> None:
+        k = n
+        while not self._stop.is_set():
+            self._timed(self.queries, "POST", "/query", {"text": QUERIES[k % len(QUERIES)], "limit": 10})
+            k += self.clients
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.status_every):
+            self._timed(self.statuses, "GET", "/status")
+
+    def run(self, seconds: float) -> None:
+        threads = [threading.Thread(target=self._query_loop, args=(n,), daemon=True) for n in range(self.clients)]
+        threads.append(threading.Thread(target=self._status_loop, daemon=True))
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        self._stop.set()
+        for t in threads:
+            t.join()
+
+
+def run_readers(base: Path, model: str, points: int, clients: int, seconds: float) -> int:
+    home = base / "home"
+    print(f"writing {points} synthetic points ...", file=sys.stderr)
+    started = time.perf_counter()
+    synthetic_home(home, model, points)
+    print(f"  {time.perf_counter() - started:.0f} s; starting the daemon ...", file=sys.stderr)
+    proc, client = start_daemon(home, model, serve_args=["--rescan-every", "off"], log=base / "serve.log")
+    try:
+        status = client.call("GET", "/status")
+        assert status["files"] == points, status
+        Readers(client, 1, 3600).run(2.0)  # warm-up: the first queries load caches
+        readers = Readers(client, clients, 1.0)
+        readers.run(seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    print(f"\n{model} model, {points} points, {clients} query clients + /status every 1 s, {seconds:g} s, "
+          f"{os.cpu_count()} CPUs\n")
+    print(f"| {'request':<8} | {'n':>6} | {'err':>4} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} |")
+    print(f"|{'-' * 10}|{'-' * 8}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    for name, values, route in (("query", readers.queries, "/query"), ("status", readers.statuses, "/status")):
+        errors = sum(e.startswith(route) for e in readers.errors)
+        cells = " | ".join(f"{percentile(values, q) * 1000:>7.1f}" for q in (0.5, 0.95, 0.99))
+        print(f"| {name:<8} | {len(values):>6} | {errors:>4} | {cells} |")
+    print(f"\nqueries: {len(readers.queries) / seconds:.1f}/s; errors: {len(readers.errors)}")
+    for line in sorted(set(readers.errors))[:10]:
+        print(f"  {line}")
+    return 1 if readers.errors else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=500, help="photos per folder (base, each round's two)")
@@ -171,7 +282,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the three phases")
     parser.add_argument("--model", default="demo")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--points", type=int, default=0, help="concurrent readers on a synthetic store this big")
+    parser.add_argument("--clients", type=int, default=8, help="with --points: query clients")
     args = parser.parse_args()
+    if args.points:
+        with tempfile.TemporaryDirectory(prefix="mediasearch-bench-readers-", dir=args.dir) as tmp:
+            sys.exit(run_readers(Path(tmp), args.model, args.points, args.clients, args.seconds))
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=False)
         run(args.dir, args.model, args.images, args.rate, args.seconds, args.rounds)

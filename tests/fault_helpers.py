@@ -53,16 +53,45 @@ def cli_command(home: Path, *args: str) -> list[str]:
 
 
 def run_cli(home: Path, *args: str, timeout: float = 300, user: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a child process (as ``user`` through setpriv when given)."""
+    """Run the CLI in a child process (as ``user`` through setpriv when given: then the package is run
+    from a copy any user can read, since the checkout may sit in a folder only its owner can enter)."""
     prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user is not None else []
+    env, cwd = cli_env(), None
+    if user is not None:
+        code = readable_package()
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
+        cwd = code  # python -m puts the working folder first on sys.path: it must be readable too
     return subprocess.run(
         [*prefix, *cli_command(home, *args)],
         capture_output=True,
         text=True,
-        env=cli_env(),
+        env=env,
+        cwd=cwd,
         timeout=timeout,
         check=False,
     )
+
+
+_READABLE: list[Path] = []
+
+
+def readable_package() -> Path:
+    """A folder holding a copy of the mediasearch package that every user can read (made once)."""
+    if not _READABLE:
+        import atexit
+        import shutil
+        import tempfile
+
+        import mediasearch
+
+        base = Path(tempfile.mkdtemp(prefix="mediasearch-code-"))
+        atexit.register(shutil.rmtree, base, True)
+        shutil.copytree(Path(mediasearch.__file__).parent, base / "mediasearch",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _READABLE.append(base)
+    return _READABLE[0]
 
 
 def one_line_error(stderr: str) -> str:
@@ -114,3 +143,9 @@ def hanging_decoder(path: str, **kwargs: Any) -> Any:
     if "crash" in os.path.basename(path):
         os.kill(os.getpid(), signal.SIGSEGV)
     return sample_video(path, **kwargs)
+
+
+def sleep_then_answer(path: str, *, seconds: float) -> str:
+    """A decoder for the decoder pool's tests: sleeps, then answers the path it was given."""
+    time.sleep(seconds)
+    return path

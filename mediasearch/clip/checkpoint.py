@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mediasearch.errors import ModelError
+from mediasearch.fsutil import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -105,9 +106,5 @@ def save(
         tensors[HEAD_BIAS] = torch.from_numpy(np.ascontiguousarray(head.bias, np.float32))
         full_meta["head"] = {"type": "linear", "labels": list(head.labels)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", META_KEY: json.dumps(full_meta)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from mediasearch.clip.checkpoint import LinearHead, is_checkpoint
 from mediasearch.clip.model import ClipModel, encode_text_tokens
 from mediasearch.clip.spec import DEMO_DIR, ModelSpec
 from mediasearch.errors import ModelError, WeightsUnavailableError
+from mediasearch.fsutil import atomic_write
 
 if TYPE_CHECKING:
     pass
@@ -294,11 +295,9 @@ def _read_verdicts(cache_dir: Path) -> dict[str, bool]:
 def _write_verdicts(cache_dir: Path, verdicts: dict[str, bool]) -> None:
     """Best effort: without a writable cache the check simply runs again next time."""
     path = cache_dir / PRECISION_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(verdicts, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(verdicts, indent=1, sort_keys=True))
 
 
 def _image_size(model: Any) -> int:

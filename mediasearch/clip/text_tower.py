@@ -15,7 +15,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mediasearch.errors import ModelError
+from mediasearch.fsutil import atomic_path, atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -103,14 +103,11 @@ def _write(weights: Path, desc: Path, state: dict[str, Any], meta: dict[str, Any
     """Best effort, atomically, description last: without a writable cache, cold queries load the model."""
     from safetensors.torch import save_file
 
-    tmp_weights = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    tmp_desc = desc.with_name(f".{desc.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         weights.parent.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(tmp_weights))
-        os.replace(tmp_weights, weights)
-        tmp_desc.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(tmp_desc, desc)
+        with atomic_path(weights) as tmp_weights:
+            save_file(state, str(tmp_weights))
+        atomic_write(desc, json.dumps(meta, indent=1))
 
 
 def _shape_of(model: Any) -> TowerShape | None:

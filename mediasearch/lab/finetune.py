@@ -31,6 +31,7 @@ from mediasearch.clip.checkpoint import LinearHead
 from mediasearch.clip.model import ClipModel
 from mediasearch.clip.zeroshot import ensemble_embeddings, logit_scale, templates_for
 from mediasearch.errors import ConfigError, DataError, FinetuneRefused
+from mediasearch.fsutil import atomic_path
 from mediasearch.lab.dataset import Dataset, Example, read_dataset, split
 from mediasearch.lab.evaluate import retrieval_recall
 from mediasearch.lab.train import ContrastiveTrainer, TrainConfig, clip_loss
@@ -379,10 +380,9 @@ class Run:
 
 def _save_state(run: Run, trainer: ContrastiveTrainer, memory: EarlyStopping) -> None:
     path = resume_path(run.options.out)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"fingerprint": run.fingerprint, "trainer": trainer.state_dict(),
-                "memory": vars(memory)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"fingerprint": run.fingerprint, "trainer": trainer.state_dict(),
+                    "memory": vars(memory)}, tmp)
 
 
 def _load_state(run: Run, trainer: ContrastiveTrainer, memory: EarlyStopping) -> EarlyStopping:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch import errors
 from mediasearch.errors import MediaSearchError
+from mediasearch.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from mediasearch.search.query import Hit, Query
@@ -88,11 +89,7 @@ def write_port_file(home: Path, info: DaemonInfo) -> None:
     """Publish the daemon (atomically, readable by its owner only: it holds the token)."""
     path = port_file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{PORT_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(info.to_json(), fh)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(info.to_json()), mode=0o600)
 
 
 def read_port_file(home: Path) -> DaemonInfo | None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.clip.spec import ModelSpec
 from mediasearch.errors import ModelMismatchError, StoreError
+from mediasearch.fsutil import atomic_write
 from mediasearch.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
     from mediasearch.store.base import Store
 
 STATE_FILE = "state.json"
+OWN_FOLDERS = ("store", "cache", "logs")  # what a home holds besides small files; media may live beside them
+
+
+def own_folders(settings: Settings) -> list[Path]:
+    """The home's own folders (the store, caches with their thumbnail JPEGs, logs): a watcher whose root
+    holds the home ignores changes there, and only there (a media folder inside the home is watched)."""
+    return [settings.home / name for name in OWN_FOLDERS] + [settings.cache_dir]
 
 
 def spec_from_settings(settings: Settings) -> ModelSpec:
@@ -162,9 +170,7 @@ def save_state(settings: Settings, update: dict[str, Any]) -> None:
     state = {**load_state(settings), **update}
     path = state_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state, indent=1))
 
 
 def empty_status(settings: Settings) -> dict[str, Any]:
@@ -178,21 +184,54 @@ def empty_status(settings: Settings) -> dict[str, Any]:
     }
 
 
-def store_status(settings: Settings, opened: Opened) -> dict[str, Any]:
-    """``status`` computed on a store this process already holds open (the CLI's or the daemon's)."""
-    last = load_state(settings).get("last_run") or {}
+@dataclass(frozen=True)
+class Counts:
+    """What ``status`` counts: files, images, videos and video frames in a collection."""
+
+    files: int = 0
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+
+    @classmethod
+    def of(cls, files: Iterable[Any]) -> Counts:
+        """The counts of stored files (anything with ``kind`` and point ``ids``, as ``snapshot`` gives)."""
+        total = images = videos = frames = 0
+        for sf in files:
+            total += 1
+            images += sf.kind == "image"
+            if sf.kind == "video":
+                videos += 1
+                frames += len(sf.ids)
+        return cls(total, images, videos, frames)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def count_store(store: Store) -> Counts:
+    """Count a collection by reading every point's path and kind (a full scroll: seconds at 100k+)."""
     kinds: dict[str, str] = {}
     frames = 0
-    for rec in opened.store.scroll(fields=("path", "kind")):
+    for rec in store.scroll(fields=("path", "kind")):
         kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
         frames += rec.payload.get("kind") == "video"
+    images = sum(k == "image" for k in kinds.values())
+    return Counts(len(kinds), images, sum(k == "video" for k in kinds.values()), frames)
+
+
+def store_status(settings: Settings, opened: Opened, counts: Counts | None = None) -> dict[str, Any]:
+    """``status`` of a store this process holds open; ``counts`` kept current by the caller (the
+    daemon) spare the scroll that counts it."""
+    last = load_state(settings).get("last_run") or {}
+    counted = counts if counts is not None else count_store(opened.store)
     meta = opened.store.get_meta() or {}
     return {
         "home": str(settings.home),
-        "files": len(kinds),
-        "images": sum(k == "image" for k in kinds.values()),
-        "videos": sum(k == "video" for k in kinds.values()),
-        "frames": frames,
+        **asdict(counted),
         "model": meta.get("model"),
         "store": opened.store.location,
         "collection": opened.collection,
@@ -255,11 +294,11 @@ def classify_embeddings_of(
     return classify_embeddings(embs, label_embs, list(labels), logit_scale(model))
 
 
-def reopen_store(settings: Settings, collection: str) -> Store:
-    """The collection again, waiting up to a minute for a child process to let go of it."""
+def reopen_store(settings: Settings, collection: str, wait_s: float = 60.0) -> Store:
+    """The collection again, waiting up to ``wait_s`` for a child process to let go of it."""
     from mediasearch.store.collections import open_store
 
-    return open_store(collection=collection, dim=None, create=False, wait_s=60.0, **store_kwargs(settings))
+    return open_store(collection=collection, dim=None, create=False, wait_s=wait_s, **store_kwargs(settings))
 
 
 def optimize_in_child(settings: Settings, collection: str, cancel: Any) -> int | None:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from mediasearch.search.query import Query
     from mediasearch.store.base import Store
 
+SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
+
 
 class LocalLibrary:
     """Use cases over a store this process holds."""
@@ -177,13 +179,36 @@ class LocalLibrary:
 
     def build_search_index(self, cancel: Any) -> int | None:
         """Build the collection's HNSW graph in a child process (the store is closed meanwhile: hold off
-        every other use of this library until it returns). The child's exit code."""
+        every other use of this library until it returns). The child's exit code; a build that
+        succeeded is recorded in the collection's meta (see :meth:`search_index_built`). StoreError when
+        the store cannot be opened again afterwards (then :meth:`reopen_index_store` may be retried)."""
         opened = self.index_side
+        points = opened.store.count()
         opened.store.close()
         try:
-            return home.optimize_in_child(self.settings, opened.collection, cancel)
+            code = home.optimize_in_child(self.settings, opened.collection, cancel)
         finally:
-            opened.store = home.reopen_store(self.settings, opened.collection)
+            self.reopen_index_store()
+        if code == 0:
+            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: {"points": points}})
+        return code
+
+    def reopen_index_store(self, wait_s: float = 60.0) -> None:
+        """Open the index side's store again after :meth:`build_search_index` closed it."""
+        opened = self.index_side
+        opened.store = home.reopen_store(self.settings, opened.collection, wait_s)
+
+    def search_index_built(self) -> int | None:
+        """How many points the index side's collection held when its HNSW graph was last built, or None
+        if it never was (a store built by `mediasearch index` alone)."""
+        record = (self.index_side.store.get_meta() or {}).get(SEARCH_INDEX_KEY)
+        return int(record["points"]) if isinstance(record, dict) and "points" in record else None
+
+    def query_counts(self) -> home.Counts:
+        """Files, images, videos and frames of the collection queries use, counted (a full scroll)."""
+        if not self._has_index():
+            return home.Counts()
+        return home.count_store(self._store_only())
 
     # -- search -----------------------------------------------------------------------------------
 
@@ -222,7 +247,9 @@ class LocalLibrary:
 
         return tag_counts(self._store_only())
 
-    def status(self) -> Status:
+    def status(self, counts: home.Counts | None = None) -> Status:
+        """What is indexed; ``counts`` (of the query collection), when the caller keeps them current,
+        spare a scroll of every point."""
         if not self._has_index():
             return Status(**home.empty_status(self.settings))
         side = self._query if self._query is not None else self._index
@@ -230,7 +257,7 @@ class LocalLibrary:
             self._store_only()
             side = self._query
         assert side is not None
-        return Status(**home.store_status(self.settings, side))
+        return Status(**home.store_status(self.settings, side, counts))
 
     def indexed_record(self, path: str) -> dict[str, Any] | None:
         """The stored payload of the indexed file shown as ``path`` (its first point), or None."""

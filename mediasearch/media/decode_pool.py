@@ -107,11 +107,31 @@ class DecoderPool:
             self._give_back(worker)
         return result
 
+    def call(self, path: str, decoder: str, kwargs: dict[str, Any], frames: int = 1) -> Any:
+        """Any ``decoder`` ("module:function", called as ``function(path, **kwargs)``) in a worker, under
+        the limit of a video of ``frames`` frames (the daemon's video thumbnails use it)."""
+        request = {"decoder": decoder, "sys_path": list(sys.path), "path": path, "kwargs": kwargs, "plan": False}
+        with self._slots:
+            worker = self._take()
+            try:
+                result = self._run(worker, request, frames)
+            except BaseException:
+                self._discard(worker)
+                raise
+            self._give_back(worker)
+        return result
+
     def _run(self, worker: _Worker, request: dict[str, Any], max_frames: int) -> Any:
         try:
             worker.send.send_bytes(pickle.dumps(request))
         except OSError as exc:
             raise MediaError(f"the video decoder could not start: {exc.strerror or exc}") from None
+        if not request.get("plan", True):
+            limit = self.timeout + PER_FRAME_S * max_frames
+            kind, value = self._answer(worker, limit, f"decoding {max_frames} frames")
+            if kind == "error":
+                raise MediaError(str(value))
+            return value
         kind, value = self._answer(worker, self.timeout, "opening it")
         if kind == "plan":
             frames = min(int(value), max_frames)
@@ -229,9 +249,9 @@ def _serve(requests: Connection, answers: Connection) -> None:
         kwargs = request["kwargs"]
         try:
             decoder = _resolve(request["decoder"], request["sys_path"])
-            answers.send_bytes(
-                pickle.dumps(("plan", _planned_frames(request["path"], kwargs["interval"], kwargs["max_frames"])))
-            )
+            if request.get("plan", True):
+                planned = _planned_frames(request["path"], kwargs["interval"], kwargs["max_frames"])
+                answers.send_bytes(pickle.dumps(("plan", planned)))
             answer: tuple[str, Any] = ("done", decoder(request["path"], **kwargs))
         except MediaError as exc:
             answer = ("error", str(exc))

@@ -15,13 +15,16 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mediasearch.errors import MediaError
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from mediasearch.media.decode_pool import DecoderPool
 
 JPEG_QUALITY = 82
 MEMORY_ITEMS = 256
@@ -29,14 +32,76 @@ DISK_ITEMS = 20000  # about 0.5 GB of grid-sized JPEGs; the oldest go first
 PRUNE_EVERY = 200  # writes between two checks of the disk cache's size
 
 
-def make_thumbnail(path: str, kind: str, size: int, at: float | None = None) -> bytes:
-    """A JPEG of at most ``size`` px a side: the image, or the video's frame at ``at`` seconds."""
+VIDEO_THUMBNAIL = "mediasearch.media.thumbnails:video_thumbnail"  # what a decoder-pool worker runs
+
+
+def make_thumbnail(
+    path: str,
+    kind: str,
+    size: int,
+    at: float | None = None,
+    *,
+    fd: int | None = None,
+    videos: DecoderPool | None = None,
+) -> bytes:
+    """A JPEG of at most ``size`` px a side: the image, or the video's frame at ``at`` seconds.
+
+    With ``fd`` (the file, already open and checked), an image is read from that descriptor, and a
+    video's worker (``videos``: decoded there under the pool's time limit) refuses any other file."""
+    if kind == "video" and videos is not None:
+        identity = _identity(os.fstat(fd)) if fd is not None else None
+        return bytes(videos.call(path, VIDEO_THUMBNAIL, {"size": size, "at": at or 0.0, "identity": identity}))
     if kind == "video":
         image = video_frame(path, at or 0.0, size)
+    elif fd is not None:
+        with os.fdopen(os.dup(fd), "rb") as source:
+            source.seek(0)
+            image = _image_from(source, path, size)
     else:
         from mediasearch.media.decode import load_image
 
         image, _ = load_image(path, target=size)
+    return _jpeg(image, size)
+
+
+def video_thumbnail(path: str, *, size: int, at: float, identity: Sequence[int] | None = None) -> bytes:
+    """In a decoder-pool worker: the video's thumbnail, from the file ``identity`` names (device, inode,
+    size, mtime) and no other (a path re-pointed since the daemon checked it is refused)."""
+    try:
+        source = open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
+    except OSError as exc:
+        raise MediaError(f"cannot read file: {exc.strerror or exc}") from None
+    with source:
+        if identity is not None and _identity(os.fstat(source.fileno())) != tuple(identity):
+            raise MediaError("the file changed since it was checked: not served")
+        os.set_blocking(source.fileno(), True)
+        return _jpeg(video_frame(source, at, size), size)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _image_from(source: BinaryIO, path: str, size: int) -> Image.Image:
+    """An image decoded from an open file as ``load_image`` decodes one by path (formats by the name)."""
+    import warnings
+
+    from PIL import Image
+
+    from mediasearch.media.decode import _decode_opened, _image_failure, _image_formats
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=_image_formats(path)) as im:
+                return _decode_opened(im, size)[0]
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(_image_failure(exc)) from exc
+
+
+def _jpeg(image: Image.Image, size: int) -> bytes:
     image = image.convert("RGB")
     image.thumbnail((size, size))
     buffer = io.BytesIO()
@@ -44,7 +109,7 @@ def make_thumbnail(path: str, kind: str, size: int, at: float | None = None) -> 
     return buffer.getvalue()
 
 
-def video_frame(path: str, at: float, size: int) -> Image.Image:
+def video_frame(path: str | BinaryIO, at: float, size: int) -> Image.Image:
     """The frame of ``path`` shown at ``at`` seconds (the last one past the end), display-rotated.
 
     Seeks to the keyframe before ``at`` and decodes forward, so it costs at most one GOP.
@@ -109,10 +174,19 @@ class ThumbnailCache:
         self._lock = threading.Lock()
         self._writes = 0
 
-    def get(self, path: str, kind: str, size: int, at: float | None = None) -> bytes:
+    def get(
+        self,
+        path: str,
+        kind: str,
+        size: int,
+        at: float | None = None,
+        *,
+        fd: int | None = None,
+        videos: DecoderPool | None = None,
+    ) -> bytes:
         """The thumbnail's JPEG bytes; ``OSError`` when the file cannot be read, ``MediaError`` when it
-        cannot be decoded."""
-        stat = os.stat(path)
+        cannot be decoded. ``fd`` and ``videos``: see `make_thumbnail`."""
+        stat = os.fstat(fd) if fd is not None else os.stat(path)
         at = round(at, 2) if kind == "video" and at is not None else None
         key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{size}\0{at}".encode()).hexdigest()
         with self._lock:
@@ -122,7 +196,7 @@ class ThumbnailCache:
                 return data
         data = self._read(key)
         if data is None:
-            data = make_thumbnail(path, kind, size, at)
+            data = make_thumbnail(path, kind, size, at, fd=fd, videos=videos)
             self._write(key, data)
         with self._lock:
             self._memory[key] = data

@@ -36,6 +36,7 @@ from mediasearch.library.client import TOKEN_HEADER
 
 if TYPE_CHECKING:
     from mediasearch.library.requests import IndexOptions, Query
+    from mediasearch.serve.files import ServedFile
 
 _STATUS_CODES: list[tuple[type[MediaSearchError], int]] = [
     (QueryError, 400),
@@ -77,7 +78,7 @@ class ServiceLike(Protocol):
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
 
-    def media(self, path: str) -> tuple[str, str]: ...
+    def media(self, path: str) -> "ServedFile": ...
 
 
 def status_code(exc: MediaSearchError) -> int:
@@ -362,9 +363,12 @@ def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse)
     def media(path: str) -> FileResponse:
         """The original of an indexed file (404 for any other path), with HTTP ranges for seeking."""
-        real, _ = service.media(path)
-        kind = mimetypes.guess_type(real)[0] or "application/octet-stream"
-        return FileResponse(real, media_type=kind, headers={"Cache-Control": "private, max-age=600", **_NOSNIFF})
+        served = service.media(path)
+        try:
+            return _descriptor_response(served)
+        except BaseException:
+            served.close()
+            raise
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(if_none_match: Annotated[str | None, Header()] = None) -> Response:
@@ -375,6 +379,36 @@ def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         if name not in WEB_ASSETS:
             raise HTTPException(404, "no such file")
         return _asset_response(name, if_none_match)
+
+
+def _descriptor_response(served: "ServedFile") -> Any:
+    """A FileResponse (ranges, ETag, HEAD) that reads the descriptor the daemon checked, never the path
+    again; the descriptor is closed when the response is done (or abandoned)."""
+    import anyio
+    from fastapi.responses import FileResponse
+
+    class DescriptorResponse(FileResponse):
+        @contextlib.asynccontextmanager
+        async def _open_file(self) -> Any:
+            source = os.fdopen(os.dup(served.fd), "rb")
+            source.seek(0)
+            file = anyio.wrap_file(source)
+            try:
+                yield file
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await file.aclose()
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+            try:
+                await super().__call__({**scope, "extensions": extensions}, receive, send)
+            finally:
+                served.close()
+
+    kind = mimetypes.guess_type(served.path)[0] or "application/octet-stream"
+    headers = {"Cache-Control": "private, max-age=600", **_NOSNIFF}
+    return DescriptorResponse(served.path, media_type=kind, headers=headers, stat_result=served.stat)
 
 
 THUMBNAIL_CACHING = "private, max-age=600, stale-while-revalidate=86400"

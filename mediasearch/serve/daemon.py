@@ -23,7 +23,6 @@ import re
 import secrets
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
@@ -51,10 +50,14 @@ from mediasearch.library.client import (
     remove_port_file,
     write_port_file,
 )
+from mediasearch.library.home import Counts
 from mediasearch.library.local import LocalLibrary
 from mediasearch.library.requests import EXACT_SEARCH_MAX_POINTS, IndexOptions, IndexReport, StoredFile
-from mediasearch.media.discover import display_path, fingerprint, path_from_payload
+from mediasearch.media.decode_pool import DecoderPool
+from mediasearch.media.discover import display_path, path_from_payload
 from mediasearch.media.thumbnails import ThumbnailCache
+from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, opened_checked
+from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
 from mediasearch.serve.watcher import Coalescer, Watcher, under
 from mediasearch.settings import Settings
 
@@ -67,7 +70,11 @@ ROOTS_KEY = "daemon_roots"
 TICK_S = 0.2
 OPTIMIZE_GROWTH = 0.2  # rebuild HNSW once the store has changed by this fraction since the last build
 THUMB_CACHE = 256  # thumbnails kept in memory (all are kept on disk, under the home's cache)
+THUMB_WORKERS = 2  # processes that decode video thumbnails (under the indexing time limit)
 QUERY_WAIT_S = 10.0  # a query waits this long for a collection switch or an HNSW build, then gets 503
+REOPEN_TRIES = 3  # after an HNSW build, attempts to open the store again before the "error" state
+REOPEN_WAIT_S = 20.0  # each attempt waits this long for the build's process to let go of the store
+RECOVER_EVERY_S = 30.0  # in the "error" state, how often the store is tried again
 
 
 class NotReadyError(MediaSearchError):
@@ -135,16 +142,44 @@ class _GuardedStore:
     """The index's store as an index run sees it: once stopping, the next write raises Cancelled
     (before writing, so every file already written stays whole)."""
 
-    def __init__(self, store: Store, cancel: threading.Event) -> None:
-        self._store, self._cancel = store, cancel
+    def __init__(self, store: Store, cancel: threading.Event, written: Callable[[Any], None] | None = None) -> None:
+        self._store, self._cancel, self._written = store, cancel, written
 
     def upsert(self, points: Any) -> None:
         if self._cancel.is_set():
             raise Cancelled()
         self._store.upsert(points)
+        if self._written is not None:
+            self._written(points)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class _NewFiles:
+    """Counts the files an index run adds as it writes them, so that status follows a long run (files
+    it replaces or removes are settled when the run ends)."""
+
+    def __init__(self, before: dict[str, StoredFile], grow: Callable[[Counts], None]) -> None:
+        self._known, self._grow = set(before), grow
+        self._videos: set[str] = set()
+
+    def __call__(self, points: Any) -> None:
+        files = images = videos = frames = 0
+        for point in points:
+            path = path_from_payload(point.payload)
+            kind = point.payload.get("kind")
+            if path in self._videos:
+                frames += 1
+            elif path not in self._known:
+                self._known.add(path)
+                files += 1
+                images += kind == "image"
+                if kind == "video":
+                    self._videos.add(path)
+                    videos, frames = videos + 1, frames + 1
+        if files or frames:
+            self._grow(Counts(files, images, videos, frames))
 
 
 class _LogProgress:
@@ -193,6 +228,20 @@ def changes(before: dict[str, StoredFile], after: dict[str, StoredFile]) -> list
     return out
 
 
+def points_changed(before: dict[str, StoredFile], after: dict[str, StoredFile]) -> int:
+    """Points written or deleted between two snapshots (what makes an HNSW graph stale): every point,
+    old or new, of each file added, removed or changed; a file left as it was counts nothing."""
+    total = 0
+    for path in before.keys() | after.keys():
+        old, new = before.get(path), after.get(path)
+        if old is not None and new is not None and (old.size, old.mtime, sorted(old.ids)) == (
+            new.size, new.mtime, sorted(new.ids)
+        ):
+            continue
+        total += len({*(old.ids if old else ()), *(new.ids if new else ())})
+    return total
+
+
 def setup_logging(home: Path, echo: bool) -> logging.Logger:
     """One line per event in ``HOME/logs/daemon.log`` (rotated); warnings (or everything) on stderr."""
     path = home / LOG_FILE
@@ -231,17 +280,21 @@ class Service:
         self.last_change: float | None = None  # when an index run last changed the store (the page shows it)
         self.started = time.time()
         self.stop_reason = ""
-        self.coalescer = Coalescer([], options.debounce, ignore=[str(settings.home)])
+        self.coalescer = Coalescer([], options.debounce, ignore=[str(p) for p in home.own_folders(settings)])
         self.watcher = Watcher(self.coalescer, log, poll=options.poll, poll_interval=options.poll_interval)
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
         self._jobs = 0
         self._jobs_lock = threading.Lock()
         self.lib: LocalLibrary | None = None  # the use cases, over the store and model held open
-        self._query_lock = threading.Lock()
+        # Reads share it; a switch of collection or an HNSW build (which closes the store) holds it alone.
+        self._rw = ReadWriteLock()
         self._scheduler: threading.Thread | None = None
-        self._changes = 0
+        self.counts = Counts()  # of the collection queries use: counted at start, then kept current
+        self._changes = 0  # points written or deleted since the HNSW graph was last built
+        self._checked_changes = -1
+        self._next_recover = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
-        self._checked_changes = 0
+        self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -254,6 +307,8 @@ class Service:
         if opened.activate_when_done:  # a new model: queries stay on the old index until this one is full
             query = home.open_for_query(replace(self.settings, model=None, pretrained=None))
         self.lib = LocalLibrary(self.settings, index_side=opened, query_side=query)
+        self.counts = self.lib.query_counts()  # the one full count; runs and forgets keep it current
+        self._changes = self._changes_since_build(self.lib)
         self._set_roots(self._remembered_roots() + [os.path.abspath(r) for r in self.options.roots])
         self.state, self.message = "ready", ""
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
@@ -299,7 +354,8 @@ class Service:
         if self._scheduler is not None:
             self._scheduler.join(timeout=5)
         self._runner.shutdown(wait=True, cancel_futures=True)
-        with self._query_lock:
+        self._videos.close()
+        with self._rw.write():
             if self.lib is not None:
                 self.lib.close()
             self.lib = None
@@ -366,33 +422,52 @@ class Service:
         while not self.cancel.wait(TICK_S):
             if job is not None and not job.done():
                 continue
-            if time.monotonic() >= next_rescan:
-                job = self._submit(self._rescan_job)
-                next_rescan = time.monotonic() + every if every > 0 else math.inf
-                continue
-            folders = self.coalescer.ready()
-            if folders:
-                job = self._submit(self._run_index, folders, self.options.index)
-            elif self._needs_optimize():
-                job = self._submit(self._optimize_job)
+            try:
+                if self.state == "error":
+                    if time.monotonic() >= self._next_recover:
+                        self._next_recover = time.monotonic() + RECOVER_EVERY_S
+                        job = self._submit(self._recover_job)
+                    continue
+                if self.state != "ready" or self.busy:  # e.g. a request's job: the store may be closed
+                    continue
+                if time.monotonic() >= next_rescan:
+                    job = self._submit(self._rescan_job)
+                    next_rescan = time.monotonic() + every if every > 0 else math.inf
+                    continue
+                folders = self.coalescer.ready()
+                if folders:
+                    job = self._submit(self._run_index, folders, self.options.index)
+                elif self._needs_optimize():
+                    job = self._submit(self._optimize_job)
+            except MediaSearchError as exc:  # the scheduler must outlive any one failure
+                self.log.error("scheduling: %s", exc)
 
     def _run_index(self, paths: Sequence[str], options: IndexOptions, tagging: bool | None = None) -> IndexReport:
         """One index run with a line in the log per file changed or skipped."""
         lib = self._library()
         before = lib.snapshot(paths)
-        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel))
+        counting = not lib.index_side.activate_when_done  # queries use this collection: keep its counts
+        base = self.counts
+        written = _NewFiles(before, self._grow) if counting else None
+        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
         try:
             summary = lib.run_index(paths, options, tag=tagging, progress=_LogProgress(self.log), store=store)
         finally:
-            done = changes(before, lib.snapshot(paths))
+            after = lib.snapshot(paths)
+            done = changes(before, after)
             for verb, what in done:
                 self.log.info("%s %s", verb, what)
-            self._changes += len(done)
+            self._changes += points_changed(before, after)
+            if counting:  # exact now: what the run added as it went, and what it removed or replaced
+                self.counts = base + Counts.of(after.values()) - Counts.of(before.values())
             if done:
                 self.last_change = time.time()
         for err in summary.errors:
             self.log.warning("skipped %s: %s", err["path"], err["error"])
         return summary
+
+    def _grow(self, added: Counts) -> None:
+        self.counts = self.counts + added
 
     def _rescan_job(self) -> None:
         self.coalescer.clear()
@@ -408,10 +483,13 @@ class Service:
     def _finish(self, summary: IndexReport) -> None:
         """Record the run; once a new model's index is complete, queries move over to it."""
         lib = self._library()
-        with self._query_lock:
-            switched = lib.complete(summary)
-        if switched:
-            self.log.info("queries now use %s", lib.index_side.collection)
+        if not lib.index_side.activate_when_done:
+            lib.complete(summary)  # records the run: nothing the readers use changes
+            return
+        with self._rw.write():
+            lib.complete(summary)
+        self.counts = lib.query_counts()
+        self.log.info("queries now use %s", lib.index_side.collection)
 
     def _library(self) -> LocalLibrary:
         if self.lib is None:
@@ -420,8 +498,18 @@ class Service:
 
     # -- HNSW build -------------------------------------------------------------------------------
 
+    def _changes_since_build(self, lib: LocalLibrary) -> int:
+        """At start: every point when the graph was never built (a store built by `mediasearch index`
+        alone), else how far the size has moved since the build recorded in the collection's meta."""
+        if self.settings.qdrant_url:
+            return 0
+        built = lib.search_index_built()
+        count = lib.point_count()
+        return count if built is None else abs(count - built)
+
     def _needs_optimize(self) -> bool:
-        """After enough change to a collection big enough for approximate search."""
+        """After enough change (points written or deleted) to a collection big enough for approximate
+        search; at start, when such a collection lacks its graph."""
         if self._changes == self._checked_changes or self.settings.qdrant_url:
             return False
         self._checked_changes = self._changes
@@ -429,22 +517,60 @@ class Service:
         count = self._library().point_count()
         if count <= threshold or self._changes < OPTIMIZE_GROWTH * count:
             return False
-        self._changes = self._checked_changes = 0
+        self._changes, self._checked_changes = 0, -1
         return True
 
     def _optimize_job(self) -> None:
         """Build HNSW in a child process: the engine holds the GIL while it optimises, which would
-        freeze this whole process (measured: 34 s for 60k points). Queries wait meanwhile (503)."""
+        freeze this whole process (measured: 34 s for 60k points). Queries wait meanwhile (503).
+        A store that cannot be opened again afterwards is retried, then reported: the "error" state."""
         lib = self._library()
         self.log.info("building the search index (HNSW) of %s", lib.index_side.collection)
         started = time.monotonic()
-        with self._query_lock:
+        with self._rw.write():
             self.state, self.message = "optimizing", "the daemon is building its search index (HNSW)"
+            code: int | None = None
             try:
                 code = lib.build_search_index(self.cancel)
+                self.state, self.message = "ready", ""
+            except StoreError as exc:
+                self._reopen_after_build(lib, exc)
             finally:
-                self.state, self.message = ("stopping", self.message) if self.cancel.is_set() else ("ready", "")
+                if self.cancel.is_set():
+                    self.state = "stopping"
+                elif self.state == "optimizing":  # an unexpected error: the store may still be usable
+                    self.state, self.message = "ready", ""
         self.log.info("search index built in %.0f s (exit %s)", time.monotonic() - started, code)
+
+    def _reopen_after_build(self, lib: LocalLibrary, exc: StoreError) -> None:
+        """Try the store again a few times; if it still cannot be opened, say so (state "error") and
+        let the scheduler retry every RECOVER_EVERY_S, instead of hanging or failing every query."""
+        for attempt in range(1, REOPEN_TRIES + 1):
+            self.log.warning("cannot open the store again after its HNSW build (attempt %d): %s", attempt, exc)
+            try:
+                lib.reopen_index_store(REOPEN_WAIT_S)
+            except StoreError as again:
+                exc = again
+                continue
+            self.state, self.message = "ready", ""
+            return
+        self.state = "error"
+        every = f"retrying every {RECOVER_EVERY_S:.0f} s"
+        self.message = f"cannot open the store after building its search index: {exc}; {every}"
+        self._next_recover = time.monotonic() + RECOVER_EVERY_S
+        self.log.error("%s", self.message)
+
+    def _recover_job(self) -> None:
+        lib = self._library()
+        with self._rw.write():
+            try:
+                lib.reopen_index_store(REOPEN_WAIT_S)
+            except StoreError as exc:
+                self.message = f"cannot open the store after building its search index: {exc}; retrying"
+                self.log.warning("%s", self.message)
+                return
+            self.state, self.message = "ready", ""
+        self.log.info("the store is open again: ready")
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -456,14 +582,14 @@ class Service:
 
     @contextlib.contextmanager
     def _querying(self, model: str | None = None) -> Iterator[LocalLibrary]:
-        """The query side, held against a switch of collection or an HNSW build (503, not a long wait)."""
+        """The query side, held for reading: other reads go on at the same time; a switch of collection
+        or an HNSW build waits for them, and they for it (503 after QUERY_WAIT_S, not a long wait)."""
         self._query_side(model)
-        if not self._query_lock.acquire(timeout=QUERY_WAIT_S):
-            raise NotReadyError(self.message or "the daemon is busy: try again")
         try:
-            yield self._query_side(model)
-        finally:
-            self._query_lock.release()
+            with self._rw.read(timeout=QUERY_WAIT_S):
+                yield self._query_side(model)
+        except LockTimeout:
+            raise NotReadyError(self.message or "the daemon is busy: try again") from None
 
     def query(self, query: Query, model: str | None = None) -> list[dict[str, Any]]:
         """Hits as `query --json` prints them."""
@@ -506,8 +632,14 @@ class Service:
             lib = self._library()
             before = lib.snapshot([path])
             dropped = lib.forget(path)
-            for verb, what in changes(before, lib.snapshot([path])):
+            after = lib.snapshot([path])
+            for verb, what in changes(before, after):
                 self.log.info("%s %s (forgotten)", verb, what)
+            self._changes += points_changed(before, after)
+            if lib.index_side.activate_when_done:  # queries use another collection, changed too
+                self.counts = lib.query_counts()
+            else:
+                self.counts = self.counts + Counts.of(after.values()) - Counts.of(before.values())
             kept = [r for r in self.roots if not under(r, path)]
             for root in set(self.roots) - set(kept):
                 self.watcher.unwatch(root)
@@ -530,9 +662,9 @@ class Service:
             return lib.tags()
 
     def status(self) -> dict[str, Any]:
-        """`status --json`, plus what the daemon is doing."""
+        """`status --json`, plus what the daemon is doing; the counts are kept current, not counted."""
         with self._querying() as lib:
-            out = asdict(lib.status())
+            out = asdict(lib.status(self.counts))
         out["daemon"] = self.describe()
         return out
 
@@ -551,47 +683,37 @@ class Service:
         }
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
-        """A JPEG thumbnail of an indexed file (a video's frame at ``at`` s); any other path is refused."""
-        real, kind = self._indexed(path)
+        """A JPEG thumbnail of an indexed file (a video's frame at ``at`` s); any other path is refused.
+        Made from the descriptor checked against the index; a video's in a decoder worker, under the
+        indexing time limit (not in this HTTP thread)."""
+        real, payload = self._indexed(path)
         try:
-            return self._thumbs.get(real, kind, size, at)
+            with opened_checked(real, payload) as served:
+                return self._thumbs.get(real, served.kind, size, at, fd=served.fd, videos=self._videos)
+        except FileChangedError as exc:
+            raise NotIndexedError(str(exc)) from None
         except OSError:
             raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more") from None
 
-    def media(self, path: str) -> tuple[str, str]:
-        """The file to serve for an indexed ``path`` and its kind; any other path is refused."""
-        real, kind = self._indexed(path)
-        if not os.path.isfile(real):
-            raise NotIndexedError(f"{display_path(real)} is indexed but cannot be read any more")
-        return real, kind
+    def media(self, path: str) -> ServedFile:
+        """The indexed file ``path`` names, open and checked against the index (the caller serves from
+        the descriptor and closes it); any other path is refused."""
+        real, payload = self._indexed(path)
+        try:
+            return open_checked(real, payload)
+        except FileChangedError as exc:
+            raise NotIndexedError(str(exc)) from None
 
-    def _indexed(self, path: str) -> tuple[str, str]:
-        """The stored path and kind of the indexed file ``path`` names (after lexical clean-up)."""
+    def _indexed(self, path: str) -> tuple[str, dict[str, Any]]:
+        """The stored path and payload of the indexed file ``path`` names (after lexical clean-up)."""
         if not path or "\x00" in path or not os.path.isabs(path):
             raise NotIndexedError("give the absolute path of an indexed file")
         shown = display_path(os.path.normpath(path))
-        with self._querying() as lib:
+        with self._querying() as lib:  # held for the look-up only: reading the file needs no store
             payload = lib.indexed_record(shown)
         if payload is None:
             raise NotIndexedError(f"{display_path(path)} is not in the index")
-        real = path_from_payload(payload)
-        _check_unchanged(real, payload)
-        return real, str(payload.get("kind", "image"))
-
-
-def _check_unchanged(real: str, payload: dict[str, Any]) -> None:
-    """Serve only what was indexed: a file (or a symlink's target) swapped since then is refused."""
-    try:
-        st = os.stat(real)
-        same = (
-            stat.S_ISREG(st.st_mode)
-            and st.st_size == payload.get("size")
-            and fingerprint(real, st.st_size) == payload.get("fingerprint")
-        )
-    except (OSError, MediaSearchError):
-        same = False
-    if not same:
-        raise NotIndexedError(f"{display_path(real)} has changed since it was indexed, or cannot be read: not served")
+        return path_from_payload(payload), payload
 
 
 def _check_model(model: str | None, name: str | None, home: Path, does: str) -> None:

@@ -16,7 +16,6 @@ flush by themselves at most every ``AUTO_FLUSH_S`` seconds, and ``close()`` flus
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -32,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from mediasearch.errors import StoreError, StoreFullError
+from mediasearch.fsutil import atomic_write
 
 VECTOR_NAME = "clip"
 COLLECTION_PREFIX = "media_"
@@ -181,17 +181,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write a small file so that readers see the old or the new content, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write a small file so that readers see the old or the new content, never a torn one, and a
+    power cut after the call keeps the new one (``fsutil.atomic_write``); errors as StoreError."""
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise _write_error(path, exc) from exc
 
 

@@ -278,7 +278,11 @@ def test_a_killed_process_resumes_from_its_checkpoint(cli: Any, tmp_path: Path, 
     assert resume_path(out).exists(), stderr.decode()
     result = cli(*args, ok=False)
     assert "resuming from epoch" in result.stderr, result.stderr
-    assert result.exit_code in (0, 1) and not resume_path(out).exists()
+    assert not resume_path(out).exists()
+    if result.exit_code == 0:
+        assert out.exists()
+    else:  # the guard may find no gain on 24 test files: then a one-line refusal, nothing written
+        assert result.exit_code == 1 and "refused:" in result.stderr and not out.exists(), result.stderr
 
 
 def test_epochs_zero_with_a_linear_head_is_a_linear_probe(
@@ -289,7 +293,8 @@ def test_epochs_zero_with_a_linear_head_is_a_linear_probe(
     assert report["alpha"] == 0.0 and report["sweep"] == []
     assert report["test"]["fine_tuned"] == report["test"]["zero_shot"]
     assert "linear_head" in report["test"]
-    assert np.isfinite(report["test"]["linear_head"])
+    # A probe on the frozen embeddings beats chance (1 in 24 classes) by far: 0.5 top-1 here.
+    assert 4 / 24 < report["test"]["linear_head"] <= 1.0
 
 
 def test_captioned_data_is_scored_by_retrieval(demo_model: Any, tmp_path: Path, outlined: dict[str, Path]) -> None:

@@ -52,14 +52,26 @@ def test_the_result_is_the_best_image_seen(demo_model: Any) -> None:
 
 
 def test_generate_cli_writes_a_png_and_steers_an_init_image(cli: Any, tmp_path: Path) -> None:
+    """The run starts from the init image: a red square to begin with scores far above a grey one for
+    "a red square"; from grey, the steps move the picture toward the text."""
+    import numpy as np
     from PIL import Image
 
+    from mediasearch.lab.shapes import render, save_image
+
+    prompt = "a photo of a red square"
     Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "grey.png")
-    out = tmp_path / "g.png"
-    report = cli.json("generate", "a photo of a red square", "--out", str(out), "--steps", "3",
-                      "--size", "64", "--init", str(tmp_path / "grey.png"))
-    assert Image.open(out).size == (64, 64)
-    assert set(report) >= {"initial_score", "final_score", "out"}
+    save_image(render("red", "square", rng=np.random.default_rng(0), size=(64, 64)), tmp_path / "red.png", "png")
+    reports = {}
+    for name in ("grey", "red"):
+        out = tmp_path / f"{name}_out.png"
+        reports[name] = cli.json("generate", prompt, "--out", str(out), "--steps", "3",
+                                 "--size", "64", "--init", str(tmp_path / f"{name}.png"))
+        assert Image.open(out).size == (64, 64)
+    assert reports["red"]["initial_score"] > reports["grey"]["initial_score"] + 0.2
+    assert reports["grey"]["final_score"] > reports["grey"]["initial_score"]
+    moved = np.asarray(Image.open(tmp_path / "grey_out.png").convert("RGB"), np.float32)
+    assert np.abs(moved - 128).mean() > 1
 
 
 def test_generate_refuses_bad_options(demo_model: Any) -> None:

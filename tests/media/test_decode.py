@@ -281,6 +281,8 @@ def test_pyav_path_matches_decord(make_video: Callable[..., Path], monkeypatch: 
         assert a.image.size == b.image.size == (224, 299)
         for xy in [(3, 3), (3, 295), (200, 200)]:
             assert close(pixel(a.image, xy), pixel(b.image, xy), 16), (a.timestamp, xy)
+        # Both turned for display (90 degrees counter-clockwise): the coded top-left is shown bottom-left.
+        assert close(pixel(a.image, (3, 295)), (255, 255, 255)) and not close(pixel(a.image, (3, 3)), (255, 255, 255))
 
 
 @pytest.mark.parametrize(

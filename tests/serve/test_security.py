@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -172,8 +171,10 @@ def test_control_characters_are_shown_escaped(tmp_path: Path, cli: Any, make_bro
     outputs += [cli("query", "a red circle"), cli("query", "a red circle", "--paths"), cli("query", "[/]")]
     outputs += [cli("status"), cli("similar", str(evil)), cli("similar", str(lib / "gone\x1b.png"), ok=False)]
     outputs += [cli("classify", str(evil), "--labels", "red circle, blue star"), cli("embed", str(evil))]
+    expected = [0, 0, 0, 0, 0, 0, 1, 0, 0]  # only `similar` of a file that does not exist fails
+    assert [result.exit_code for result in outputs] == expected, [r.stderr for r in outputs]
     for result in outputs:
-        assert result.exit_code in (0, 1) and result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         for ch in RAW_CONTROLS:
             assert ch not in result.stdout + result.stderr, (ch, result.stdout, result.stderr)
     shown = "evil\\nname\\x1b[31m\\u202e.png"
@@ -242,4 +243,5 @@ def test_daemon_survived_the_fuzzing(guarded: tuple[Daemon, Path, Path]) -> None
     daemon, lib, _ = guarded
     assert daemon.proc.poll() is None
     assert daemon.client is not None and daemon.client.health()["state"] == "ready"
-    shutil.rmtree(lib / "photos", ignore_errors=True)
+    # Still answers with the library as it was (the module's folders are shared: nothing is deleted here).
+    assert _get(daemon, "/media", path=str(lib / "photos" / "a.png")) == 200

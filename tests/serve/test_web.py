@@ -329,6 +329,8 @@ def test_thumbnails_are_exif_rotated_and_sized(make_image: Callable[..., Path], 
     upright = make_image("rotated.jpg", size=(400, 200), exif_orientation=6, marker=True)
     thumb = Image.open(io.BytesIO(make_thumbnail(str(upright), "image", 100)))
     assert thumb.size == (50, 100)  # orientation 6: shown turned a quarter, portrait
+    white = [(x, y) for x, y in [(45, 5), (5, 5), (45, 95)] if min(thumb.convert("RGB").getpixel((x, y))) > 230]
+    assert white == [(45, 5)]  # the stored top-left corner, turned clockwise: now top-right
     cache = ThumbnailCache(tmp_path / "cache", memory_items=1, disk_items=1)
     first = cache.get(str(upright), "image", 64)
     assert cache.get(str(upright), "image", 64) == first

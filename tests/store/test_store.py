@@ -20,7 +20,7 @@ import pytest
 from mediasearch import store as st
 from mediasearch.errors import ModelMismatchError, StoreError, StoreLockedError
 from mediasearch.media.discover import ancestor_dirs
-from mediasearch.store.base import Filter, PointIn, Store
+from mediasearch.store.base import AUTO_FLUSH_S, Filter, PointIn, Store
 from mediasearch.store.server import _forget_memory_servers
 
 DIM = 8
@@ -289,8 +289,19 @@ def test_reopen_checks_dim(open_store: OpenStore, library: Store) -> None:
 
 
 def test_optimize_keeps_search_working(library: Store, backend: str) -> None:
-    assert library.optimize() in (True, False)
-    assert names(library.search(unit(3), limit=1)) == {"d"}
+    """Edge: a store with most of its points deleted is vacuumed (True), then has nothing left to do
+    (False). A server optimises by itself: always False. Search answers the same throughout."""
+    rng = np.random.default_rng(0)
+    filler = [
+        PointIn(st.point_id(f"filler:{i}", None), v / np.linalg.norm(v), payload(f"/r3/{i}.jpg", "/r3"))
+        for i, v in enumerate(rng.standard_normal((3000, DIM)).astype(np.float32))
+    ]
+    library.upsert(filler)
+    library.delete([p.id for p in filler[:2500]])
+    assert library.optimize() is (backend == "edge")
+    assert library.optimize() is False
+    assert library.count() == 5 + 500
+    assert names(library.search(unit(3), limit=1, flt=Filter(root="/r2"))) == {"d"}
 
 
 def test_closed_store_raises(library: Store) -> None:
@@ -393,3 +404,32 @@ def test_import_is_cheap() -> None:
     code = "import sys, mediasearch.store; print(any(m.startswith('qdrant') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_edge_writes_are_synced_at_most_auto_flush_s_apart(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README's power-cut paragraph rests on: while writing, a flush (the sync of the log) at
+    least every AUTO_FLUSH_S; and close() flushes."""
+    import types
+
+    from mediasearch.store import edge as edge_module
+
+    now = [1000.0]
+    monkeypatch.setattr(edge_module, "time", types.SimpleNamespace(**{**vars(time), "monotonic": lambda: now[0]}))
+    store = edge(home)
+    flushes: list[float] = []
+    real_flush = store.flush
+
+    def flush() -> None:
+        flushes.append(now[0])
+        real_flush()
+
+    monkeypatch.setattr(store, "flush", flush)
+    vecs = np.eye(DIM, dtype=np.float32)
+    for step in range(12):  # a write every second
+        store.upsert([PointIn(st.point_id(f"w{step}", None), vecs[step % DIM], {"i": step})])
+        now[0] += 1.0
+    assert flushes and all(b - a <= AUTO_FLUSH_S for a, b in zip([1000.0, *flushes], flushes, strict=False))
+    assert now[0] - 1.0 - flushes[-1] < AUTO_FLUSH_S  # the last write is at most that far from a flush
+    written = len(flushes)
+    store.close()
+    assert len(flushes) == written + 1
