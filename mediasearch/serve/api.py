@@ -20,6 +20,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from mediasearch import __version__
@@ -80,10 +81,14 @@ class ServiceLike(Protocol):
     def media(self, path: str) -> tuple[str, str]: ...
 
 
+class MissingFileError(QueryError):
+    """A file a request names (an image to search by, a vocabulary) is not a file on the daemon's machine."""
+
+
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
     name = type(exc).__name__
-    if name == "NotIndexedError":
+    if name in ("NotIndexedError", "MissingFileError"):
         return 404
     if name == "NotReadyError":
         return 503
@@ -95,8 +100,7 @@ def status_code(exc: MediaSearchError) -> int:
 
 def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[str, Any]] | None = None) -> Any:
     """The FastAPI app over ``service``; ``token`` guards everything but health, docs and the page."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi import Depends, FastAPI
 
     app = FastAPI(
         title="mediasearch",
@@ -104,11 +108,10 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
         description="Semantic search over photo and video folders (the mediasearch daemon).",
     )
 
-    @app.exception_handler(MediaSearchError)
-    def domain_error(request: Request, exc: MediaSearchError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status_code(exc))
+    _error_handlers(app)
+    health_out = _health_model()
 
-    @app.get("/health", tags=["daemon"])
+    @app.get("/health", tags=["daemon"], response_model=health_out)
     def health() -> dict[str, Any]:
         """Liveness (no token): the state, and the instance id the port file names."""
         return {"ok": True, "state": service.state, "message": service.message, **(instance() if instance else {})}
@@ -118,6 +121,86 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
     return app
+
+
+ERROR_MEANINGS = {
+    400: "a request the daemon cannot run (a bad query, a file that is not what it should be)",
+    401: "no valid token",
+    404: "a path that is not indexed, or a file the request names that does not exist",
+    409: "the request names another model than the daemon's",
+    422: "a request that does not match this schema (or a media file that cannot be decoded)",
+    503: "the daemon is starting, stopping or rebuilding its index, or its store failed: try again",
+}
+
+
+@functools.cache
+def error_model() -> Any:
+    """The one shape of every error answer: ``{"error": "one line", "kind": "QueryError"}``."""
+    from pydantic import BaseModel, Field
+
+    class Error(BaseModel):
+        """An error: one line a user can act on, and the kind of error (a `mediasearch.errors` class name)."""
+
+        error: str
+        kind: str = Field(description="the error's class, e.g. QueryError, NotIndexedError, ValidationError")
+        detail: list[dict[str, Any]] | None = Field(default=None, description="what failed validation (422)")
+
+    return Error
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that can answer these error statuses (401 is added: every guarded route)."""
+    return {code: {"model": error_model(), "description": ERROR_MEANINGS[code]} for code in sorted({401, *codes})}
+
+
+def _error_handlers(app: Any) -> None:
+    """Every error answer in the one error model: domain errors, HTTP errors (401, 404, 405), validation."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(MediaSearchError)
+    def domain_error(request: Request, exc: MediaSearchError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status_code(exc))
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        known = exc.status_code in _PHRASES
+        kind = "".join(HTTPStatus(exc.status_code).phrase.title().split()) if known else "HTTPError"
+        return JSONResponse({"error": str(exc.detail), "kind": kind}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from fastapi.encoders import jsonable_encoder
+
+        detail = jsonable_encoder(exc.errors())
+        first = "; ".join(f"{_location(d)}: {d.get('msg', '')}" for d in detail[:3]) or "invalid request"
+        return JSONResponse({"error": first, "kind": "ValidationError", "detail": detail}, status_code=422)
+
+
+_PHRASES = {s.value for s in HTTPStatus}
+
+
+def _location(error: dict[str, Any]) -> str:
+    """Where a validation error is: ``body.terms.0.value``."""
+    return ".".join(str(part) for part in error.get("loc", ()))
+
+
+@functools.cache
+def _health_model() -> Any:
+    from pydantic import BaseModel
+
+    class Health(BaseModel):
+        """``GET /health``: alive, its state (starting, ready, busy, stopping) and the port file's instance."""
+
+        ok: bool
+        state: str
+        message: str
+        instance: str | None = None
+        pid: int | None = None
+
+    return Health
 
 
 def _token_check(token: str) -> Callable[..., None]:
@@ -175,7 +258,7 @@ def _save_upload(data: str, folder: str, n: int) -> str:
 @contextlib.contextmanager
 def _query_of(body: Any) -> Iterator["Query"]:
     """The body's Query; images sent as bytes live in a temporary folder while it runs."""
-    if not any(t.data for t in body.terms):
+    if not any(t.data is not None for t in body.terms):
         yield _to_query(body)
         return
     with tempfile.TemporaryDirectory(prefix="mediasearch-upload-") as folder:
@@ -188,7 +271,10 @@ def _to_query(body: Any, uploads: str | None = None) -> "Query":
 
     terms = [Term("text", body.text)] if body.text else []
     for n, t in enumerate(body.terms):
-        value = _save_upload(t.data, uploads, n) if t.data and uploads else t.value
+        if t.data is not None and uploads:
+            value = _save_upload(t.data, uploads, n)
+        else:
+            value = _existing_file(t.value) if t.kind == "image" else t.value
         terms.append(Term(t.kind, value, t.weight))
     return Query(terms=tuple(terms), raw=body.raw, min_score=body.min_score, **_filters(body))
 
@@ -206,91 +292,194 @@ def _filters(body: Any) -> dict[str, Any]:
     }
 
 
+DATE_PATTERN = r"^[1-9][0-9]{3}(-(0[1-9]|1[0-2]))?$"
+WEIGHT_LIMIT = 100.0  # beyond it a sum of unit vectors may overflow: the query could not be normalised
+IMAGE_FORMAT = "mediasearch-image"  # a string format: a JPEG, PNG, WebP, GIF, BMP or TIFF picture in base64
+
+
+def _date_text(value: str) -> str:
+    """A date filter's text: ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (what the schema says, exactly)."""
+    import datetime as dt
+    import re
+
+    if not re.fullmatch(DATE_PATTERN, value):
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("a date is YYYY, YYYY-MM or YYYY-MM-DD (or a unix time as a number)") from None
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise ValueError("a date is YYYY, YYYY-MM or YYYY-MM-DD (or a unix time as a number)")
+    return value
+
+
+def _existing_file(path: str) -> str:
+    """``path`` (absolute) if it is a regular file on this machine, else a 404."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"no such file: {path}")
+    return path
+
+
+STRING, NULL = {"type": "string"}, {"type": "null"}
+# A text term has a value and no data; an image term a value (a file) or data (its bytes).
+TERM_SOURCES: list[Any] = [
+    {"properties": {"kind": {"const": "text"}, "value": STRING, "data": NULL}, "required": ["value"]},
+    {"properties": {"kind": {"const": "image"}, "value": STRING}, "required": ["kind", "value"]},
+    {"properties": {"kind": {"const": "image"}, "data": STRING}, "required": ["kind", "data"]},
+]
+
+
+def _date_schema() -> Any:
+    """A date filter's schema: a unix time, or a date as text (what `_date_text` accepts, exactly)."""
+    from pydantic import WithJsonSchema
+
+    return WithJsonSchema({
+        "anyOf": [
+            {"type": "number"},
+            {"type": "string", "format": "date"},
+            {"type": "string", "pattern": DATE_PATTERN},
+            {"type": "null"},
+        ],
+        "description": "a unix time, or YYYY, YYYY-MM or YYYY-MM-DD (local time)",
+    })
+
+
+def _date_check() -> Any:
+    from pydantic import AfterValidator
+
+    return AfterValidator(lambda v: _date_text(v) if isinstance(v, str) else v)
+
+
 def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     from fastapi import Query as Param
-    from pydantic import BaseModel, Field, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from mediasearch.library.requests import Query
+    from mediasearch.library.types import Hit
 
-    class TermIn(BaseModel):
+
+    class Term(BaseModel):
+        """A text, or an image (a file on the daemon's machine, or its bytes); a negative weight subtracts."""
+
+        model_config = ConfigDict(strict=True, json_schema_extra={"anyOf": TERM_SOURCES})
+
         kind: Literal["text", "image"] = "text"
-        value: str = Field("", description="the text, or an image file on the daemon's machine")
-        data: str | None = Field(default=None, description="an image's bytes in base64 (or a data: URL) instead")
-        weight: float = 1.0
+        value: str | None = Field(None, min_length=1, description="the text, or an image file on the daemon's machine")
+        data: str | None = Field(
+            default=None,
+            description="an image's bytes in base64 (or a data: URL), instead of a file",
+            json_schema_extra={"format": IMAGE_FORMAT},
+        )
+        weight: float = Field(1.0, ge=-WEIGHT_LIMIT, le=WEIGHT_LIMIT)
 
         @model_validator(mode="after")
-        def _one_source(self) -> "TermIn":
-            if self.data is not None and self.kind != "image":
-                raise ValueError("only an image term can carry data")
-            if not self.value and not self.data:
-                raise ValueError("a term needs a value (or, for an image, data)")
+        def _one_source(self) -> "Term":
+            if self.kind == "text" and (self.data is not None or self.value is None):
+                raise ValueError("a text term needs a value, and no data")
+            if self.kind == "image" and self.value is None and self.data is None:
+                raise ValueError("an image term needs a value (a file) or data")
             return self
 
-    class QueryIn(BaseModel):
-        """`mediasearch query` as JSON; ``text`` is a shorthand for one text term."""
+    positive: dict[str, Any] = {
+        "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"exclusiveMinimum": 0}}}]
+    }
 
-        text: str | None = None
-        terms: list[TermIn] = Field(default_factory=list)
+    class QueryRequest(BaseModel):
+        """`mediasearch query` as JSON: a ``text`` (one text term), or ``terms`` of which one weighs more than 0."""
+
+        model_config = ConfigDict(
+            strict=True,
+            json_schema_extra={
+                "anyOf": [
+                    {"properties": {"text": {"type": "string"}}, "required": ["text"]},
+                    {"properties": {"terms": {"contains": positive}}, "required": ["terms"]},
+                ]
+            },
+        )
+
+        text: str | None = Field(None, min_length=1)
+        terms: list[Term] = Field(default_factory=list)
         raw: bool = False
         limit: int = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
         path_prefix: str | None = None
         tags: list[str] = Field(default_factory=list)
-        after: float | str | None = Field(default=None, description="unix time, or YYYY[-MM[-DD]]")
-        before: float | str | None = Field(default=None, description="unix time, or YYYY[-MM[-DD]]")
+        after: Annotated[float | str | None, _date_schema(), _date_check()] = None
+        before: Annotated[float | str | None, _date_schema(), _date_check()] = None
         min_score: float | None = None
         sort: Literal["score", "date"] = "score"
-        model: str | None = Field(default=None, description="refuse unless the daemon answers with this model")
+        model: str | None = Field(default=None, description="refuse (409) unless the daemon answers with this model")
 
-    class SimilarIn(BaseModel):
-        path: str
+        @model_validator(mode="after")
+        def _something(self) -> "QueryRequest":
+            if self.text is None and not any(t.weight > 0 for t in self.terms):
+                raise ValueError("a query needs a text, or a term with a positive weight")
+            return self
+
+    class SimilarRequest(BaseModel):
+        """`mediasearch similar` as JSON: a file (indexed, or any picture or video on the daemon's machine)."""
+
+        model_config = ConfigDict(strict=True)
+
+        path: str = Field(min_length=1)
         limit: int = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
         path_prefix: str | None = None
         tags: list[str] = Field(default_factory=list)
-        after: float | str | None = None
-        before: float | str | None = None
+        after: Annotated[float | str | None, _date_schema(), _date_check()] = None
+        before: Annotated[float | str | None, _date_schema(), _date_check()] = None
         sort: Literal["score", "date"] = "score"
         model: str | None = None
 
-    class HitOut(BaseModel):
-        path: str
-        score: float
-        calibrated: float
-        kind: str
-        timestamp: float | None
-        start: float | None
-        end: float | None
-        tags: list[str]
+    searching = errors(400, 404, 409, 422, 503)
 
-    @app.post("/query", dependencies=guarded, response_model=list[HitOut], tags=["search"])
-    def query(body: QueryIn) -> list[dict[str, Any]]:
+    @app.post("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
+    def query(body: QueryRequest) -> list[dict[str, Any]]:
         """Nearest items to texts and example images (negative weights subtract), best first."""
         with _query_of(body) as parsed:
             return service.query(parsed, body.model)
 
-    @app.get("/query", dependencies=guarded, response_model=list[HitOut], tags=["search"])
+    @app.get("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
     def query_get(
-        q: str, limit: Annotated[int, Param(ge=1, le=10000)] = 10, kind: Literal["image", "video"] | None = None
+        q: Annotated[str, Param(min_length=1)],
+        limit: Annotated[int, Param(ge=1, le=10000)] = 10,
+        kind: Literal["image", "video"] | None = None,
     ) -> list[dict[str, Any]]:
         """The same for a plain text (the search page uses it)."""
-        return service.query(_to_query(QueryIn(text=q, limit=limit, kind=kind)))
+        return service.query(Query(terms=(_text_term(q),), limit=limit, kind=kind))
 
-    @app.post("/similar", dependencies=guarded, response_model=list[HitOut], tags=["search"])
-    def similar(body: SimilarIn) -> list[dict[str, Any]]:
-        """Items that look like a file (indexed or not), with the query's filters."""
-        return service.similar(body.path, Query(**_filters(body)), body.model)
+    @app.post("/similar", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
+    def similar(body: SimilarRequest) -> list[dict[str, Any]]:
+        """Items that look like a file (indexed or not), with the query's filters; 404 for a path that is
+        neither indexed nor a file."""
+        parsed = Query(**_filters(body))
+        try:
+            return service.similar(body.path, parsed, body.model)
+        except QueryError as exc:
+            if not os.path.isfile(os.path.abspath(body.path)) and type(exc) is QueryError:
+                raise MissingFileError(str(exc)) from None
+            raise
+
+
+def _text_term(text: str) -> Any:
+    from mediasearch.library.requests import Term
+
+    return Term("text", text)
 
 
 def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from mediasearch.library.requests import IndexOptions
+    from mediasearch.library.types import ForgetReport, IndexReport, Status, TagReport
 
-    class IndexIn(BaseModel):
+
+    class IndexRequest(BaseModel):
         """`mediasearch index` as JSON; ``watch`` also adds the paths to the watched roots."""
 
-        paths: list[str] = Field(min_length=1)
+        model_config = ConfigDict(strict=True)
+
+        paths: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
         frame_interval: float = Field(2.0, gt=0)
         max_frames: int = Field(600, ge=1)
         batch_size: int = Field(0, ge=0)
@@ -301,20 +490,40 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         watch: bool = False
         model: str | None = None
 
-    class PathIn(BaseModel):
-        path: str
+    class ForgetRequest(BaseModel):
+        model_config = ConfigDict(strict=True)
 
-    class TagIn(BaseModel):
-        vocab: str | None = Field(default=None, description="a vocabulary file on the daemon's machine")
-        prompts: str | None = Field(default=None, description="a learned-prompts file on the daemon's machine")
+        path: str = Field(min_length=1)
 
-    @app.get("/status", dependencies=guarded, tags=["daemon"])
+    class TagRequest(BaseModel):
+        """A vocabulary file or a learned-prompts file (on the daemon's machine), not both; neither: built-in."""
+
+        model_config = ConfigDict(
+            strict=True,
+            json_schema_extra={
+                "anyOf": [{"properties": {"vocab": {"type": "null"}}}, {"properties": {"prompts": {"type": "null"}}}]
+            },
+        )
+
+        vocab: str | None = Field(default=None, min_length=1, description="a vocabulary file on the daemon's machine")
+        prompts: str | None = Field(
+            default=None, min_length=1, description="a learned-prompts file on the daemon's machine"
+        )
+
+        @model_validator(mode="after")
+        def _not_both(self) -> "TagRequest":
+            if self.vocab is not None and self.prompts is not None:
+                raise ValueError("give a vocabulary or learned prompts, not both")
+            return self
+
+    @app.get("/status", dependencies=guarded, response_model=Status, responses=errors(503), tags=["daemon"])
     def status() -> dict[str, Any]:
         """`status --json`, plus a ``daemon`` section (roots, watching mode, busy, last rescan)."""
         return service.status()
 
-    @app.post("/index", dependencies=guarded, tags=["index"])
-    def index(body: IndexIn) -> dict[str, Any]:
+    @app.post("/index", dependencies=guarded, response_model=IndexReport, responses=errors(400, 409, 422, 503),
+              tags=["index"])
+    def index(body: IndexRequest) -> dict[str, Any]:
         """Bring the index in step with folders (or files); answers `index --json` when done."""
         options = IndexOptions(
             body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
@@ -322,17 +531,22 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 
-    @app.post("/forget", dependencies=guarded, tags=["index"])
-    def forget(body: PathIn) -> dict[str, Any]:
+    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(422, 503),
+              tags=["index"])
+    def forget(body: ForgetRequest) -> dict[str, Any]:
         """Drop a folder (or file) from the index, and stop watching roots under it."""
         return service.forget(body.path)
 
-    @app.post("/tag", dependencies=guarded, tags=["index"])
-    def tag(body: TagIn) -> dict[str, Any]:
-        """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab``)."""
-        return service.tag(body.vocab, body.prompts)
+    @app.post("/tag", dependencies=guarded, response_model=TagReport, responses=errors(400, 404, 422, 503),
+              tags=["index"])
+    def tag(body: TagRequest) -> dict[str, Any]:
+        """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab`` or ``prompts``); 404 for
+        a file that does not exist."""
+        vocab = _existing_file(body.vocab) if body.vocab is not None else None
+        prompts = _existing_file(body.prompts) if body.prompts is not None else None
+        return service.tag(vocab, prompts)
 
-    @app.get("/tags", dependencies=guarded, tags=["search"])
+    @app.get("/tags", dependencies=guarded, response_model=dict[str, int], responses=errors(503), tags=["search"])
     def tags() -> dict[str, int]:
         """The tags in the index, with how many files carry each."""
         return service.tags()
@@ -343,7 +557,17 @@ def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     from fastapi import Query as Param
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
-    @app.get("/thumbnail", dependencies=guarded, tags=["search"], response_class=Response)
+    jpeg: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/jpeg": {}}, "description": "the thumbnail"},
+        304: {"description": "unchanged"},
+    }
+    original: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/*": {}, "video/*": {}}, "description": "the file"},
+        206: {"description": "the part of the file a Range asked for"},
+    }
+
+    @app.get("/thumbnail", dependencies=guarded, tags=["search"], response_class=Response,
+             responses={**jpeg, **errors(404, 422, 503)})
     def thumbnail(
         path: str,
         size: Annotated[int, Param(ge=16, le=2048)] = 256,
@@ -359,7 +583,8 @@ def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse)
+    @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse,
+             responses={**original, **errors(404, 422, 503)})
     def media(path: str) -> FileResponse:
         """The original of an indexed file (404 for any other path), with HTTP ranges for seeking."""
         real, _ = service.media(path)
