@@ -168,7 +168,10 @@ def _error_handlers(app: Any) -> None:
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         known = exc.status_code in _PHRASES
         kind = "".join(HTTPStatus(exc.status_code).phrase.title().split()) if known else "HTTPError"
-        return JSONResponse({"error": str(exc.detail), "kind": kind}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # the router names the first route's methods; a path may have several
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"error": str(exc.detail), "kind": kind}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -180,6 +183,16 @@ def _error_handlers(app: Any) -> None:
 
 
 _PHRASES = {s.value for s in HTTPStatus}
+
+
+def _allowed_methods(request: Any) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's ``Allow``)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _location(error: dict[str, Any]) -> str:
@@ -344,6 +357,13 @@ def _date_schema() -> Any:
     })
 
 
+def _whole() -> Any:
+    """Take a whole number written as a float (``46.0``): JSON Schema's integers include them; no bools."""
+    from pydantic import BeforeValidator
+
+    return BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+
+
 def _date_check() -> Any:
     from pydantic import AfterValidator
 
@@ -400,7 +420,7 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         text: str | None = Field(None, min_length=1)
         terms: list[Term] = Field(default_factory=list)
         raw: bool = False
-        limit: int = Field(10, ge=1, le=10000)
+        limit: Annotated[int, _whole()] = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
         path_prefix: str | None = None
         tags: list[str] = Field(default_factory=list)
@@ -422,7 +442,7 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         model_config = ConfigDict(strict=True)
 
         path: str = Field(min_length=1)
-        limit: int = Field(10, ge=1, le=10000)
+        limit: Annotated[int, _whole()] = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
         path_prefix: str | None = None
         tags: list[str] = Field(default_factory=list)
@@ -481,9 +501,9 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
         paths: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
         frame_interval: float = Field(2.0, gt=0)
-        max_frames: int = Field(600, ge=1)
-        batch_size: int = Field(0, ge=0)
-        workers: int = Field(0, ge=0)
+        max_frames: Annotated[int, _whole()] = Field(600, ge=1)
+        batch_size: Annotated[int, _whole()] = Field(0, ge=0)
+        workers: Annotated[int, _whole()] = Field(0, ge=0)
         include_hidden: bool = False
         exact_times: bool = False
         tag: bool | None = None
@@ -531,7 +551,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 
-    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(422, 503),
+    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(400, 422, 503),
               tags=["index"])
     def forget(body: ForgetRequest) -> dict[str, Any]:
         """Drop a folder (or file) from the index, and stop watching roots under it."""
