@@ -106,6 +106,7 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
         title="mediasearch",
         version=__version__,
         description="Semantic search over photo and video folders (the mediasearch daemon).",
+        generate_unique_id_function=_operation_id,
     )
 
     _error_handlers(app)
@@ -121,6 +122,11 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
     return app
+
+
+def _operation_id(route: Any) -> str:
+    """Each operation is named after its route function (``query``, ``status``): generated clients read well."""
+    return str(route.name)
 
 
 ERROR_MEANINGS = {
@@ -271,7 +277,7 @@ def _save_upload(data: str, folder: str, n: int) -> str:
 @contextlib.contextmanager
 def _query_of(body: Any) -> Iterator["Query"]:
     """The body's Query; images sent as bytes live in a temporary folder while it runs."""
-    if not any(t.data is not None for t in body.terms):
+    if not any(t.data for t in body.terms):
         yield _to_query(body)
         return
     with tempfile.TemporaryDirectory(prefix="mediasearch-upload-") as folder:
@@ -284,7 +290,7 @@ def _to_query(body: Any, uploads: str | None = None) -> "Query":
 
     terms = [Term("text", body.text)] if body.text else []
     for n, t in enumerate(body.terms):
-        if t.data is not None and uploads:
+        if t.data and uploads:
             value = _save_upload(t.data, uploads, n)
         else:
             value = _existing_file(t.value) if t.kind == "image" else t.value
@@ -334,12 +340,19 @@ def _existing_file(path: str) -> str:
 
 
 STRING, NULL = {"type": "string"}, {"type": "null"}
-# A text term has a value and no data; an image term a value (a file) or data (its bytes).
-TERM_SOURCES: list[Any] = [
-    {"properties": {"kind": {"const": "text"}, "value": STRING, "data": NULL}, "required": ["value"]},
-    {"properties": {"kind": {"const": "image"}, "value": STRING}, "required": ["kind", "value"]},
-    {"properties": {"kind": {"const": "image"}, "data": STRING}, "required": ["kind", "data"]},
-]
+# The requests' rules that span fields, as `if`/`not` (what no request may be): validators read them
+# exactly, and client generators, which make a union type of every `anyOf`, leave them alone.
+# A text term has a value and no data; an image term a value (a file) or data (its bytes), not both.
+TERM_SOURCES: dict[str, Any] = {
+    "if": {"properties": {"kind": {"const": "image"}}, "required": ["kind"]},
+    "then": {"oneOf": [{"required": ["value"]}, {"required": ["data"]}]},
+    "else": {"required": ["value"], "not": {"required": ["data"]}},
+}
+POSITIVE_TERM: dict[str, Any] = {
+    "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"exclusiveMinimum": 0}}}]
+}
+NOT_A_QUERY: dict[str, Any] = {"properties": {"text": NULL, "terms": {"not": {"contains": POSITIVE_TERM}}}}
+NOT_A_TAGGING: dict[str, Any] = {"properties": {"vocab": STRING, "prompts": STRING}, "required": ["vocab", "prompts"]}
 
 
 def _date_schema() -> Any:
@@ -381,12 +394,16 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     class Term(BaseModel):
         """A text, or an image (a file on the daemon's machine, or its bytes); a negative weight subtracts."""
 
-        model_config = ConfigDict(strict=True, json_schema_extra={"anyOf": TERM_SOURCES})
+        model_config = ConfigDict(strict=True, json_schema_extra=TERM_SOURCES)
 
         kind: Literal["text", "image"] = "text"
-        value: str | None = Field(None, min_length=1, description="the text, or an image file on the daemon's machine")
-        data: str | None = Field(
-            default=None,
+        # No default in the schema (a factory's is not shown): a client that sends defaults must not send "".
+        value: str = Field(
+            default_factory=str, min_length=1, description="the text, or an image file on the daemon's machine"
+        )
+        data: str = Field(
+            default_factory=str,
+            min_length=1,
             description="an image's bytes in base64 (or a data: URL), instead of a file",
             json_schema_extra={"format": IMAGE_FORMAT},
         )
@@ -394,28 +411,16 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
         @model_validator(mode="after")
         def _one_source(self) -> "Term":
-            if self.kind == "text" and (self.data is not None or self.value is None):
+            if self.kind == "text" and (self.data or not self.value):
                 raise ValueError("a text term needs a value, and no data")
-            if self.kind == "image" and self.value is None and self.data is None:
-                raise ValueError("an image term needs a value (a file) or data")
+            if self.kind == "image" and bool(self.value) == bool(self.data):
+                raise ValueError("an image term needs a value (a file) or data, not both")
             return self
-
-    positive: dict[str, Any] = {
-        "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"exclusiveMinimum": 0}}}]
-    }
 
     class QueryRequest(BaseModel):
         """`mediasearch query` as JSON: a ``text`` (one text term), or ``terms`` of which one weighs more than 0."""
 
-        model_config = ConfigDict(
-            strict=True,
-            json_schema_extra={
-                "anyOf": [
-                    {"properties": {"text": {"type": "string"}}, "required": ["text"]},
-                    {"properties": {"terms": {"contains": positive}}, "required": ["terms"]},
-                ]
-            },
-        )
+        model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_QUERY})
 
         text: str | None = Field(None, min_length=1)
         terms: list[Term] = Field(default_factory=list)
@@ -518,12 +523,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     class TagRequest(BaseModel):
         """A vocabulary file or a learned-prompts file (on the daemon's machine), not both; neither: built-in."""
 
-        model_config = ConfigDict(
-            strict=True,
-            json_schema_extra={
-                "anyOf": [{"properties": {"vocab": {"type": "null"}}}, {"properties": {"prompts": {"type": "null"}}}]
-            },
-        )
+        model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_TAGGING})
 
         vocab: str | None = Field(default=None, min_length=1, description="a vocabulary file on the daemon's machine")
         prompts: str | None = Field(
