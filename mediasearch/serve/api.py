@@ -312,6 +312,7 @@ def _filters(body: Any) -> dict[str, Any]:
 
 
 DATE_PATTERN = r"^[1-9][0-9]{3}(-(0[1-9]|1[0-2]))?$"
+MIN_POSITIVE_WEIGHT = 0.001  # a lighter term does not make a query: alone, it could not be normalised
 WEIGHT_LIMIT = 100.0  # beyond it a sum of unit vectors may overflow: the query could not be normalised
 IMAGE_FORMAT = "mediasearch-image"  # a string format: a JPEG, PNG, WebP, GIF, BMP or TIFF picture in base64
 
@@ -349,7 +350,7 @@ TERM_SOURCES: dict[str, Any] = {
     "else": {"required": ["value"], "not": {"required": ["data"]}},
 }
 POSITIVE_TERM: dict[str, Any] = {
-    "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"exclusiveMinimum": 0}}}]
+    "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"minimum": MIN_POSITIVE_WEIGHT}}}]
 }
 NOT_A_QUERY: dict[str, Any] = {"properties": {"text": NULL, "terms": {"not": {"contains": POSITIVE_TERM}}}}
 NOT_A_TAGGING: dict[str, Any] = {"properties": {"vocab": STRING, "prompts": STRING}, "required": ["vocab", "prompts"]}
@@ -418,7 +419,7 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
             return self
 
     class QueryRequest(BaseModel):
-        """`mediasearch query` as JSON: a ``text`` (one text term), or ``terms`` of which one weighs more than 0."""
+        """`mediasearch query` as JSON: a ``text`` (one text term), or ``terms`` of which one weighs at least 0.001."""
 
         model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_QUERY})
 
@@ -437,8 +438,8 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
         @model_validator(mode="after")
         def _something(self) -> "QueryRequest":
-            if self.text is None and not any(t.weight > 0 for t in self.terms):
-                raise ValueError("a query needs a text, or a term with a positive weight")
+            if self.text is None and not any(t.weight >= MIN_POSITIVE_WEIGHT for t in self.terms):
+                raise ValueError(f"a query needs a text, or a term with a weight of at least {MIN_POSITIVE_WEIGHT}")
             return self
 
     class SimilarRequest(BaseModel):

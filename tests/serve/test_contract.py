@@ -82,6 +82,9 @@ def _post(served: Served, route: str, body: Any, token: str | None = "") -> tupl
         ("/index", {"paths": [""]}),
         ("/query", {}),  # a query needs a text or a term
         ("/query", {"terms": [{"value": "a red circle", "weight": -1}]}),  # ... with a positive weight
+        ("/query", {"terms": [{"value": "a red circle", "weight": 1e-300}]}),  # (too light to normalise)
+        ("/query", {"terms": [{"kind": "text", "value": "a red circle", "data": "iVBORw0KGgo="}]}),
+        ("/query", {"terms": [{"kind": "image"}]}),  # an image term needs a file or data
         ("/query", {"text": "a red circle", "raw": 1}),
         ("/query", {"text": "a red circle", "after": "2024-02-30"}),
         ("/similar", {"path": ""}),  # paths are non-empty
@@ -109,9 +112,8 @@ def test_the_spec_declares_every_status_with_the_error_model(served: Served) -> 
 
 
 def test_errors_answer_in_the_error_model(served: Served) -> None:
-    assert _post(served, "/query", {"text": "a red circle"}, token="not-the-token")[0] == 401
     status, answer = _post(served, "/query", {"text": "a red circle"}, token="not-the-token")
-    assert answer == {"error": answer["error"], "kind": "Unauthorized"}
+    assert status == 401 and answer == {"error": answer["error"], "kind": "Unauthorized"}
     status, answer = _post(served, "/similar", {"path": "/nonexistent/picture.png"})
     assert status == 404 and answer["kind"] == "MissingFileError", answer
     status, answer = _post(served, "/query", {"terms": [{"kind": "image", "value": "/nonexistent/x.png"}]})
