@@ -12,7 +12,17 @@ from typing import Any
 from mediasearch.index.options import IndexSummary as IndexReport
 from mediasearch.search.query import Hit
 
-__all__ = ["Classification", "Embedding", "FileError", "Hit", "IndexReport", "LabelProb", "Status", "TagReport"]
+__all__ = [
+    "Classification",
+    "Embedding",
+    "FileError",
+    "ForgetReport",
+    "Hit",
+    "IndexReport",
+    "LabelProb",
+    "Status",
+    "TagReport",
+]
 
 
 @dataclass
@@ -81,3 +91,11 @@ class Embedding:
     def to_json(self) -> dict[str, Any]:
         key = {"path": self.path} if self.path is not None else {"text": self.text}
         return {**key, "embedding": self.embedding}
+
+
+@dataclass
+class ForgetReport:
+    """``POST /forget``'s answer: the path forgotten (absolute) and how many files were dropped."""
+
+    path: str
+    files: int

@@ -20,6 +20,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from mediasearch import __version__
@@ -81,10 +82,14 @@ class ServiceLike(Protocol):
     def media(self, path: str) -> "ServedFile": ...
 
 
+class MissingFileError(QueryError):
+    """A file a request names (an image to search by, a vocabulary) is not a file on the daemon's machine."""
+
+
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
     name = type(exc).__name__
-    if name == "NotIndexedError":
+    if name in ("NotIndexedError", "MissingFileError"):
         return 404
     if name == "NotReadyError":
         return 503
@@ -96,20 +101,19 @@ def status_code(exc: MediaSearchError) -> int:
 
 def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[str, Any]] | None = None) -> Any:
     """The FastAPI app over ``service``; ``token`` guards everything but health, docs and the page."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi import Depends, FastAPI
 
     app = FastAPI(
         title="mediasearch",
         version=__version__,
         description="Semantic search over photo and video folders (the mediasearch daemon).",
+        generate_unique_id_function=_operation_id,
     )
 
-    @app.exception_handler(MediaSearchError)
-    def domain_error(request: Request, exc: MediaSearchError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status_code(exc))
+    _error_handlers(app)
+    health_out = _health_model()
 
-    @app.get("/health", tags=["daemon"])
+    @app.get("/health", tags=["daemon"], response_model=health_out)
     def health() -> dict[str, Any]:
         """Liveness (no token): the state, and the instance id the port file names."""
         return {"ok": True, "state": service.state, "message": service.message, **(instance() if instance else {})}
@@ -119,6 +123,104 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
     return app
+
+
+def _operation_id(route: Any) -> str:
+    """Each operation is named after its route function (``query``, ``status``): generated clients read well."""
+    return str(route.name)
+
+
+ERROR_MEANINGS = {
+    400: "a request the daemon cannot run (a bad query, a file that is not what it should be)",
+    401: "no valid token",
+    404: "a path that is not indexed, or a file the request names that does not exist",
+    409: "the request names another model than the daemon's",
+    422: "a request that does not match this schema (or a media file that cannot be decoded)",
+    503: "the daemon is starting, stopping or rebuilding its index, or its store failed: try again",
+}
+
+
+@functools.cache
+def error_model() -> Any:
+    """The one shape of every error answer: ``{"error": "one line", "kind": "QueryError"}``."""
+    from pydantic import BaseModel, Field
+
+    class Error(BaseModel):
+        """An error: one line a user can act on, and the kind of error (a `mediasearch.errors` class name)."""
+
+        error: str
+        kind: str = Field(description="the error's class, e.g. QueryError, NotIndexedError, ValidationError")
+        detail: list[dict[str, Any]] | None = Field(default=None, description="what failed validation (422)")
+
+    return Error
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that can answer these error statuses (401 is added: every guarded route)."""
+    return {code: {"model": error_model(), "description": ERROR_MEANINGS[code]} for code in sorted({401, *codes})}
+
+
+def _error_handlers(app: Any) -> None:
+    """Every error answer in the one error model: domain errors, HTTP errors (401, 404, 405), validation."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(MediaSearchError)
+    def domain_error(request: Request, exc: MediaSearchError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status_code(exc))
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        known = exc.status_code in _PHRASES
+        kind = "".join(HTTPStatus(exc.status_code).phrase.title().split()) if known else "HTTPError"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # the router names the first route's methods; a path may have several
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"error": str(exc.detail), "kind": kind}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from fastapi.encoders import jsonable_encoder
+
+        detail = jsonable_encoder(exc.errors())
+        first = "; ".join(f"{_location(d)}: {d.get('msg', '')}" for d in detail[:3]) or "invalid request"
+        return JSONResponse({"error": first, "kind": "ValidationError", "detail": detail}, status_code=422)
+
+
+_PHRASES = {s.value for s in HTTPStatus}
+
+
+def _allowed_methods(request: Any) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's ``Allow``)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _location(error: dict[str, Any]) -> str:
+    """Where a validation error is: ``body.terms.0.value``."""
+    return ".".join(str(part) for part in error.get("loc", ()))
+
+
+@functools.cache
+def _health_model() -> Any:
+    from pydantic import BaseModel
+
+    class Health(BaseModel):
+        """``GET /health``: alive, its state (starting, ready, busy, stopping) and the port file's instance."""
+
+        ok: bool
+        state: str
+        message: str
+        instance: str | None = None
+        pid: int | None = None
+
+    return Health
 
 
 def _token_check(token: str) -> Callable[..., None]:
@@ -189,7 +291,10 @@ def _to_query(body: Any, uploads: str | None = None) -> "Query":
 
     terms = [Term("text", body.text)] if body.text else []
     for n, t in enumerate(body.terms):
-        value = _save_upload(t.data, uploads, n) if t.data and uploads else t.value
+        if t.data and uploads:
+            value = _save_upload(t.data, uploads, n)
+        else:
+            value = _existing_file(t.value) if t.kind == "image" else t.value
         terms.append(Term(t.kind, value, t.weight))
     return Query(terms=tuple(terms), raw=body.raw, min_score=body.min_score, **_filters(body))
 
@@ -207,115 +312,240 @@ def _filters(body: Any) -> dict[str, Any]:
     }
 
 
+DATE_PATTERN = r"^[1-9][0-9]{3}(-(0[1-9]|1[0-2]))?$"
+MIN_POSITIVE_WEIGHT = 0.001  # a lighter term does not make a query: alone, it could not be normalised
+WEIGHT_LIMIT = 100.0  # beyond it a sum of unit vectors may overflow: the query could not be normalised
+IMAGE_FORMAT = "mediasearch-image"  # a string format: a JPEG, PNG, WebP, GIF, BMP or TIFF picture in base64
+
+
+def _date_text(value: str) -> str:
+    """A date filter's text: ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (what the schema says, exactly)."""
+    import datetime as dt
+    import re
+
+    if not re.fullmatch(DATE_PATTERN, value):
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("a date is YYYY, YYYY-MM or YYYY-MM-DD (or a unix time as a number)") from None
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise ValueError("a date is YYYY, YYYY-MM or YYYY-MM-DD (or a unix time as a number)")
+    return value
+
+
+def _existing_file(path: str) -> str:
+    """``path`` (absolute) if it is a regular file on this machine, else a 404."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"no such file: {path}")
+    return path
+
+
+STRING, NULL = {"type": "string"}, {"type": "null"}
+# The requests' rules that span fields, as `if`/`not` (what no request may be): validators read them
+# exactly, and client generators, which make a union type of every `anyOf`, leave them alone.
+# A text term has a value and no data; an image term a value (a file) or data (its bytes), not both.
+TERM_SOURCES: dict[str, Any] = {
+    "if": {"properties": {"kind": {"const": "image"}}, "required": ["kind"]},
+    "then": {"oneOf": [{"required": ["value"]}, {"required": ["data"]}]},
+    "else": {"required": ["value"], "not": {"required": ["data"]}},
+}
+POSITIVE_TERM: dict[str, Any] = {
+    "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"minimum": MIN_POSITIVE_WEIGHT}}}]
+}
+NOT_A_QUERY: dict[str, Any] = {"properties": {"text": NULL, "terms": {"not": {"contains": POSITIVE_TERM}}}}
+NOT_A_TAGGING: dict[str, Any] = {"properties": {"vocab": STRING, "prompts": STRING}, "required": ["vocab", "prompts"]}
+
+
+def _date_schema() -> Any:
+    """A date filter's schema: a unix time, or a date as text (what `_date_text` accepts, exactly)."""
+    from pydantic import WithJsonSchema
+
+    return WithJsonSchema({
+        "anyOf": [
+            {"type": "number"},
+            {"type": "string", "format": "date"},
+            {"type": "string", "pattern": DATE_PATTERN},
+            {"type": "null"},
+        ],
+        "description": "a unix time, or YYYY, YYYY-MM or YYYY-MM-DD (local time)",
+    })
+
+
+def _whole() -> Any:
+    """Take a whole number written as a float (``46.0``): JSON Schema's integers include them; no bools."""
+    from pydantic import BeforeValidator
+
+    return BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+
+
+def _date_check() -> Any:
+    from pydantic import AfterValidator
+
+    return AfterValidator(lambda v: _date_text(v) if isinstance(v, str) else v)
+
+
 def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     from fastapi import Query as Param
-    from pydantic import BaseModel, Field, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from mediasearch.library.requests import Query
+    from mediasearch.library.types import Hit
 
-    class TermIn(BaseModel):
+
+    class Term(BaseModel):
+        """A text, or an image (a file on the daemon's machine, or its bytes); a negative weight subtracts."""
+
+        model_config = ConfigDict(strict=True, json_schema_extra=TERM_SOURCES)
+
         kind: Literal["text", "image"] = "text"
-        value: str = Field("", description="the text, or an image file on the daemon's machine")
-        data: str | None = Field(default=None, description="an image's bytes in base64 (or a data: URL) instead")
-        weight: float = 1.0
+        # No default in the schema (a factory's is not shown): a client that sends defaults must not send "".
+        value: str = Field(
+            default_factory=str, min_length=1, description="the text, or an image file on the daemon's machine"
+        )
+        data: str = Field(
+            default_factory=str,
+            min_length=1,
+            description="an image's bytes in base64 (or a data: URL), instead of a file",
+            json_schema_extra={"format": IMAGE_FORMAT},
+        )
+        weight: float = Field(1.0, ge=-WEIGHT_LIMIT, le=WEIGHT_LIMIT)
 
         @model_validator(mode="after")
-        def _one_source(self) -> "TermIn":
-            if self.data is not None and self.kind != "image":
-                raise ValueError("only an image term can carry data")
-            if not self.value and not self.data:
-                raise ValueError("a term needs a value (or, for an image, data)")
+        def _one_source(self) -> "Term":
+            if self.kind == "text" and (self.data or not self.value):
+                raise ValueError("a text term needs a value, and no data")
+            if self.kind == "image" and bool(self.value) == bool(self.data):
+                raise ValueError("an image term needs a value (a file) or data, not both")
             return self
 
-    class QueryIn(BaseModel):
-        """`mediasearch query` as JSON; ``text`` is a shorthand for one text term."""
+    class QueryRequest(BaseModel):
+        """`mediasearch query` as JSON: a ``text`` (one text term), or ``terms`` of which one weighs at least 0.001."""
 
-        text: str | None = None
-        terms: list[TermIn] = Field(default_factory=list)
+        model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_QUERY})
+
+        text: str | None = Field(None, min_length=1)
+        terms: list[Term] = Field(default_factory=list)
         raw: bool = False
-        limit: int = Field(10, ge=1, le=10000)
+        limit: Annotated[int, _whole()] = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
         path_prefix: str | None = None
         tags: list[str] = Field(default_factory=list)
-        after: float | str | None = Field(default=None, description="unix time, or YYYY[-MM[-DD]]")
-        before: float | str | None = Field(default=None, description="unix time, or YYYY[-MM[-DD]]")
+        after: Annotated[float | str | None, _date_schema(), _date_check()] = None
+        before: Annotated[float | str | None, _date_schema(), _date_check()] = None
         min_score: float | None = None
         sort: Literal["score", "date"] = "score"
-        model: str | None = Field(default=None, description="refuse unless the daemon answers with this model")
+        model: str | None = Field(default=None, description="refuse (409) unless the daemon answers with this model")
 
-    class SimilarIn(BaseModel):
-        path: str
-        limit: int = Field(10, ge=1, le=10000)
+        @model_validator(mode="after")
+        def _something(self) -> "QueryRequest":
+            if self.text is None and not any(t.weight >= MIN_POSITIVE_WEIGHT for t in self.terms):
+                raise ValueError(f"a query needs a text, or a term with a weight of at least {MIN_POSITIVE_WEIGHT}")
+            return self
+
+    class SimilarRequest(BaseModel):
+        """`mediasearch similar` as JSON: a file (indexed, or any picture or video on the daemon's machine)."""
+
+        model_config = ConfigDict(strict=True)
+
+        path: str = Field(min_length=1)
+        limit: Annotated[int, _whole()] = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
         path_prefix: str | None = None
         tags: list[str] = Field(default_factory=list)
-        after: float | str | None = None
-        before: float | str | None = None
+        after: Annotated[float | str | None, _date_schema(), _date_check()] = None
+        before: Annotated[float | str | None, _date_schema(), _date_check()] = None
         sort: Literal["score", "date"] = "score"
         model: str | None = None
 
-    class HitOut(BaseModel):
-        path: str
-        score: float
-        calibrated: float
-        kind: str
-        timestamp: float | None
-        start: float | None
-        end: float | None
-        tags: list[str]
+    searching = errors(400, 404, 409, 422, 503)
 
-    @app.post("/query", dependencies=guarded, response_model=list[HitOut], tags=["search"])
-    def query(body: QueryIn) -> list[dict[str, Any]]:
+    @app.post("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
+    def query(body: QueryRequest) -> list[dict[str, Any]]:
         """Nearest items to texts and example images (negative weights subtract), best first."""
         with _query_of(body) as parsed:
             return service.query(parsed, body.model)
 
-    @app.get("/query", dependencies=guarded, response_model=list[HitOut], tags=["search"])
+    @app.get("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
     def query_get(
-        q: str, limit: Annotated[int, Param(ge=1, le=10000)] = 10, kind: Literal["image", "video"] | None = None
+        q: Annotated[str, Param(min_length=1)],
+        limit: Annotated[int, Param(ge=1, le=10000)] = 10,
+        kind: Literal["image", "video"] | None = None,
     ) -> list[dict[str, Any]]:
         """The same for a plain text (the search page uses it)."""
-        return service.query(_to_query(QueryIn(text=q, limit=limit, kind=kind)))
+        return service.query(Query(terms=(_text_term(q),), limit=limit, kind=kind))
 
-    @app.post("/similar", dependencies=guarded, response_model=list[HitOut], tags=["search"])
-    def similar(body: SimilarIn) -> list[dict[str, Any]]:
-        """Items that look like a file (indexed or not), with the query's filters."""
-        return service.similar(body.path, Query(**_filters(body)), body.model)
+    @app.post("/similar", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
+    def similar(body: SimilarRequest) -> list[dict[str, Any]]:
+        """Items that look like a file (indexed or not), with the query's filters; 404 for a path that is
+        neither indexed nor a file."""
+        parsed = Query(**_filters(body))
+        try:
+            return service.similar(body.path, parsed, body.model)
+        except QueryError as exc:
+            if not os.path.isfile(os.path.abspath(body.path)) and type(exc) is QueryError:
+                raise MissingFileError(str(exc)) from None
+            raise
+
+
+def _text_term(text: str) -> Any:
+    from mediasearch.library.requests import Term
+
+    return Term("text", text)
 
 
 def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from mediasearch.library.requests import IndexOptions
+    from mediasearch.library.types import ForgetReport, IndexReport, Status, TagReport
 
-    class IndexIn(BaseModel):
+
+    class IndexRequest(BaseModel):
         """`mediasearch index` as JSON; ``watch`` also adds the paths to the watched roots."""
 
-        paths: list[str] = Field(min_length=1)
+        model_config = ConfigDict(strict=True)
+
+        paths: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
         frame_interval: float = Field(2.0, gt=0)
-        max_frames: int = Field(600, ge=1)
-        batch_size: int = Field(0, ge=0)
-        workers: int = Field(0, ge=0)
+        max_frames: Annotated[int, _whole()] = Field(600, ge=1)
+        batch_size: Annotated[int, _whole()] = Field(0, ge=0)
+        workers: Annotated[int, _whole()] = Field(0, ge=0)
         include_hidden: bool = False
         exact_times: bool = False
         tag: bool | None = None
         watch: bool = False
         model: str | None = None
 
-    class PathIn(BaseModel):
-        path: str
+    class ForgetRequest(BaseModel):
+        model_config = ConfigDict(strict=True)
 
-    class TagIn(BaseModel):
-        vocab: str | None = Field(default=None, description="a vocabulary file on the daemon's machine")
-        prompts: str | None = Field(default=None, description="a learned-prompts file on the daemon's machine")
+        path: str = Field(min_length=1)
 
-    @app.get("/status", dependencies=guarded, tags=["daemon"])
+    class TagRequest(BaseModel):
+        """A vocabulary file or a learned-prompts file (on the daemon's machine), not both; neither: built-in."""
+
+        model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_TAGGING})
+
+        vocab: str | None = Field(default=None, min_length=1, description="a vocabulary file on the daemon's machine")
+        prompts: str | None = Field(
+            default=None, min_length=1, description="a learned-prompts file on the daemon's machine"
+        )
+
+        @model_validator(mode="after")
+        def _not_both(self) -> "TagRequest":
+            if self.vocab is not None and self.prompts is not None:
+                raise ValueError("give a vocabulary or learned prompts, not both")
+            return self
+
+    @app.get("/status", dependencies=guarded, response_model=Status, responses=errors(503), tags=["daemon"])
     def status() -> dict[str, Any]:
         """`status --json`, plus a ``daemon`` section (roots, watching mode, busy, last rescan)."""
         return service.status()
 
-    @app.post("/index", dependencies=guarded, tags=["index"])
-    def index(body: IndexIn) -> dict[str, Any]:
+    @app.post("/index", dependencies=guarded, response_model=IndexReport, responses=errors(400, 409, 422, 503),
+              tags=["index"])
+    def index(body: IndexRequest) -> dict[str, Any]:
         """Bring the index in step with folders (or files); answers `index --json` when done."""
         options = IndexOptions(
             body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
@@ -323,17 +553,22 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 
-    @app.post("/forget", dependencies=guarded, tags=["index"])
-    def forget(body: PathIn) -> dict[str, Any]:
+    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(400, 422, 503),
+              tags=["index"])
+    def forget(body: ForgetRequest) -> dict[str, Any]:
         """Drop a folder (or file) from the index, and stop watching roots under it."""
         return service.forget(body.path)
 
-    @app.post("/tag", dependencies=guarded, tags=["index"])
-    def tag(body: TagIn) -> dict[str, Any]:
-        """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab``)."""
-        return service.tag(body.vocab, body.prompts)
+    @app.post("/tag", dependencies=guarded, response_model=TagReport, responses=errors(400, 404, 422, 503),
+              tags=["index"])
+    def tag(body: TagRequest) -> dict[str, Any]:
+        """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab`` or ``prompts``); 404 for
+        a file that does not exist."""
+        vocab = _existing_file(body.vocab) if body.vocab is not None else None
+        prompts = _existing_file(body.prompts) if body.prompts is not None else None
+        return service.tag(vocab, prompts)
 
-    @app.get("/tags", dependencies=guarded, tags=["search"])
+    @app.get("/tags", dependencies=guarded, response_model=dict[str, int], responses=errors(503), tags=["search"])
     def tags() -> dict[str, int]:
         """The tags in the index, with how many files carry each."""
         return service.tags()
@@ -344,7 +579,17 @@ def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
     from fastapi import Query as Param
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
-    @app.get("/thumbnail", dependencies=guarded, tags=["search"], response_class=Response)
+    jpeg: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/jpeg": {}}, "description": "the thumbnail"},
+        304: {"description": "unchanged"},
+    }
+    original: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/*": {}, "video/*": {}}, "description": "the file"},
+        206: {"description": "the part of the file a Range asked for"},
+    }
+
+    @app.get("/thumbnail", dependencies=guarded, tags=["search"], response_class=Response,
+             responses={**jpeg, **errors(404, 422, 503)})
     def thumbnail(
         path: str,
         size: Annotated[int, Param(ge=16, le=2048)] = 256,
@@ -360,7 +605,8 @@ def _file_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse)
+    @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse,
+             responses={**original, **errors(404, 422, 503)})
     def media(path: str) -> FileResponse:
         """The original of an indexed file (404 for any other path), with HTTP ranges for seeking."""
         served = service.media(path)

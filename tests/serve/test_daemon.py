@@ -418,6 +418,6 @@ def test_api_token_errors_and_openapi() -> None:
     bearer = {"Authorization": "Bearer s3cret-token-0123"}
     assert client.get("/query", params={"q": "dog"}, headers=bearer).status_code == 200
     empty = client.post("/query", json={}, headers=auth)
-    assert empty.status_code == 400 and empty.json()["kind"] == "QueryError"
+    assert empty.status_code == 422 and empty.json()["kind"] == "ValidationError"  # the schema asks for a text
     missing = client.get("/thumbnail", params={"path": "/etc/passwd", "token": "s3cret-token-0123"})
     assert missing.status_code == 404 and "not in the index" in missing.json()["error"]

@@ -224,19 +224,19 @@ def test_api_fuzz_never_a_server_error(guarded: tuple[Daemon, Path, Path]) -> No
 
 
 def test_a_bad_file_named_in_a_request_is_a_client_error(guarded: tuple[Daemon, Path, Path]) -> None:
-    """Files a request names (a vocabulary, learned prompts) that are missing or wrong: 400, not 500."""
+    """Files a request names (a vocabulary, learned prompts) that are missing (404) or wrong (400), never 500."""
     daemon, lib, _ = guarded
     assert daemon.client is not None
     info = daemon.client.info
     not_prompts = photo(lib.parent / "not_prompts.png")
-    for body in ({"prompts": "/nonexistent/p.safetensors"}, {"prompts": str(not_prompts)},
-                 {"vocab": "/nonexistent/v.txt"}):
+    for body, code in (({"prompts": "/nonexistent/p.safetensors"}, 404), ({"prompts": str(not_prompts)}, 400),
+                       ({"vocab": "/nonexistent/v.txt"}, 404)):
         request = urllib.request.Request(f"{info.url}/tag", data=json.dumps(body).encode(), method="POST",
                                          headers={"X-Mediasearch-Token": info.token,
                                                   "Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=60)
-        assert caught.value.code == 400, body
+        assert caught.value.code == code, body
 
 
 def test_daemon_survived_the_fuzzing(guarded: tuple[Daemon, Path, Path]) -> None:

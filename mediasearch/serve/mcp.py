@@ -1,0 +1,165 @@
+"""`mediasearch mcp`: the library as a Model Context Protocol server over stdio, for assistants.
+
+Tools: ``search`` (text and/or an example image, negatives, filters, a calibrated cut-off), ``similar``,
+``status`` and ``tags``; with ``--allow-index`` also ``index`` and ``forget`` (read-only otherwise).
+Each hit names a thumbnail resource, ``mediasearch://thumbnail/{key}``: the key is opaque and known
+only for files a search of this session returned, so an assistant can read no other file through it.
+
+Every call goes through `mediasearch.Library.open`, so it is forwarded to the daemon when one serves
+the home (fast: the model is warm there); otherwise the call opens the store itself and lets go of it
+when done, so the server never holds the store between calls. The SDK (`mcp`, the optional extra) is
+imported when the server starts. No ``from __future__ import annotations``: the SDK reads the tools'
+signatures to build their input schemas.
+"""
+
+import dataclasses
+import hashlib
+import importlib
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from mediasearch.errors import ConfigError, QueryError
+from mediasearch.settings import Settings
+
+THUMBNAIL_URI = "mediasearch://thumbnail/{key}"
+THUMBNAIL_SIZE = 384
+INSTRUCTIONS = (
+    "Searches the user's own photos and videos by what they show (CLIP embeddings). Use `search` with a "
+    "short description ('a red circle', 'dog on a beach'), or an example image file; `similar` for items "
+    "that look like a file; `tags` for what the library holds. Scores: `calibrated` is 0..1. Each hit "
+    "names a thumbnail resource you can read to see it."
+)
+
+
+def _about(text: str) -> Any:
+    """A parameter's description, for the tool's input schema."""
+    return Field(description=text)
+
+
+def _server_class() -> Any:
+    """The SDK's high-level server: ``MCPServer`` (mcp 2), else ``FastMCP`` (mcp 1)."""
+    try:
+        from mcp.server.mcpserver import MCPServer
+
+        return MCPServer
+    except ImportError:
+        pass
+    try:
+        fastmcp = importlib.import_module("mcp.server.fastmcp")
+    except ImportError:
+        raise ConfigError("`mediasearch mcp` needs the MCP SDK: pip install 'mediasearch[mcp]'") from None
+    return fastmcp.FastMCP
+
+
+class Tools:
+    """What the server's tools do: each opens the library (the daemon's, when one runs) for one call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.seen: dict[str, tuple[str, str, float | None]] = {}  # thumbnail key -> (path, kind, timestamp)
+
+    def _library(self) -> Any:
+        from mediasearch.library import Library
+
+        return Library.open(settings=self.settings)
+
+    def _hits(self, hits: list[Any]) -> list[dict[str, Any]]:
+        """Hits as ``query --json`` rows, each with its thumbnail's URI (remembered for this session)."""
+        rows = []
+        for hit in hits:
+            key = hashlib.sha256(f"{hit.path}\0{hit.timestamp}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
+            self.seen[key] = (hit.path, hit.kind, hit.timestamp)
+            rows.append({**dataclasses.asdict(hit), "thumbnail": THUMBNAIL_URI.format(key=key)})
+        return rows
+
+    def search(
+        self,
+        text: Annotated[str | None, _about("what to look for, in words ('a dog on a beach')")] = None,
+        image: Annotated[str | None, _about("an example image or video file (absolute path)")] = None,
+        exclude: Annotated[list[str] | None, _about("texts to subtract ('people', 'text')")] = None,
+        limit: Annotated[int, _about("how many items, at most")] = 10,
+        kind: Annotated[Literal["image", "video"] | None, _about("only images, or only videos")] = None,
+        folder: Annotated[str | None, _about("only items under this folder")] = None,
+        tags: Annotated[list[str] | None, _about("only items with all these tags")] = None,
+        after: Annotated[str | None, _about("taken on or after: YYYY, YYYY-MM or YYYY-MM-DD")] = None,
+        before: Annotated[str | None, _about("taken before: YYYY, YYYY-MM or YYYY-MM-DD")] = None,
+        min_score: Annotated[float | None, _about("only items with a calibrated score (0..1) this high")] = None,
+    ) -> list[dict[str, Any]]:
+        """Photos and video moments by what they show: a text, an example image, or both; best first.
+
+        A video appears once, with its best moment (``timestamp``) and the span that matches (``start``,
+        ``end``, seconds). ``calibrated`` is a 0..1 score; ``thumbnail`` a resource to look at the item.
+        """
+        if not text and not image:
+            raise QueryError("give a text, an image, or both")
+        with self._library() as lib:
+            hits = lib.query(
+                text, image=image, negatives=list(exclude or ()), limit=_limit(limit), kind=kind, path=folder,
+                tags=list(tags or ()), after=after, before=before, min_score=min_score,
+            )
+        return self._hits(hits)
+
+    def similar(
+        self,
+        path: Annotated[str, _about("a file (indexed, or any image or video on this machine), absolute")],
+        limit: Annotated[int, _about("how many items, at most")] = 10,
+        kind: Annotated[Literal["image", "video"] | None, _about("only images, or only videos")] = None,
+    ) -> list[dict[str, Any]]:
+        """Items that look like a file, best first (the file itself excluded when it is indexed)."""
+        with self._library() as lib:
+            return self._hits(lib.similar(path, limit=_limit(limit), kind=kind))
+
+    def status(self) -> dict[str, Any]:
+        """What is indexed (files, images, videos, frames), by which model, where, and the last run."""
+        with self._library() as lib:
+            return dataclasses.asdict(lib.status())
+
+    def tags(self) -> dict[str, int]:
+        """The tags in the library, with how many files carry each (empty until `mediasearch tag` has run)."""
+        with self._library() as lib:
+            return dict(lib.tags())
+
+    def index(self, paths: Annotated[list[str], _about("folders or files to index")]) -> dict[str, Any]:
+        """Index folders (or files): add new ones, update changed ones, drop deleted ones. Can take a while."""
+        with self._library() as lib:
+            return dataclasses.asdict(lib.index(paths))
+
+    def forget(self, path: Annotated[str, _about("a folder or file to drop")]) -> dict[str, Any]:
+        """Drop a folder (or file) and everything under it from the index (the files themselves stay)."""
+        with self._library() as lib:
+            return {"path": path, "files": lib.forget(path)}
+
+    def thumbnail(self, key: str) -> bytes:
+        """A JPEG of an item a search of this session returned (a video's best moment)."""
+        from mediasearch.media.thumbnails import make_thumbnail
+
+        if key not in self.seen:
+            raise QueryError("unknown thumbnail: search first, then read the thumbnail a hit names")
+        path, kind, timestamp = self.seen[key]
+        return make_thumbnail(path, kind, THUMBNAIL_SIZE, at=timestamp)
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= 1000:
+        raise QueryError("limit must be between 1 and 1000")
+    return limit
+
+
+READ_TOOLS = ("search", "similar", "status", "tags")
+WRITE_TOOLS = ("index", "forget")
+
+
+def build_server(settings: Settings, *, allow_index: bool = False) -> Any:
+    """The MCP server for the home in ``settings``; ``allow_index`` adds the tools that change the index."""
+    server = _server_class()("mediasearch", instructions=INSTRUCTIONS)
+    tools = Tools(settings)
+    for name in READ_TOOLS + (WRITE_TOOLS if allow_index else ()):
+        server.tool(name=name)(getattr(tools, name))
+    server.resource(THUMBNAIL_URI, name="thumbnail", mime_type="image/jpeg")(tools.thumbnail)
+    return server
+
+
+def run(settings: Settings, *, allow_index: bool = False) -> None:
+    """Serve over stdio until the client closes the connection."""
+    build_server(settings, allow_index=allow_index).run("stdio")

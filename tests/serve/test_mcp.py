@@ -1,0 +1,93 @@
+"""`mediasearch mcp`: the MCP SDK's own stdio client starts the server, lists its tools, finds the red circles
+of a test library first for "a red circle" (through the daemon that serves the home), reads a thumbnail,
+and cannot index unless the server was started with --allow-index."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from PIL import Image
+from served_library import Served, command, env, served_library
+
+pytest.importorskip("mcp", reason="the test extra installs the MCP SDK (the `mcp` extra)")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with served_library(tmp_path_factory.mktemp("mcp")) as daemon:
+        yield daemon
+
+
+def _structured(result: Any) -> Any:
+    """A tool result's JSON (mcp 2 names it ``structured_content``, mcp 1 ``structuredContent``)."""
+    assert not getattr(result, "is_error", getattr(result, "isError", False)), result
+    data = getattr(result, "structured_content", None) or getattr(result, "structuredContent", None)
+    if data is None:
+        data = json.loads(result.content[0].text)
+    return data["result"] if isinstance(data, dict) and set(data) == {"result"} else data
+
+
+async def _session(served: Served, cwd: Path, *extra: str, work: Any) -> Any:
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    home_command = command(served.home)
+    params = StdioServerParameters(
+        command=home_command[0], args=[*home_command[1:], "mcp", *extra], env=env(), cwd=str(cwd)
+    )
+    with (cwd / "mcp-stderr.txt").open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            return await work(session)
+
+
+def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> None:
+    async def work(session: Any) -> dict[str, Any]:
+        tools = await session.list_tools()
+        hits = _structured(await session.call_tool("search", {"text": "a red circle", "limit": 3}))
+        picture = await session.read_resource(hits[0]["thumbnail"])
+        status = _structured(await session.call_tool("status", {}))
+        similar = _structured(await session.call_tool("similar", {"path": hits[0]["path"], "limit": 2}))
+        refused = await session.call_tool("index", {"paths": [str(served.lib)]})
+        return {"tools": tools, "hits": hits, "picture": picture, "status": status, "similar": similar,
+                "refused": refused}
+
+    got = anyio.run(lambda: _session(served, tmp_path, work=work))
+    names = {tool.name for tool in got["tools"].tools}
+    assert names == {"search", "similar", "status", "tags"}, names  # read-only by default
+    search = next(tool for tool in got["tools"].tools if tool.name == "search")
+    schema = getattr(search, "input_schema", None) or search.inputSchema
+    wanted = {"text", "image", "exclude", "kind", "folder", "tags", "after", "before", "min_score"}
+    assert wanted <= set(schema["properties"])
+
+    hits = got["hits"]
+    assert [Path(h["path"]).name.startswith("red_circle") for h in hits] == [True, True, False], hits
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+    blob = got["picture"].contents[0]
+    image = Image.open(io.BytesIO(base64.b64decode(blob.blob)))
+    assert image.format == "JPEG" and max(image.size) <= 384
+    assert got["status"]["files"] == 6 and got["status"]["daemon"] is not None  # answered by the daemon
+    assert Path(got["similar"][0]["path"]).name.startswith("red_circle")
+    assert getattr(got["refused"], "is_error", getattr(got["refused"], "isError", False))  # no such tool
+
+
+def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(served: Served, tmp_path: Path) -> None:
+    async def work(session: Any) -> Any:
+        tools = await session.list_tools()
+        try:
+            await session.read_resource("mediasearch://thumbnail/0123456789abcdef01234567")
+        except Exception as exc:  # the server's refusal (McpError in mcp 1, MCPError in mcp 2)
+            return tools, exc
+        return tools, None
+
+    tools, refused = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
+    assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "index", "forget"}
+    assert refused is not None and "thumbnail" in str(refused)
