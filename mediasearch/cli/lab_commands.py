@@ -131,6 +131,29 @@ def eval_zeroshot(
         zeroshot_tables(report)
 
 
+@eval_app.command("calibration")
+@handles_errors
+def eval_calibration(
+    ctx: typer.Context,
+    folder: Path = typer.Argument(..., help="Folder of class folders (or a labelled CSV/JSONL)."),
+    queries: Path | None = typer.Option(
+        None, "--queries", help="One query a line (default: the labels, their words, everyday descriptions)."
+    ),
+    min_score: float = typer.Option(0.5, "--min-score", help="The cut whose pass rates are shown."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """How calibrated scores behave: pass rates for exact, partial, unrelated and unknown-word queries."""
+    from mediasearch.cli.output import print_json
+    from mediasearch.cli.tables import calibration_tables
+    from mediasearch.lab.calibration import eval_calibration as run
+
+    report = run(_model(ctx), folder, queries=queries, min_score=min_score)
+    if as_json:
+        print_json(report)
+    else:
+        calibration_tables(report)
+
+
 @eval_app.command("retrieval")
 @handles_errors
 def eval_retrieval(
