@@ -335,13 +335,14 @@
     $("welcome").hidden = true;
     $("toolbar").hidden = false;
     $("summary").replaceChildren(...summaryLine(strong.length, weak.length, mode), ` ${describe()} · ${(ms / 1000).toFixed(2)} s`);
-    // "Show more" asks again with a higher limit: keep the cards already there, add the new ones.
-    const keep = append && !weak.length && hits.length >= before.length && before.every((h, i) => h.path === hits[i].path)
+    // "Show more" asks again with a higher limit: keep the cards already there, add the new ones
+    // (a new page of a text search holds weaker results: they join the fold).
+    const keep = append && hits.length >= before.length && before.every((h, i) => h.path === hits[i].path)
       ? shown : 0;
     if (!keep) grid.replaceChildren();
     const fresh = [];
     for (let i = keep; i < hits.length; i++) {
-      if (i === strong.length && weak.length) fresh.push(...foldRow(strong.length, weak.length));
+      if (i === strong.length && !$("fold")) fresh.push(...foldRow(strong.length));
       const li = card(hits[i], i);
       if (i >= strong.length) {
         li.classList.add("weak");
@@ -361,7 +362,8 @@
     grid.dataset.matches = String(strong.length);
     grid.dataset.weak = String(weak.length);
     grid.dataset.fold = weak.length ? (foldOpen ? "open" : "closed") : "none";
-    $("more").hidden = found.length < state.limit || (weak.length > 0 && !foldOpen);
+    if (weak.length) setFold(foldOpen, false);
+    $("more").hidden = found.length < state.limit;
     if (firstResults && found.length) {
       firstResults = false;
       performance.mark("mediasearch:results");
@@ -378,7 +380,7 @@
     return parts;
   }
 
-  function foldRow(matches, weaker) {
+  function foldRow(matches) {
     const rows = [];
     if (matches === 0) {
       const none = el("li", "empty few");
@@ -390,24 +392,25 @@
     button.type = "button";
     button.id = "fold";
     button.setAttribute("aria-expanded", String(foldOpen));
-    button.append(el("span", "fold-label", plural(weaker, "weaker result", "weaker results")), el("span", "fold-hint", foldOpen ? "Hide" : "Show"));
-    button.addEventListener("click", () => setFold(!foldOpen));
+    button.append(el("span", "fold-label"), el("span", "fold-hint"));
+    button.addEventListener("click", () => setFold(!foldOpen, true));
     fold.append(button);
     rows.push(fold);
     return rows;
   }
 
-  function setFold(open) {
+  function setFold(open, byUser) {
     foldOpen = open;
-    for (const li of grid.querySelectorAll(".card.weak")) li.hidden = !open;
+    const weak = grid.querySelectorAll(".card.weak");
+    for (const li of weak) li.hidden = !open;
     const button = $("fold");
     if (button) {
       button.setAttribute("aria-expanded", String(open));
+      button.querySelector(".fold-label").textContent = plural(weak.length, "weaker result", "weaker results");
       button.querySelector(".fold-hint").textContent = open ? "Hide" : "Show";
     }
     grid.dataset.fold = open ? "open" : "closed";
-    $("more").hidden = hits.length < state.limit || !open;
-    if (open) grid.querySelector(".card.weak .thumb")?.focus();
+    if (open && byUser) weak[0]?.querySelector(".thumb")?.focus();
   }
 
   function visibleCount() {
