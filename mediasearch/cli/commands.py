@@ -132,7 +132,8 @@ def query(
     )
     with open_library(ctx) as lib:
         hits = lib.search(q)
-    _print_hits(hits, as_json, paths_only, title=text or "")
+    text_only = q.has_text and not any(t.kind == "image" for t in q.terms)
+    _print_hits(hits, as_json, paths_only, title=text or "", fold=text_only)
 
 
 def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
@@ -163,7 +164,7 @@ def _terms(
     return tuple(terms)
 
 
-def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "") -> None:
+def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "", *, fold: bool = False) -> None:
     from mediasearch.cli.output import hits_table, print_json
 
     if as_json:
@@ -172,7 +173,7 @@ def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "
         for hit in hits:
             sys.stdout.write(hit.path + "\n")
     else:
-        hits_table(hits, title)
+        hits_table(hits, title, fold=fold)
 
 
 @app.command()

@@ -44,7 +44,7 @@ def run_demo(settings: Settings, folder: Path, *, as_json: bool = False) -> dict
             hits = lib.query(text, limit=5)
             results["queries"][text] = [h.to_json() for h in hits]
             if not as_json:
-                hits_table(hits, title=f"query: {text}")
+                hits_table(hits, title=f"query: {text}", fold=True)
     if as_json:
         print_json(results)
     else:

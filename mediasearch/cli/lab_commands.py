@@ -30,24 +30,33 @@ def finetune(
     seed: int = typer.Option(0, "--seed", help="Seed of the train/validation/test split and the shuffling."),
     val_fraction: float = typer.Option(0.2, "--val-fraction"),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held out from DATA when there is no --test."),
-    epochs: int = typer.Option(10, "--epochs"),
+    epochs: int | None = typer.Option(None, "--epochs", help="Default: the model's recipe (10; the demo model 45)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-5; the demo model 2e-3)."),
     weight_decay: float | None = typer.Option(None, "--weight-decay", help="Default 0.1; the demo model 0."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warmup steps (default: a tenth of all steps)."),
     accum_steps: int = typer.Option(1, "--accum-steps", help="Batches per optimiser step (less memory)."),
     lock_image: bool = typer.Option(False, "--lock-image", help="Keep the image tower as it is."),
-    lock_text: bool = typer.Option(False, "--lock-text", help="Keep the text tower as it is."),
+    lock_text: bool | None = typer.Option(
+        None, "--lock-text/--train-text", help="Keep the text tower as it is (default: the demo model only)."
+    ),
     unfreeze_last: int | None = typer.Option(None, "--unfreeze-last", help="Train only the last N blocks."),
-    patience: int = typer.Option(3, "--patience", help="Epochs without validation gain before stopping."),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Epochs without validation gain before stopping (default 3; the demo model 45)."
+    ),
     alphas: str = typer.Option("0:1:0.1", "--alphas", help="WiSE-FT α to try: 'a,b,c' or 'start:stop:step'."),
     max_reference_drop: float = typer.Option(0.02, "--max-reference-drop", help="Largest reference accuracy loss."),
-    replay: int = typer.Option(0, "--replay", help="Reference images mixed into training (rehearsal)."),
+    replay: int | None = typer.Option(
+        None, "--replay", help="Reference images mixed into training (default 0; the demo model 720, rendered)."
+    ),
     replay_distill: float = typer.Option(10.0, "--replay-distill", help="Weight of keeping their embeddings."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Mirror, shift and scale training images."),
     head: str | None = typer.Option(None, "--head", help="'linear': also train a linear probe for classify."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out missing or unreadable files."),
     restart: bool = typer.Option(False, "--restart", help="Ignore the state of an interrupted run."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads while training (default: the demo model 1, else torch's)."
+    ),
     prompt_learning: bool = typer.Option(False, "--prompt-learning", help="Learn soft prompts only (model frozen)."),
     shots: int = typer.Option(4, "--shots", min=1, help="With --prompt-learning: examples per class."),
     as_json: bool = JSON_OPT,
@@ -67,6 +76,7 @@ def finetune(
         accum_steps=accum_steps, lock_image=lock_image, lock_text=lock_text, unfreeze_last=unfreeze_last,
         patience=patience, alphas=parse_alphas(alphas), max_reference_drop=max_reference_drop, replay=replay,
         replay_distill=replay_distill, augment=augment, head=head, skip_bad=skip_bad, restart=restart,
+        threads=threads,
     )
     # fp32 master weights whatever the device: training and WiSE-FT must not start from rounded ones.
     base = _model(ctx, precision="fp32")
@@ -119,6 +129,29 @@ def eval_zeroshot(
         print_json(report)
     else:
         zeroshot_tables(report)
+
+
+@eval_app.command("calibration")
+@handles_errors
+def eval_calibration(
+    ctx: typer.Context,
+    folder: Path = typer.Argument(..., help="Folder of class folders (or a labelled CSV/JSONL)."),
+    queries: Path | None = typer.Option(
+        None, "--queries", help="One query a line (default: the labels, their words, everyday descriptions)."
+    ),
+    min_score: float = typer.Option(0.5, "--min-score", help="The cut whose pass rates are shown."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """How calibrated scores behave: pass rates for exact, partial, unrelated and unknown-word queries."""
+    from mediasearch.cli.output import print_json
+    from mediasearch.cli.tables import calibration_tables
+    from mediasearch.lab.calibration import eval_calibration as run
+
+    report = run(_model(ctx), folder, queries=queries, min_score=min_score)
+    if as_json:
+        print_json(report)
+    else:
+        calibration_tables(report)
 
 
 @eval_app.command("retrieval")

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
     from mediasearch.library.types import Hit
 
+# A text query's results below this calibrated score are "weaker": the table puts them under a rule
+# line (the web page folds them). The same 0.5 that `--min-score` documents as "describes it".
+WEAK_BELOW = 0.5
 
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
@@ -64,28 +67,45 @@ def shown(text: str) -> str:
     return escape(display_path(text))
 
 
-def hits_table(hits: Sequence[Hit], title: str = "") -> None:
-    """A results table: score, match, kind, path (link) with the video moment, tags."""
-    from rich.markup import escape
+def hits_table(hits: Sequence[Hit], title: str = "", *, fold: bool = False) -> None:
+    """A results table: score, match, kind, path (link) with the video moment, tags.
+
+    ``fold`` (text queries): the matches (calibrated ≥ WEAK_BELOW) first, then a rule line, then the
+    weaker results, dimmed; ``--json`` lists every hit as it is.
+    """
     from rich.table import Table
 
     if not hits:
         console().print("[yellow]no results[/yellow]")
         return
+    strong = [h for h in hits if not fold or h.calibrated >= WEAK_BELOW]
+    weak = [h for h in hits if fold and h.calibrated < WEAK_BELOW]
     table = Table(title=shown(title) if title else None, show_lines=False, header_style="bold")
     table.add_column("score", justify="right")
     table.add_column("match", justify="right")
     table.add_column("kind")
     table.add_column("path", overflow="fold")
     table.add_column("tags", overflow="fold")
-    for hit in hits:
-        where = file_link(hit.path)
-        if hit.kind == "video":
-            where += f" {moment(hit)}"
-        table.add_row(
-            f"{hit.score:.3f}", f"{hit.calibrated:.0%}", hit.kind, where, escape(", ".join(hit.tags))
-        )
+    for hit in strong:
+        _hit_row(table, hit)
+    if weak:
+        table.add_section()  # the cut: the rule line under the last match
+        for hit in weak:
+            _hit_row(table, hit, style="dim")
+        matches = f"{len(strong)} {'match' if len(strong) == 1 else 'matches'}" if strong else "no good match"
+        table.caption = f"{matches}; below the line {len(weak)} weaker (match < {WEAK_BELOW:.0%})"
     console().print(table)
+
+
+def _hit_row(table: Any, hit: Hit, style: str | None = None) -> None:
+    from rich.markup import escape
+
+    where = file_link(hit.path)
+    if hit.kind == "video":
+        where += f" {moment(hit)}"
+    table.add_row(
+        f"{hit.score:.3f}", f"{hit.calibrated:.0%}", hit.kind, where, escape(", ".join(hit.tags)), style=style
+    )
 
 
 def key_values(title: str, rows: Sequence[tuple[str, Any]]) -> None:

@@ -92,6 +92,40 @@ def _shift_table(rows: Sequence[Mapping[str, Any]]) -> None:
     console().print(table)
 
 
+CALIBRATION_LEGEND = ("exact: the query is the file's label; match: one of its words; partial: shares a word "
+                      "but asks for more; unrelated: no word shared; unknown: a word no label uses")
+
+
+def calibration_tables(report: Mapping[str, Any]) -> None:
+    """Pass rates and percentiles per group, then the queries that let through what they should not."""
+    from rich.markup import escape
+
+    out = console()
+    cut = report["min_score"]
+    groups = _table(f"{escape(report['source'])}: {report['files']} files, {report['queries']['count']} queries",
+                    "pairs", "count", f"pass ≥ {cut:g}", "should", "p1", "p10", "p50", "p90", "p99")
+    for name, row in report["groups"].items():
+        pct = row["percentiles"]
+        groups.add_row(name, str(row["pairs"]), _pct(row["pass_rate"]),
+                       "pass" if row["should_pass"] else "fail", *(f"{pct[k]:.3f}" for k in pct))
+    out.print(groups)
+    out.print(f"[dim]{CALIBRATION_LEGEND}[/dim]")
+    unknown = [q for q in report["per_query"] if q["kind"] == "unknown"]
+    if unknown:
+        table = _table("unknown-word queries", "query", "hits", "words never learned", "margin at best match")
+        for q in unknown:
+            margin = "-" if q["gate_margin"] is None else f"{q['gate_margin']:+.3f}"
+            table.add_row(escape(q["query"]), str(q["hits"]), escape(", ".join(q["unknown_words"]) or "-"), margin)
+        out.print(table)
+    leaky = [q for q in report["per_query"] if q["false_hits"] or q["true_hits"] < q["relevant"]]
+    if leaky:
+        table = _table("queries that miss or over-reach", "query", "relevant", "hits", "right", "wrong")
+        for q in leaky:
+            table.add_row(escape(q["query"]), str(q["relevant"]), str(q["hits"]), str(q["true_hits"]),
+                          str(q["false_hits"]))
+        out.print(table)
+
+
 def retrieval_table(report: Mapping[str, Any]) -> None:
     from rich.markup import escape
 

@@ -10,6 +10,7 @@ set and the reference test set, zero-shot vs chosen → refuse (nothing written)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -38,9 +39,28 @@ from mediasearch.lab.train import ContrastiveTrainer, TrainConfig, clip_loss
 
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 REPLAY_RATIO = 2  # replay images per training image in an epoch: enough to hold the old domain in place
-DEMO_LR, CLIP_LR = 2e-3, 1e-5  # the tiny demo model, trained from scratch, needs far larger steps
-# ...and at such steps AdamW's decay would shrink every weight by a tenth over a run: none for the demo.
-DEMO_WEIGHT_DECAY, CLIP_WEIGHT_DECAY = 0.0, 0.1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training settings a model family needs; an option left at None takes its recipe's value."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    lock_text: bool
+    patience: int
+    replay: int  # used only when a reference set exists (--reference, or the demo model's rendered one)
+    threads: int | None  # CPU threads while training (None: as torch has them)
+
+
+# Published CLIP fine-tuning defaults: a small learning rate, AdamW's usual decay, both towers.
+CLIP_RECIPE = Recipe(epochs=10, lr=1e-5, weight_decay=0.1, lock_text=False, patience=3, replay=0, threads=None)
+# The tiny demo model, trained from scratch, needs far larger steps (at which AdamW's decay would
+# shrink every weight by a tenth over a run: none), forgets its own domain fast (its text tower stays as
+# it is; 720 rendered filled shapes are replayed, held at their zero-shot embeddings) and improves
+# slowly (45 epochs, no early stop). One thread: the same figures on any x86-64 machine.
+DEMO_RECIPE = Recipe(epochs=45, lr=2e-3, weight_decay=0.0, lock_text=True, patience=45, replay=720, threads=1)
 
 
 @dataclass(frozen=True)
@@ -53,19 +73,19 @@ class FinetuneOptions:
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
-    epochs: int = 10
+    epochs: int | None = None  # None (here and below): the model's recipe (DEMO_RECIPE, CLIP_RECIPE)
     batch_size: int = 32
-    lr: float | None = None  # None: DEMO_LR for the demo model, CLIP_LR otherwise
-    weight_decay: float | None = None  # None: 0.1 (CLIP's), 0 for the demo model (see DEMO_LR)
+    lr: float | None = None
+    weight_decay: float | None = None
     warmup_steps: int | None = None  # None: a tenth of the optimiser steps
     accum_steps: int = 1
     lock_image: bool = False
-    lock_text: bool = False
+    lock_text: bool | None = None
     unfreeze_last: int | None = None  # only the last N blocks of each unlocked tower (and what follows them)
-    patience: int = 3
+    patience: int | None = None
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     max_reference_drop: float = 0.02
-    replay: int = 0  # reference images mixed into training (rehearsal), for a model that forgets fast
+    replay: int | None = None  # reference images mixed into training (rehearsal), for a model that forgets fast
     replay_distill: float = 10.0  # weight of keeping the replay images' zero-shot embeddings
     augment: bool = True  # mirror half the training images, shift and scale them a little
     head: str | None = None  # "linear"
@@ -73,13 +93,34 @@ class FinetuneOptions:
     restart: bool = False
     reference_size: int = 240  # rendered filled shapes per reference half (demo model only; 0: none)
     save_every: float = 120.0  # seconds between mid-epoch saves of the resumable state
+    threads: int | None = None  # CPU threads while training; None: the recipe's
+    deterministic: bool = True  # torch's deterministic algorithms while training (same seed, same figures)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The options that change training (a resumed run must match them)."""
         names = ("seed", "val_fraction", "test_fraction", "epochs", "batch_size", "lr", "weight_decay",
                  "warmup_steps", "accum_steps", "lock_image", "lock_text", "unfreeze_last", "replay",
-                 "replay_distill", "augment")
+                 "replay_distill", "augment", "threads")
         return {n: getattr(self, n) for n in names}
+
+    def recipe(self, is_demo: bool) -> Recipe:
+        """The settings this run trains with: these options over the model's recipe."""
+        base = DEMO_RECIPE if is_demo else CLIP_RECIPE
+        has_reference = self.reference is not None or (is_demo and self.reference_size > 0)
+        replay = self.replay if self.replay is not None else (base.replay if has_reference else 0)
+        return Recipe(
+            epochs=base.epochs if self.epochs is None else self.epochs,
+            lr=base.lr if self.lr is None else self.lr,
+            weight_decay=base.weight_decay if self.weight_decay is None else self.weight_decay,
+            lock_text=base.lock_text if self.lock_text is None else self.lock_text,
+            patience=base.patience if self.patience is None else self.patience,
+            replay=replay,
+            threads=base.threads if self.threads is None else self.threads,
+        )
+
+    def resolved(self, is_demo: bool) -> FinetuneOptions:
+        """These options with the recipe's values in place of every None it decides."""
+        return dataclasses.replace(self, **dataclasses.asdict(self.recipe(is_demo)))
 
 
 @dataclass(frozen=True)
@@ -376,6 +417,7 @@ class Run:
     progress: ProgressFn
     replay: Part | None = None  # original-domain examples mixed into training
     anchors: Anchors | None = None
+    recipe: Recipe = CLIP_RECIPE  # the options resolved over the model's recipe
 
 
 def _save_state(run: Run, trainer: ContrastiveTrainer, memory: EarlyStopping) -> None:
@@ -426,12 +468,12 @@ def train(run: Run, module: nn.Module, config: TrainConfig) -> tuple[EarlyStoppi
             last_save = time.monotonic()
         run.progress(Event("train", state.step, config.total_steps))
 
-    while trainer.state.epoch < opts.epochs and not memory.stopped_early:
+    while trainer.state.epoch < run.recipe.epochs and not memory.stopped_early:
         loss = trainer.run_epoch(batches(trainer.state.epoch), on_step)
         _after_epoch(run, module, memory, trainer.state.epoch, loss)
         _save_state(run, trainer, memory)
         last_save = time.monotonic()
-        run.progress(Event("epoch", trainer.state.epoch, opts.epochs, memory.history[-1]))
+        run.progress(Event("epoch", trainer.state.epoch, run.recipe.epochs, memory.history[-1]))
     return memory, {"resumed_from": resumed, "steps": trainer.state.step, "losses": trainer.state.losses}
 
 
@@ -443,7 +485,7 @@ def _after_epoch(run: Run, module: nn.Module, memory: EarlyStopping, epoch: int,
         memory.best_score, memory.best_epoch = score, epoch
         memory.best_state = {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
     memory.bad_epochs = 0 if gain else memory.bad_epochs + 1
-    memory.stopped_early = memory.bad_epochs >= run.options.patience
+    memory.stopped_early = memory.bad_epochs >= run.recipe.patience
     memory.history.append({"epoch": epoch, "loss": loss, "val": score, "best": float(kept)})
 
 
@@ -533,22 +575,49 @@ def _fit_linear(x: Tensor, y: Tensor, w0: Tensor, l2: float, steps: int = 300) -
 def finetune(
     base: ClipModel, data: str | os.PathLike[str], options: FinetuneOptions, progress: ProgressFn = _quiet
 ) -> dict[str, Any]:
-    """Fine-tune ``base`` on DATA and write ``options.out``; returns the report.
+    """Fine-tune ``base`` on DATA and write ``options.out``; returns the report. Options left at None
+    take the model's recipe (``DEMO_RECIPE`` for the demo model, ``CLIP_RECIPE`` otherwise).
 
     Raises ``DataError`` (before any training) for bad data and ``FinetuneRefused`` when the result
     is not better than zero-shot on the held-out test set (nothing is written then).
     """
+    recipe = options.recipe(base.spec.is_demo)
+    _check_options(options, recipe)
+    with reproducible(recipe.threads, options.seed, deterministic=options.deterministic):
+        return _finetune(base, data, options.resolved(base.spec.is_demo), recipe, progress)
+
+
+@contextlib.contextmanager
+def reproducible(threads: int | None, seed: int, *, deterministic: bool) -> Iterator[None]:
+    """A fixed CPU thread count (sums split across threads round differently), a seeded torch and its
+    deterministic algorithms (warnings only, where an operation has none) for the length of a run."""
+    was = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(was[0])
+        torch.use_deterministic_algorithms(was[1], warn_only=was[2])
+
+
+def _finetune(
+    base: ClipModel, data: str | os.PathLike[str], options: FinetuneOptions, recipe: Recipe, progress: ProgressFn
+) -> dict[str, Any]:
     started = time.monotonic()
-    _check_options(options)
     pixels = Pixels(base)
     dataset, test_set = _load_sets(base, pixels, data, options, progress)
     train_part, val_part, test_part = _parts(dataset, test_set, options)
     reference = _reference(base, pixels, options, progress)
-    if options.replay and (reference is None or reference.replay is None):
+    if recipe.replay and (reference is None or reference.replay is None):
         raise ConfigError("--replay needs a reference set of the original domain (--reference DATA)")
     replay = reference.replay if reference is not None and reference.replay is not None else None
     run = Run(base, options, pixels, train_part, val_part, _fingerprint(base, dataset, test_set, options), progress,
-              replay, _anchors(base, pixels, replay, options.replay_distill))
+              replay, _anchors(base, pixels, replay, options.replay_distill), recipe)
     module = copy.deepcopy(base.model).float()
     zero = {k: v.detach().clone() for k, v in base.model.state_dict().items()}
     memory, training = _train_if_asked(run, module)
@@ -581,7 +650,7 @@ def finetune(
 def _train_if_asked(run: Run, module: nn.Module) -> tuple[EarlyStopping, dict[str, Any]]:
     """Training (with ``--epochs 0``: none, for a linear probe alone) and what the report says of it."""
     trainable = set_trainable(module, run.options)
-    if not run.options.epochs:
+    if not run.recipe.epochs:
         memory = EarlyStopping(best_score=score_part(run.base, run.pixels, run.val))
         return memory, {"resumed_from": None, "steps": 0, "losses": [], "trainable_params": 0}
     config = _train_config(run)
@@ -591,19 +660,21 @@ def _train_if_asked(run: Run, module: nn.Module) -> tuple[EarlyStopping, dict[st
     return memory, {**training, **settings}
 
 
-def _check_options(options: FinetuneOptions) -> None:
+def _check_options(options: FinetuneOptions, recipe: Recipe) -> None:
     if options.out.is_dir():
         raise ConfigError(f"--out {options.out} is a folder: give the checkpoint's file name")
     if options.head not in (None, "linear"):
         raise ConfigError(f"--head must be 'linear', got {options.head!r}")
     if not 0 < options.val_fraction < 1 or not 0 <= options.test_fraction < 1:
         raise ConfigError("--val-fraction must be in (0, 1) and --test-fraction in [0, 1)")
-    if options.epochs < 0 or options.batch_size < 2 or options.accum_steps < 1 or options.patience < 1:
+    if recipe.epochs < 0 or options.batch_size < 2 or options.accum_steps < 1 or recipe.patience < 1:
         raise ConfigError("need --epochs >= 0, --batch-size >= 2, --accum-steps >= 1, --patience >= 1")
     if not options.alphas or any(not 0 <= a <= 1 for a in options.alphas):
         raise ConfigError("--alphas must be numbers between 0 and 1")
     if options.unfreeze_last is not None and options.unfreeze_last < 1:
         raise ConfigError("--unfreeze-last must be at least 1")
+    if recipe.threads is not None and recipe.threads < 1:
+        raise ConfigError("--threads must be at least 1")
 
 
 def _load_sets(
@@ -707,16 +778,12 @@ def _batch_size(run: Run) -> int:
 
 
 def _train_config(run: Run) -> TrainConfig:
-    options, batch = run.options, _batch_size(run)
+    options, recipe, batch = run.options, run.recipe, _batch_size(run)
     replay = run.replay.examples if run.replay is not None else ()
     steps = steps_per_epoch(len(run.train.examples) + replay_count(run.train, replay), batch)
-    total = options.epochs * -(-steps // options.accum_steps)
-    lr = options.lr if options.lr is not None else (DEMO_LR if run.base.spec.is_demo else CLIP_LR)
+    total = recipe.epochs * -(-steps // options.accum_steps)
     warmup = options.warmup_steps if options.warmup_steps is not None else max(1, total // 10)
-    decay = options.weight_decay
-    if decay is None:
-        decay = DEMO_WEIGHT_DECAY if run.base.spec.is_demo else CLIP_WEIGHT_DECAY
-    return TrainConfig(epochs=options.epochs, steps_per_epoch=steps, lr=lr, weight_decay=decay,
+    return TrainConfig(epochs=recipe.epochs, steps_per_epoch=steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
                        warmup_steps=warmup, accum_steps=options.accum_steps)
 
 

@@ -191,17 +191,20 @@ def search_vector(
     store: Store, model: Embedder, vec: np.ndarray, query: Query, *, exclude_ids: Sequence[str] = ()
 ) -> list[Hit]:
     """The search behind ``search`` and ``similar``, from a ready query vector."""
-    from mediasearch.search.vocabulary import default_vocabulary
+    from mediasearch.search.vocabulary import closed_vocabulary, default_vocabulary
 
     texts = [t.value for t in query.terms if t.kind == "text" and t.weight > 0]
-    calibrate = Calibrator.for_query(model, texts, default_vocabulary(model).labels)
+    calibrate = Calibrator.for_query(model, texts, default_vocabulary(model).labels, closed_vocabulary(model))
+    gate: float | None = None  # the known-query gate, at the best match: the first record fetched
     flt = query.filter(exclude_ids)
     fetch = max(query.limit * 8, 64)
     hits: dict[str, Hit] = {}
     dates: dict[str, float | None] = {}  # for --sort date; not part of a hit
     while True:
         records = store.search(vec, fetch, flt, with_vectors=True)
-        _group(records, vec, calibrate, hits, dates)
+        if gate is None:
+            gate = _gate(records, vec, calibrate)
+        _group(records, vec, calibrate, gate, hits, dates)
         if len(hits) >= query.limit or len(records) < fetch or fetch >= 8192:
             break
         fetch *= 4
@@ -217,10 +220,19 @@ def search_vector(
     return ranked
 
 
+def _gate(records: list[Record], vec: np.ndarray, calibrate: Calibrator) -> float:
+    vectors = [r.vector for r in records if r.vector is not None]
+    if not vectors:
+        return calibrate.gate(np.empty(0, np.float32), np.empty((0, len(vec)), np.float32))
+    stacked = np.stack(vectors)
+    return calibrate.gate(stacked @ vec, stacked)
+
+
 def _group(
     records: list[Record],
     vec: np.ndarray,
     calibrate: Calibrator,
+    gate: float,
     hits: dict[str, Hit],
     dates: dict[str, float | None],
 ) -> None:
@@ -228,7 +240,7 @@ def _group(
         return
     vectors = np.stack([r.vector for r in records if r.vector is not None])
     raw = vectors @ vec
-    cal = calibrate(raw, vectors)
+    cal = calibrate(raw, vectors, gate)
     for rec, score, c in zip(records, raw, cal, strict=True):
         p = rec.payload
         path = path_from_payload(p)

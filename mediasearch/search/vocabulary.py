@@ -15,6 +15,7 @@ from typing import Any
 
 from mediasearch.clip.spec import Embedder
 from mediasearch.errors import QueryError
+from mediasearch.search.relevance import ClosedVocabulary
 
 BUILTIN_VOCAB = Path(__file__).parent.parent / "data" / "vocabulary.txt"
 SHAPES_VOCAB = Path(__file__).parent.parent / "data" / "shapes_vocabulary.txt"
@@ -97,3 +98,15 @@ def default_vocabulary(model: Embedder) -> Vocabulary:
 
 
 _DEFAULTS: dict[Path, Vocabulary] = {}
+
+# The words of the demo model's training captions besides colours, shapes and 'photo'-like filler
+# (scripts/train_demo_model.py: "a red circle on a grey background", "a square coloured red", ...).
+DEMO_CAPTION_WORDS = frozenset("grey plain background drawing that is coloured colour shape object".split())
+
+
+def closed_vocabulary(model: Embedder) -> ClosedVocabulary | None:
+    """Everything the model has learned, when that is known: the demo model's shapes domain; None for
+    real CLIPs, whose knowledge the built-in vocabulary only samples."""
+    if not model.spec.is_demo:
+        return None
+    return ClosedVocabulary(default_vocabulary(model).labels, DEMO_CAPTION_WORDS)

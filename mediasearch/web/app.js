@@ -23,6 +23,11 @@
   let token = "";
   let hits = [];
   let shown = 0;
+  // A text search folds the results whose calibrated score is below this (the `--min-score` that
+  // means "the query describes it"): the matches show, the rest wait behind "N weaker results".
+  const WEAK_BELOW = 0.5;
+  let strongCount = 0;
+  let foldOpen = false;
   let inflight = null;
   let current = -1;
   let returnFocus = null;
@@ -320,33 +325,96 @@
 
   function render(found, ms, route, append) {
     const before = hits;
-    hits = found;
+    const mode = route === "similar" ? "similar" : state.image || state.like ? "image" : "text";
+    // Only a text query has a calibrated score that means "matches"; image queries list by similarity.
+    const strong = mode === "text" ? found.filter((h) => h.calibrated >= WEAK_BELOW) : found;
+    const weak = mode === "text" ? found.filter((h) => h.calibrated < WEAK_BELOW) : [];
+    hits = strong.concat(weak);
+    strongCount = strong.length;
+    if (!append) foldOpen = false;
     $("welcome").hidden = true;
     $("toolbar").hidden = false;
-    const summary = $("summary");
-    const count = el("strong", null, found.length === 0 ? "No results" : plural(found.length, "result", "results"));
-    summary.replaceChildren(count, ` ${describe()} · ${(ms / 1000).toFixed(2)} s`);
-    // "Show more" asks again with a higher limit: keep the cards already there, add the new ones.
-    const keep = append && found.length >= before.length && before.every((h, i) => h.path === found[i].path)
+    $("summary").replaceChildren(...summaryLine(strong.length, weak.length, mode), ` ${describe()} · ${(ms / 1000).toFixed(2)} s`);
+    // "Show more" asks again with a higher limit: keep the cards already there, add the new ones
+    // (a new page of a text search holds weaker results: they join the fold).
+    const keep = append && hits.length >= before.length && before.every((h, i) => h.path === hits[i].path)
       ? shown : 0;
     if (!keep) grid.replaceChildren();
     const fresh = [];
-    for (let i = keep; i < found.length; i++) fresh.push(card(found[i], i));
+    for (let i = keep; i < hits.length; i++) {
+      if (i === strong.length && !$("fold")) fresh.push(...foldRow(strong.length));
+      const li = card(hits[i], i);
+      if (i >= strong.length) {
+        li.classList.add("weak");
+        li.hidden = !foldOpen;
+      }
+      fresh.push(li);
+    }
     if (found.length === 0) {
       const empty = el("li", "empty");
       empty.append(el("strong", null, "Nothing matches"), "Try other words, or fewer filters.");
       fresh.push(empty);
     }
     grid.append(...fresh);
-    shown = found.length;
+    shown = hits.length;
     grid.dataset.state = found.length ? "ready" : "empty";
-    grid.dataset.mode = route === "similar" ? "similar" : state.image || state.like ? "image" : "text";
+    grid.dataset.mode = mode;
+    grid.dataset.matches = String(strong.length);
+    grid.dataset.weak = String(weak.length);
+    grid.dataset.fold = weak.length ? (foldOpen ? "open" : "closed") : "none";
+    if (weak.length) setFold(foldOpen, false);
     $("more").hidden = found.length < state.limit;
     if (firstResults && found.length) {
       firstResults = false;
       performance.mark("mediasearch:results");
       markThumbs();
     }
+  }
+
+  function summaryLine(matches, weaker, mode) {
+    if (mode !== "text") {
+      return [el("strong", null, matches === 0 ? "No results" : plural(matches, "result", "results"))];
+    }
+    const parts = [el("strong", null, matches === 0 && weaker === 0 ? "No results" : plural(matches, "match", "matches"))];
+    if (weaker) parts.push(` and ${plural(weaker, "weaker result", "weaker results")}`);
+    return parts;
+  }
+
+  function foldRow(matches) {
+    const rows = [];
+    if (matches === 0) {
+      const none = el("li", "empty few");
+      none.append(el("strong", null, "No good matches"), "Nothing here fits the words well; the closest are folded below.");
+      rows.push(none);
+    }
+    const fold = el("li", "fold");
+    const button = el("button", "fold-toggle");
+    button.type = "button";
+    button.id = "fold";
+    button.setAttribute("aria-expanded", String(foldOpen));
+    button.append(el("span", "fold-label"), el("span", "fold-hint"));
+    button.addEventListener("click", () => setFold(!foldOpen, true));
+    fold.append(button);
+    rows.push(fold);
+    return rows;
+  }
+
+  function setFold(open, byUser) {
+    foldOpen = open;
+    const weak = grid.querySelectorAll(".card.weak");
+    for (const li of weak) li.hidden = !open;
+    const button = $("fold");
+    if (button) {
+      button.setAttribute("aria-expanded", String(open));
+      button.querySelector(".fold-label").textContent = plural(weak.length, "weaker result", "weaker results");
+      button.querySelector(".fold-hint").textContent = open ? "Hide" : "Show";
+    }
+    grid.dataset.fold = open ? "open" : "closed";
+    if (open && byUser) weak[0]?.querySelector(".thumb")?.focus();
+  }
+
+  function visibleCount() {
+    return foldOpen ? hits.length : strongCount;
   }
 
   function markThumbs() {
@@ -530,7 +598,7 @@
   // -- the viewer --------------------------------------------------------------------------------
 
   function openViewer(index) {
-    if (index < 0 || index >= hits.length) return;
+    if (index < 0 || index >= visibleCount()) return;
     if (!viewer.open) returnFocus = document.activeElement;
     current = index;
     const hit = hits[index];
@@ -539,7 +607,7 @@
     $("v-folder").textContent = dirname(hit.path);
     $("v-open").href = mediaUrl(hit.path);
     $("v-prev").disabled = index === 0;
-    $("v-next").disabled = index === hits.length - 1;
+    $("v-next").disabled = index === visibleCount() - 1;
     viewer.dataset.path = hit.path;
     viewer.dataset.kind = hit.kind;
     facts(hit);
@@ -648,11 +716,11 @@
     const index = Number(li.dataset.index);
     const moves = {
       ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns(),
-      Home: -index, End: hits.length - 1 - index,
+      Home: -index, End: visibleCount() - 1 - index,
     };
     if (event.key in moves) {
-      const target = Math.min(hits.length - 1, Math.max(0, index + moves[event.key]));
-      grid.children[target]?.querySelector(".thumb")?.focus();
+      const target = Math.min(visibleCount() - 1, Math.max(0, index + moves[event.key]));
+      grid.querySelectorAll(".card")[target]?.querySelector(".thumb")?.focus();
       event.preventDefault();
     } else if ((event.key === "m" || event.key === "M") && !event.ctrlKey && !event.metaKey) {
       moreLike(hits[index]);
@@ -824,7 +892,7 @@
     viewer.addEventListener("click", (event) => { if (event.target === viewer) viewer.close(); });
     viewer.addEventListener("close", () => {
       stopMedia();
-      const card = grid.children[current];
+      const card = grid.querySelectorAll(".card")[current];
       (card?.querySelector(".thumb") || returnFocus)?.focus();
     });
   }

@@ -73,6 +73,12 @@ def test_query_output_forms(tmp_path: Path, cli: Any) -> None:
     assert [Path(p).name.split("_")[0] for p in paths] == ["blue", "blue"]
     table = cli("query", "a photo of a blue star", "--limit", "1").stdout
     assert "blue_" in table and "score" in table
+    every = cli.json("query", "a photo of a red circle", "--limit", "4")  # --json: every hit, as it was
+    assert [h["calibrated"] >= 0.5 for h in every] == [True, True, False, False]
+    folded = cli("query", "a photo of a red circle", "--limit", "4").stdout
+    assert "2 matches; below the line 2 weaker (match < 50%)" in folded
+    assert sum(line.startswith("├") for line in folded.splitlines()) == 1  # the rule line at the cut
+    assert "below the line" not in cli("query", "a photo of a red circle", "--limit", "2").stdout
     mismatch = cli("query", "x", model="RN50", ok=False)
     assert mismatch.exit_code == 1 and "built with demo" in mismatch.stderr
 

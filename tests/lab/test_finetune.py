@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import signal
 import subprocess
@@ -22,6 +23,8 @@ from mediasearch.lab.shapes import CLASSES, render, save_image
 torch = pytest.importorskip("torch")
 
 from mediasearch.lab.finetune import (  # noqa: E402
+    CLIP_RECIPE,
+    DEMO_RECIPE,
     Event,
     FinetuneOptions,
     choose_alpha,
@@ -29,6 +32,7 @@ from mediasearch.lab.finetune import (  # noqa: E402
     interpolate,
     parse_alphas,
     refuse_unless_better,
+    reproducible,
     resume_path,
     set_trainable,
 )
@@ -185,18 +189,18 @@ def test_lock_and_unfreeze_choose_what_trains(demo_model: Any, tmp_path: Path) -
 def test_finetune_learns_outlines_without_forgetting_filled(
     demo_model: Any, cli: Any, tmp_path: Path, outlined: dict[str, Path]
 ) -> None:
-    """The headline check, smaller: 96 outlined images (72 to train on), 96 held out; 720 filled shapes
-    as the reference (240 to choose α, 240 to report, 240 to replay)."""
+    """The headline check, smaller, with the demo model's recipe (no training option given): 96 outlined
+    images (77 to train on), 96 held out; 720 filled shapes as the reference (240 to choose α, 240 to
+    report, 240 to replay). Measured: outlined 0.95-0.97, filled within half a point."""
     out = tmp_path / "outlined.safetensors"
-    options = FinetuneOptions(out=out, test=outlined["test"], reference=outlined["filled"], epochs=15,
-                              weight_decay=0.0, lock_text=True, patience=15, replay=240, alphas=(0, 0.25, 0.5, 0.75, 1),
-                              head="linear")
+    options = FinetuneOptions(out=out, test=outlined["test"], reference=outlined["filled"], head="linear")
     report = finetune(demo_model, outlined["train"], options)
     test, reference = report["test"], report["reference"]
     assert report["data"]["kind"] == "labelled" and report["data"]["test"] == 96 and reference["files"] == 240
+    assert report["training"]["steps"] > 0 and report["training"]["trainable_params"] > 0
     assert test["zero_shot"] <= 0.5  # the demo model never saw an outline
-    assert test["fine_tuned"] >= test["zero_shot"] + 0.25
-    assert reference["fine_tuned"] >= reference["zero_shot"] - 0.04
+    assert test["fine_tuned"] >= 0.85
+    assert reference["fine_tuned"] >= reference["zero_shot"] - 0.03
     assert test["linear_head"] >= test["zero_shot"]
     assert out.is_file() and not resume_path(out).exists()
 
@@ -217,6 +221,30 @@ def test_finetune_learns_outlines_without_forgetting_filled(
     assert cli.json("--pretrained", str(out), "status")["model"]["pretrained"] == str(out)
     hits = cli.json("--pretrained", str(out), "query", "a photo of a red circle", "--limit", "1")
     assert "red_circle" in hits[0]["path"]
+
+
+def test_each_model_family_has_its_recipe_and_options_override_it(tmp_path: Path) -> None:
+    options = FinetuneOptions(out=tmp_path / "x.safetensors")
+    assert options.recipe(is_demo=True) == DEMO_RECIPE and DEMO_RECIPE.replay > 0 and DEMO_RECIPE.threads == 1
+    assert options.recipe(is_demo=False) == CLIP_RECIPE and CLIP_RECIPE.lr == 1e-5 and not CLIP_RECIPE.lock_text
+    no_reference = FinetuneOptions(out=tmp_path / "x.safetensors", reference_size=0).recipe(is_demo=True)
+    assert no_reference.replay == 0 and no_reference.epochs == DEMO_RECIPE.epochs  # nothing to replay
+    mine = FinetuneOptions(out=tmp_path / "x.safetensors", epochs=3, lock_text=False, lr=0.1, threads=2)
+    assert mine.recipe(is_demo=True) == dataclasses.replace(DEMO_RECIPE, epochs=3, lock_text=False, lr=0.1, threads=2)
+    resolved = mine.resolved(is_demo=True)
+    assert (resolved.epochs, resolved.patience, resolved.replay) == (3, DEMO_RECIPE.patience, DEMO_RECIPE.replay)
+
+
+def test_a_run_fixes_threads_seed_and_deterministic_algorithms_and_restores_them() -> None:
+    threads = torch.get_num_threads()
+    before = torch.are_deterministic_algorithms_enabled()
+    with reproducible(threads + 1, 5, deterministic=True):
+        assert torch.get_num_threads() == threads + 1 and torch.are_deterministic_algorithms_enabled()
+        first = torch.rand(3)
+    with reproducible(None, 5, deterministic=False):
+        assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == before
+        assert torch.equal(torch.rand(3), first)  # seeded
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == before
 
 
 def _tiny_options(out: Path, outlined: dict[str, Path], **kw: Any) -> FinetuneOptions:

@@ -188,3 +188,27 @@ def test_tags_from_a_vocabulary(opened: Any, tmp_path: Path) -> None:
     assert counts.get("red", 0) >= 30
     hits = run(opened, "a photo of a star", limit=20, kind="image", tags=("blue",))
     assert hits and all("blue" in h.tags for h in hits)
+
+
+UNKNOWN = ("a cat", "a dog on a beach", "zebra", "a mountain lake at sunset", "a birthday cake", "an old car")
+
+
+def test_words_the_model_never_learned_find_nothing_at_min_score(opened: Any, lib: Path) -> None:
+    photos = str(lib / "photos")  # 240 fresh shapes, 10 per class
+    for text in UNKNOWN:
+        assert run(opened, text, limit=240, path_prefix=photos, min_score=0.5) == [], text
+        listed = run(opened, text, limit=5, path_prefix=photos)  # without the cut: the nearest, scored 0
+        assert len(listed) == 5 and all(h.calibrated == 0.0 for h in listed), text
+    passed = failed_partial = 0
+    for colour, shape in CLASSES:
+        hits = run(opened, f"a photo of a {colour} {shape}", limit=240, path_prefix=photos, min_score=0.5)
+        passed += sum(label(h.path) == class_name(colour, shape) for h in hits)
+        failed_partial += sum(label(h.path) != class_name(colour, shape) for h in hits)
+    assert passed >= 0.98 * 240 and failed_partial <= 0.02 * 240 * 14  # 14 partial matches per class
+
+
+def test_a_query_no_better_than_an_incompatible_label_at_its_best_match_finds_nothing(opened: Any, lib: Path) -> None:
+    photos = str(lib / "photos")
+    assert run(opened, "red blue", limit=240, path_prefix=photos, min_score=0.5) == []  # known words, no such thing
+    reds = run(opened, "red", limit=240, path_prefix=photos, min_score=0.5)
+    assert {label(h.path).split()[0] for h in reds} == {"red"} and len(reds) >= 39

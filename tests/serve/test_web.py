@@ -211,6 +211,33 @@ def test_search_by_a_picked_image(page: Any, web_daemon: Daemon, tmp_path: Path)
     assert not names(without)[0].startswith("red_circle"), names(without)[:5]
 
 
+def test_weaker_results_wait_behind_a_fold(page: Any, web_daemon: Daemon) -> None:
+    open_page(page, web_daemon, "#q=a+photo+of+a+red+circle")
+    cards = results(page, "text")
+    grid = page.locator("#results")
+    matches, weak = int(grid.get_attribute("data-matches")), int(grid.get_attribute("data-weak"))
+    assert matches == RED_CIRCLES and weak > 0 and matches + weak == len(cards), (matches, weak, len(cards))
+    assert names(cards)[:matches] == [n for n in names(cards) if n.startswith("red_circle")]
+    assert all(float(c["calibrated"]) >= 0.5 for c in cards[:matches])
+    assert all(float(c["calibrated"]) < 0.5 for c in cards[matches:])
+    assert page.locator("#results .card:visible").count() == matches
+    assert page.inner_text("#fold .fold-label") == f"{weak} weaker results"
+    assert page.get_attribute("#fold", "aria-expanded") == "false"
+    assert page.inner_text("#summary strong") == f"{matches} matches"
+
+    page.click("#fold")
+    page.wait_for_selector("#results[data-fold=open]")
+    assert page.locator("#results .card:visible").count() == matches + weak
+    assert page.get_attribute("#fold", "aria-expanded") == "true"
+
+    page.fill("#q", "a cat")  # a word the demo model never learned: nothing matches, all folded
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results[data-state=ready][data-matches='0']")
+    assert int(grid.get_attribute("data-weak")) > 0 and grid.get_attribute("data-fold") == "closed"
+    assert page.locator("#results .card:visible").count() == 0
+    assert "No good matches" in page.inner_text("#results .empty")
+
+
 def test_keyboard_and_phone_width(page: Any, web_daemon: Daemon, tmp_path: Path) -> None:
     open_page(page, web_daemon)
     page.wait_for_selector("#welcome:not([hidden])")
