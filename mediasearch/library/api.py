@@ -17,6 +17,7 @@ from mediasearch.errors import QueryError
 from mediasearch.library.base import Backend
 from mediasearch.library.types import (
     Classification,
+    DuplicateGroup,
     Embedding,
     FileError,
     Hit,
@@ -197,6 +198,14 @@ class Library:
         if kind not in (None, "image", "video"):
             raise QueryError(f"kind must be image or video, not {kind!r}")
         return self.backend.similar(os.fspath(path), Query(limit=limit, kind=kind))
+
+    def duplicates(self, paths: Sequence[PathLike] = (), *, threshold: float | None = None) -> list[DuplicateGroup]:
+        """Groups of copies among the indexed files under ``paths`` (everything when empty), largest first.
+
+        Byte-identical files form ``"exact"`` groups; resized, slightly cropped or re-encoded copies
+        ``"near"`` ones, verified on pixels (``threshold``: the pixel similarity a copy needs, default 0.95).
+        """
+        return self.backend.duplicates([os.path.abspath(os.fspath(p)) for p in paths], threshold)
 
     # -- tags and status --------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import QueryError
 from mediasearch.library import home
-from mediasearch.library.types import Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +52,10 @@ class RemoteLibrary:
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         return self.client.similar(path, query, model=self.settings.model)
+
+    def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
+        rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
+        return [DuplicateGroup(list(r["paths"]), float(r["similarity"]), str(r["kind"])) for r in rows]
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         data = self.client.tag(vocab, prompts)

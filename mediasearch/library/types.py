@@ -12,7 +12,17 @@ from typing import Any
 from mediasearch.index.options import IndexSummary as IndexReport
 from mediasearch.search.query import Hit
 
-__all__ = ["Classification", "Embedding", "FileError", "Hit", "IndexReport", "LabelProb", "Status", "TagReport"]
+__all__ = [
+    "Classification",
+    "DuplicateGroup",
+    "Embedding",
+    "FileError",
+    "Hit",
+    "IndexReport",
+    "LabelProb",
+    "Status",
+    "TagReport",
+]
 
 
 @dataclass
@@ -81,3 +91,14 @@ class Embedding:
     def to_json(self) -> dict[str, Any]:
         key = {"path": self.path} if self.path is not None else {"text": self.text}
         return {**key, "embedding": self.embedding}
+
+
+@dataclass
+class DuplicateGroup:
+    """One row of ``duplicates --json``: files that are copies of each other (shown paths, sorted), the
+    similarity of the weakest link between them (1.0 for byte copies), and ``"exact"`` (all byte-identical)
+    or ``"near"``."""
+
+    paths: list[str]
+    similarity: float
+    kind: str

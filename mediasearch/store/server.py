@@ -107,7 +107,7 @@ def _create_collection(client: Any, collection: str, dim: int) -> None:
 def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any]) -> None:
     from qdrant_client import models as m
 
-    wanted = [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
+    wanted: list[tuple[str, Any]] = [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
     wanted += [(f, m.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
     wanted += [(f, m.PayloadSchemaType.GEO) for f in GEO_FIELDS]
     text = m.TextIndexParams(type=m.TextIndexType.TEXT, tokenizer=m.TokenizerType.WORD, lowercase=True)
