@@ -79,6 +79,8 @@ class ServiceLike(Protocol):
 
     def media(self, path: str) -> tuple[str, str]: ...
 
+    def duplicates(self, paths: list[str], threshold: float | None = None) -> list[dict[str, Any]]: ...
+
 
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
@@ -117,7 +119,22 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _search_routes(app, service, guarded)
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
+    _organise_routes(app, service, guarded)
     return app
+
+
+def _organise_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
+    """Organising a library: duplicates."""
+    from pydantic import BaseModel, Field
+
+    class DuplicatesIn(BaseModel):
+        paths: list[str] = Field(default_factory=list, description="folders or files (default: everything)")
+        threshold: float | None = Field(default=None, gt=0, le=1, description="pixel similarity, default 0.95")
+
+    @app.post("/duplicates", dependencies=guarded, tags=["search"])
+    def duplicates(body: DuplicatesIn) -> list[dict[str, Any]]:
+        """`duplicates --json`: groups of exact and near copies, largest first."""
+        return service.duplicates([os.path.abspath(p) for p in body.paths], body.threshold)
 
 
 def _token_check(token: str) -> Callable[..., None]:

@@ -4,6 +4,7 @@ cropped and re-encoded copies, different photos of one subject, and videos that 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,3 +183,26 @@ def test_full_hash_reads_the_whole_file(tmp_path: Path) -> None:
     b.write_bytes(b"x" * 150_000 + b"y" + b"x" * 149_999)
     assert full_hash(str(a)) != full_hash(str(b)) and full_hash(str(a)) == full_hash(str(a))
     assert full_hash(str(tmp_path / "gone")) is None
+
+
+def test_a_daemon_answers_duplicates_for_the_cli(tmp_path: Path) -> None:
+    """`mediasearch duplicates` goes through the daemon that owns the home, with the same JSON."""
+    from serve.test_daemon import Daemon, _cli
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    image = _photo(5, "purple", "star")
+    original = _jpeg(image, folder / "star.jpg", 90)
+    copies = _copies(image, folder, "star")
+    other = _jpeg(_photo(6, "purple", "star"), folder / "another_star.jpg", 90)
+    daemon = Daemon(tmp_path / "home", str(folder), "--rescan-every", "off")
+    try:
+        daemon.wait_ready().wait_idle()
+        out = _cli(daemon.home, "duplicates", "--json")
+        assert out.returncode == 0, out.stderr  # the daemon holds the store: opening it would fail
+        groups = json.loads(out.stdout)
+        assert groups == daemon.call("POST", "/duplicates", {"paths": [str(folder)]})
+        assert [g["paths"] for g in groups] == [sorted(str(p) for p in (original, *copies))]
+        assert str(other) not in groups[0]["paths"]
+    finally:
+        daemon.stop()
