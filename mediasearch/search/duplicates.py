@@ -78,9 +78,7 @@ class _Edge:
     exact: bool
 
 
-def find_duplicates(
-    store: Store, paths: Sequence[str] = (), *, threshold: float = DEFAULT_THRESHOLD
-) -> list[Group]:
+def find_duplicates(store: Store, paths: Sequence[str] = (), *, threshold: float = DEFAULT_THRESHOLD) -> list[Group]:
     """Groups of copies among the indexed files under ``paths`` (everything when empty), largest first."""
     if not 0.0 < threshold <= 1.0:
         raise QueryError(f"the threshold is a similarity between 0 and 1, not {threshold}")
@@ -303,9 +301,7 @@ def _video_edges(
 
 def _stored_frames(store: Store, f: _File) -> _Frames | None:
     records = store.retrieve(f.ids, with_vectors=True)
-    timed = sorted(
-        (float(r.payload.get("timestamp") or 0.0), r.vector) for r in records if r.vector is not None
-    )
+    timed = sorted((float(r.payload.get("timestamp") or 0.0), r.vector) for r in records if r.vector is not None)
     if not timed:
         return None
     return _Frames(np.array([t for t, _ in timed]), np.stack([v for _, v in timed]).astype(np.float32))

@@ -153,7 +153,9 @@ def test_paths_limit_the_search_and_the_api_agrees(
     cli("index", str(root))
     only_exports = cli.json("duplicates", str(root / "exports"), "--threshold", "0.9")
     assert only_exports and all(p.startswith(str(root / "exports")) for g in only_exports for p in g["paths"])
-    assert {family[g["paths"][0]] for g in only_exports} == {*range(len(ORIGINALS)), }
+    assert {family[g["paths"][0]] for g in only_exports} == {
+        *range(len(ORIGINALS)),
+    }
     with ms.Library.open(settings=demo_settings(), use_daemon=False) as lib:
         groups = lib.duplicates([root / "videos"])
     assert [(g.paths, g.kind) for g in groups] == [

@@ -106,3 +106,45 @@ def test_python_api_takes_near_and_camera(demo_settings: Any, demo_model: Any, p
         assert {Path(h.path).stem for h in hits} == {"paris_canon"}
         hits = lib.query("a red circle", limit=50, near=(-33.87, 151.21, 50.0))
         assert {Path(h.path).stem for h in hits} == {"sydney_canon"}
+
+
+@pytest.mark.parametrize("backend", ["edge", "memory"])
+def test_both_store_backends_filter_by_place_and_camera(tmp_path: Path, backend: str) -> None:
+    from mediasearch.store import collections
+    from mediasearch.store.base import Filter, PointIn, point_id
+    from mediasearch.store.server import _forget_memory_servers
+
+    _forget_memory_servers()
+    url = ":memory:" if backend == "memory" else None
+    points = [
+        ("paris", "Canon EOS R5", {"lat": 48.8584, "lon": 2.2945}),
+        ("sydney", "Apple iPhone 12 Pro", {"lat": -33.8568, "lon": 151.2153}),
+        ("unplaced", "Apple iPhone 12", None),
+    ]
+    try:
+        with collections.open_store(home=tmp_path, collection="media_geo", dim=2, qdrant_url=url, create=True) as store:
+            store.upsert(
+                [
+                    PointIn(
+                        point_id(name, None),
+                        np.array([1.0, 0.0], np.float32),
+                        {"name": name, "camera": camera} | ({"geo": geo} if geo else {}),
+                    )
+                    for name, camera, geo in points
+                ]
+            )
+
+            def names(flt: Filter) -> set[str]:
+                found = {r.payload["name"] for r in store.scroll(flt)}
+                assert found == {r.payload["name"] for r in store.search(np.array([1.0, 0.0], np.float32), 10, flt)}
+                return found
+
+            assert names(Filter(near=(48.8566, 2.3522, 10.0))) == {"paris"}
+            assert names(Filter(near=(48.8566, 2.3522, 1.0))) == set()
+            assert names(Filter(near=(-34.0, 151.0, 50.0))) == {"sydney"}
+            assert names(Filter(camera="iPhone 12")) == {"sydney", "unplaced"}
+            assert names(Filter(camera="canon eos")) == {"paris"}
+            assert names(Filter(camera="iPhone 12", near=(-34.0, 151.0, 50.0))) == {"sydney"}
+            assert not Filter(camera="").equalities() and Filter(camera="").is_empty()
+    finally:
+        _forget_memory_servers()
