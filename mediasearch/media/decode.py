@@ -52,6 +52,8 @@ _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the picture 
 _VIDEO_DATE_KEYS = ("com.apple.quicktime.creationdate", "creation_time", "date")
 _VIDEO_MAKE_KEYS = ("com.apple.quicktime.make", "com.android.manufacturer", "make")
 _VIDEO_MODEL_KEYS = ("com.apple.quicktime.model", "com.android.model", "model")
+_VIDEO_PLACE_KEYS = ("com.apple.quicktime.location.ISO6709", "location")  # ISO 6709: "+48.8584+002.2945+035/"
+_ISO6709 = re.compile(r"([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -383,6 +385,7 @@ class _Probe:
     fps: float | None
     date: float | None
     camera: str | None
+    place: tuple[float, float] | None = None  # (lat, lon) from the container's ISO 6709 location
     container: str = ""  # the demuxer's name ("mov,mp4,m4a,3gp,3g2,mj2", "mpegts", ...)
     transfer: str | None = None  # "pq" or "hlg" for HDR video, None for SDR
 
@@ -420,7 +423,8 @@ def sample_video(
         raise MediaError(f"cannot decode video: {_one_line(str(exc)) or type(exc).__name__}") from exc
     if not frames:
         raise MediaError(error or "no video frame could be decoded")
-    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration)
+    lat, lon = probe.place or (None, None)
+    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration, lat=lat, lon=lon)
     return VideoSample(frames=frames, meta=meta, error=error)
 
 
@@ -473,6 +477,7 @@ def _probe_of(container: Any, stream: Any, rotation: int) -> _Probe:
         fps=float(stream.average_rate) if stream.average_rate else None,
         date=_video_date(metadata),
         camera=_video_camera(metadata),
+        place=_video_place(metadata),
         container=str(getattr(container.format, "name", "") or ""),
         transfer=formats.hdr_transfer(getattr(stream.codec_context, "color_trc", None)),
     )
@@ -505,6 +510,17 @@ def _video_date(metadata: Mapping[str, str]) -> float | None:
             stamp = _parse_iso_datetime(value)
             if stamp is not None:
                 return stamp
+    return None
+
+
+def _video_place(metadata: Mapping[str, str]) -> tuple[float, float] | None:
+    """Where a phone recorded the video: the ISO 6709 decimal-degree location phones write."""
+    for key in _VIDEO_PLACE_KEYS:
+        match = _ISO6709.match(metadata.get(key) or "")
+        if match is not None:
+            lat, lon = float(match.group(1)), float(match.group(2))
+            if -90 <= lat <= 90 and -180 <= lon <= 180 and not lat == lon == 0:
+                return lat, lon
     return None
 
 

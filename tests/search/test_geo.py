@@ -148,3 +148,28 @@ def test_both_store_backends_filter_by_place_and_camera(tmp_path: Path, backend:
             assert not Filter(camera="").equalities() and Filter(camera="").is_empty()
     finally:
         _forget_memory_servers()
+
+
+def test_a_phone_video_keeps_its_iso6709_location(tmp_path: Path) -> None:
+    import av
+
+    from mediasearch.media.decode import sample_video
+
+    def video(name: str, location: str | None) -> Path:
+        path = tmp_path / name
+        with av.open(str(path), "w", format="mp4") as container:
+            if location is not None:
+                container.metadata["location"] = location
+            stream = container.add_stream("libx264", rate=4)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(8):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        return path
+
+    meta = sample_video(str(video("sydney.mp4", "-33.8568+151.2153+012.000/"))).meta
+    assert (meta.lat, meta.lon) == (pytest.approx(-33.8568), pytest.approx(151.2153))
+    for name, location in (("none.mp4", None), ("zero.mp4", "+00.0000+000.0000/"), ("junk.mp4", "here")):
+        meta = sample_video(str(video(name, location))).meta
+        assert meta.lat is None and meta.lon is None
