@@ -160,12 +160,13 @@ def _same_bytes(a: _File, b: _File) -> bool:
 # -- near-duplicate images ------------------------------------------------------------------------
 
 
-def _neighbours(store: Store, vector: np.ndarray, scopes: Sequence[Filter], kind: str, own: str) -> Iterator[str]:
-    """Real paths of the files whose points are among the nearest to ``vector`` (``own`` left out)."""
+def _neighbours(store: Store, vector: np.ndarray, scopes: Sequence[Filter], kind: str, own: _File) -> Iterator[str]:
+    """Real paths of the files whose points are among the nearest to ``vector``, ``own`` left out (in the
+    search itself: a long video's own frames would otherwise fill every place)."""
     for scope in scopes:
-        for rec in store.search(vector, NEIGHBOURS + 1, replace(scope, kind=kind)):
+        for rec in store.search(vector, NEIGHBOURS, replace(scope, kind=kind, exclude_ids=tuple(own.ids))):
             path = path_from_payload(rec.payload)
-            if path != own and (rec.score or 0.0) >= CANDIDATE_COS:
+            if path != own.path and (rec.score or 0.0) >= CANDIDATE_COS:
                 yield path
 
 
@@ -179,7 +180,7 @@ def _image_edges(
             a = path_from_payload(rec.payload)
             if rec.vector is None or a not in files:
                 continue
-            for b in _neighbours(store, rec.vector, scopes, "image", a):
+            for b in _neighbours(store, rec.vector, scopes, "image", files[a]):
                 pair = (min(a, b), max(a, b))
                 if b not in files or pair in checked or _same_bytes(files[a], files[b]):
                     continue
@@ -284,7 +285,7 @@ def _video_edges(
         if mine is None:
             continue
         probes = np.unique(np.linspace(0, len(mine.times) - 1, VIDEO_PROBES).round().astype(int))
-        candidates = {b for i in probes for b in _neighbours(store, mine.vectors[i], scopes, "video", video.path)}
+        candidates = {b for i in probes for b in _neighbours(store, mine.vectors[i], scopes, "video", video)}
         for b in sorted(candidates):
             pair = (min(video.path, b), max(video.path, b))
             if b not in files or pair in checked or _same_bytes(video, files[b]):

@@ -208,3 +208,18 @@ def test_a_daemon_answers_duplicates_for_the_cli(tmp_path: Path) -> None:
         assert str(other) not in groups[0]["paths"]
     finally:
         daemon.stop()
+
+
+def test_a_still_video_and_its_copy_are_grouped(cli: Any, tmp_path: Path) -> None:
+    """40 equal frames: a video's own frames are its nearest neighbours, so the search leaves them out.
+
+    (This passes without that too, because the copy still finds the original from its side; the
+    original's own frames alone fill its first 17 neighbours, which was checked by hand.)"""
+    folder = tmp_path / "still"
+    folder.mkdir()
+    frames = _scene_frames(1, 1, 0, "green", "circle", seed=11) * 40  # a still scene: 40 equal frames
+    kept = _write_video(folder / "webcam.mp4", frames, 1, (160, 120), 23)
+    copy = _write_video(folder / "webcam_export.mp4", frames, 1, (128, 96), 30)
+    _write_video(folder / "other.mp4", _scene_frames(40, 1, 0, "green", "circle", seed=12), 1, (160, 120), 23)
+    assert cli.json("index", str(folder), "--frame-interval", "1")["frames"] >= 3 * 36
+    assert [g["paths"] for g in cli.json("duplicates")] == [[str(kept), str(copy)]]
