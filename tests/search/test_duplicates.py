@@ -223,3 +223,41 @@ def test_a_still_video_and_its_copy_are_grouped(cli: Any, tmp_path: Path) -> Non
     _write_video(folder / "other.mp4", _scene_frames(40, 1, 0, "green", "circle", seed=12), 1, (160, 120), 23)
     assert cli.json("index", str(folder), "--frame-interval", "1")["frames"] >= 3 * 36
     assert [g["paths"] for g in cli.json("duplicates")] == [[str(kept), str(copy)]]
+
+
+def test_the_page_shows_duplicates_as_groups(tmp_path: Path) -> None:
+    """The web page's Duplicates button lists each group with a thumbnail per file (headless Chromium)."""
+    executable = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+    if executable is None:
+        pytest.skip("no Chromium found")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from serve.test_daemon import Daemon
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    image = _photo(8, "orange", "triangle")
+    paths = [_jpeg(image, folder / "triangle.jpg", 90), *_copies(image, folder, "triangle")]
+    _jpeg(_photo(9, "orange", "triangle"), folder / "other_triangle.jpg", 90)
+    daemon = Daemon(tmp_path / "home", str(folder), "--rescan-every", "off")
+    try:
+        daemon.wait_ready().wait_idle()
+        assert daemon.client is not None
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"], headless=True)
+            try:
+                tab = browser.new_page()
+                errors: list[str] = []
+                tab.on("pageerror", lambda exc: errors.append(str(exc)))
+                tab.goto(f"{daemon.client.info.url}/?token={daemon.client.info.token}")
+                tab.click("#dups")
+                tab.wait_for_selector("#results[data-state=ready][data-mode=duplicates]")
+                files = "gs => gs.map(g => [...g.querySelectorAll('.dup-file')].map(f => f.dataset.path))"
+                shown = tab.eval_on_selector_all("#results .dup-group", files)
+                assert shown == [sorted(str(p) for p in paths)]
+                loaded = "() => [...document.querySelectorAll('.dup-file img')].every(i => i.naturalWidth > 0)"
+                tab.wait_for_function(loaded)
+                assert "1 group" in tab.inner_text("#summary") and not errors
+            finally:
+                browser.close()
+    finally:
+        daemon.stop()
