@@ -111,12 +111,14 @@ def query(
     before: str | None = typer.Option(None, "--before", help="Taken before (YYYY[-MM[-DD]])."),
     min_score: float | None = typer.Option(None, "--min-score", help="Calibrated cut-off, 0..1."),
     sort: str = typer.Option("score", "--sort", help="score or date."),
+    near: str | None = typer.Option(None, "--near", help="Taken within KM of a place: 'LAT,LON,KM' (EXIF GPS)."),
+    camera: str | None = typer.Option(None, "--camera", help="Only from a camera with these words ('canon')."),
     raw: bool = typer.Option(False, "--raw", help="Embed the text as is, without prompt templates."),
     paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Find items by text, by example image, or both; --not subtracts."""
-    from mediasearch.library.requests import Query, parse_date
+    from mediasearch.library.requests import Query, parse_date, parse_near
 
     q = Query(
         terms=_terms(text, weight, also, image, not_, not_image),
@@ -129,6 +131,8 @@ def query(
         before=parse_date(before) if before else None,
         min_score=min_score,
         sort=_choice("--sort", sort, ("score", "date")) or "score",
+        near=parse_near(near) if near else None,
+        camera=camera,
     )
     with open_library(ctx) as lib:
         hits = lib.search(q)

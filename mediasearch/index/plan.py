@@ -148,6 +148,8 @@ def file_payload(entry: FileEntry, fprint: str, frames_total: int, meta: Any) ->
             camera=meta.camera,
             date=meta.date if meta.date is not None else entry.mtime,
         )
+        if getattr(meta, "lat", None) is not None and getattr(meta, "lon", None) is not None:
+            payload["geo"] = {"lat": meta.lat, "lon": meta.lon}  # a Qdrant geo point (store/base.py GEO_FIELDS)
     else:
         payload["date"] = entry.mtime
     return payload

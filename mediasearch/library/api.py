@@ -17,6 +17,7 @@ from mediasearch.errors import QueryError
 from mediasearch.library.base import Backend
 from mediasearch.library.types import (
     Classification,
+    DuplicateGroup,
     Embedding,
     FileError,
     Hit,
@@ -151,13 +152,16 @@ class Library:
         min_score: float | None = None,
         raw: bool = False,
         sort: str = "score",
+        near: str | tuple[float, float, float] | None = None,
+        camera: str | None = None,
     ) -> list[Hit]:
         """Items nearest to a text, an example image, or both; ``negatives`` subtract.
 
         ``after``/``before`` take a date (``YYYY[-MM[-DD]]``) or a POSIX time; ``min_score`` cuts on the
-        calibrated score (0..1).
+        calibrated score (0..1); ``near`` (``"LAT,LON,KM"`` or a tuple) keeps photos taken within KM of
+        the point (EXIF GPS); ``camera`` keeps those whose camera has every word of it.
         """
-        from mediasearch.search.query import Query, Term, parse_date
+        from mediasearch.search.query import Query, Term, parse_date, parse_near
 
         terms = [Term("text", text, 1.0)] if text else []
         if image is not None:
@@ -178,6 +182,8 @@ class Library:
             before=parse_date(before) if isinstance(before, str) else before,
             min_score=min_score,
             sort=sort,
+            near=parse_near(near) if isinstance(near, str) else near,
+            camera=camera,
         )
         return self.search(q)
 
@@ -192,6 +198,14 @@ class Library:
         if kind not in (None, "image", "video"):
             raise QueryError(f"kind must be image or video, not {kind!r}")
         return self.backend.similar(os.fspath(path), Query(limit=limit, kind=kind))
+
+    def duplicates(self, paths: Sequence[PathLike] = (), *, threshold: float | None = None) -> list[DuplicateGroup]:
+        """Groups of copies among the indexed files under ``paths`` (everything when empty), largest first.
+
+        Byte-identical files form ``"exact"`` groups; resized, slightly cropped or re-encoded copies
+        ``"near"`` ones, verified on pixels (``threshold``: the pixel similarity a copy needs, default 0.95).
+        """
+        return self.backend.duplicates([os.path.abspath(os.fspath(p)) for p in paths], threshold)
 
     # -- tags and status --------------------------------------------------------------------------
 

@@ -175,6 +175,10 @@ class DaemonClient:
     def tags(self) -> dict[str, int]:
         return dict(self.call("GET", "/tags"))
 
+    def duplicates(self, paths: Sequence[str], threshold: float | None) -> list[dict[str, Any]]:
+        body = {"paths": [os.path.abspath(p) for p in paths], "threshold": threshold}
+        return list(self.call("POST", "/duplicates", body, timeout=None))
+
 
 def _error_from(exc: urllib.error.HTTPError) -> MediaSearchError:
     """The daemon's ``{"error", "kind"}`` answer as the matching domain error."""

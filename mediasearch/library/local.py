@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
-from mediasearch.library.types import Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -227,6 +227,16 @@ class LocalLibrary:
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
         return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+
+    def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
+        """Groups of exact and near copies among the indexed files under ``paths`` (all when empty).
+
+        Works on the stored vectors and the files' pixels: no model is loaded."""
+        from mediasearch.search.duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+        chosen = DEFAULT_THRESHOLD if threshold is None else threshold
+        groups = find_duplicates(self._store_only(), [os.path.abspath(p) for p in paths], threshold=chosen)
+        return [DuplicateGroup(g.paths, g.similarity, g.kind) for g in groups]
 
     # -- tags and status --------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mediasearch.errors import QueryError
 from mediasearch.library import home
-from mediasearch.library.types import Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,10 +45,17 @@ class RemoteLibrary:
         return int(self.client.forget(os.path.abspath(path))["files"])
 
     def search(self, query: Query) -> list[Hit]:
+        if query.near is not None or query.camera:
+            # The daemon's /query body has no place or camera yet: refuse rather than drop the filter.
+            raise QueryError("the daemon does not answer --near or --camera yet; stop `mediasearch serve` to use them")
         return self.client.query(query, model=self.settings.model)
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         return self.client.similar(path, query, model=self.settings.model)
+
+    def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
+        rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
+        return [DuplicateGroup(list(r["paths"]), float(r["similarity"]), str(r["kind"])) for r in rows]
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         data = self.client.tag(vocab, prompts)

@@ -7,7 +7,7 @@ from mediasearch.clip.zeroshot import parse_labels
 from mediasearch.index.options import IndexOptions
 from mediasearch.index.options import IndexSummary as IndexReport
 from mediasearch.index.plan import StoredFile
-from mediasearch.search.query import Query, Term, parse_date, parse_weighted
+from mediasearch.search.query import Query, Term, parse_date, parse_near, parse_weighted
 from mediasearch.store.base import EXACT_SEARCH_MAX_POINTS, Store
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "Term",
     "parse_date",
     "parse_labels",
+    "parse_near",
     "parse_weighted",
 ]

@@ -14,6 +14,7 @@ from mediasearch.search.query import Hit
 
 __all__ = [
     "Classification",
+    "DuplicateGroup",
     "Embedding",
     "FileError",
     "ForgetReport",
@@ -99,3 +100,14 @@ class ForgetReport:
 
     path: str
     files: int
+
+
+@dataclass
+class DuplicateGroup:
+    """One row of ``duplicates --json``: files that are copies of each other (shown paths, sorted), the
+    similarity of the weakest link between them (1.0 for byte copies), and ``"exact"`` (all byte-identical)
+    or ``"near"``."""
+
+    paths: list[str]
+    similarity: float
+    kind: str

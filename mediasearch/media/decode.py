@@ -46,21 +46,28 @@ MAX_KEYFRAME_SHIFT_S = 1.0  # ... but never further away than this
 _EXIF_IFD = 0x8769
 _TAG_MAKE, _TAG_MODEL, _TAG_DATETIME = 0x010F, 0x0110, 0x0132
 _TAG_DATETIME_ORIGINAL, _TAG_OFFSET, _TAG_OFFSET_ORIGINAL = 0x9003, 0x9010, 0x9011
+_GPS_IFD = 0x8825
+_TAG_LAT_REF, _TAG_LAT, _TAG_LON_REF, _TAG_LON = 1, 2, 3, 4
 _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
 _VIDEO_DATE_KEYS = ("com.apple.quicktime.creationdate", "creation_time", "date")
 _VIDEO_MAKE_KEYS = ("com.apple.quicktime.make", "com.android.manufacturer", "make")
 _VIDEO_MODEL_KEYS = ("com.apple.quicktime.model", "com.android.model", "model")
+_VIDEO_PLACE_KEYS = ("com.apple.quicktime.location.ISO6709", "location")  # ISO 6709: "+48.8584+002.2945+035/"
+_ISO6709 = re.compile(r"([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
 class MediaMeta:
-    """Size as displayed (orientation applied), capture date (unix time), camera, video duration."""
+    """Size as displayed (orientation applied), capture date (unix time), camera, video duration, and
+    where it was taken (EXIF GPS, decimal degrees) when known."""
 
     width: int
     height: int
     date: float | None = None
     camera: str | None = None
     duration: float | None = None
+    lat: float | None = None
+    lon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ def _finish(im: Image.Image, target: int) -> Image.Image:
 def _decode_raw(path: str, target: int) -> tuple[Image.Image, MediaMeta]:
     picture = formats.read_raw(path, target)
     width, height = picture.size
-    meta = MediaMeta(width, height, _exif_date(picture.exif), _exif_camera(picture.exif))
+    lat, lon = _exif_gps(picture.exif)
+    meta = MediaMeta(width, height, _exif_date(picture.exif), _exif_camera(picture.exif), lat=lat, lon=lon)
     return _finish(picture.image, target), meta
 
 
@@ -220,7 +228,34 @@ def _image_meta(size: tuple[int, int], exif: Mapping[int, Any]) -> MediaMeta:
     width, height = size
     if exif.get(0x0112) in _SWAPPED_ORIENTATIONS:
         width, height = height, width
-    return MediaMeta(width=width, height=height, date=_exif_date(exif), camera=_exif_camera(exif))
+    lat, lon = _exif_gps(exif)
+    return MediaMeta(width, height, _exif_date(exif), _exif_camera(exif), lat=lat, lon=lon)
+
+
+def _exif_gps(exif: Any) -> tuple[float | None, float | None]:
+    """GPSLatitude/GPSLongitude with their N/S and E/W references, in decimal degrees; (None, None)
+    when absent, malformed or out of range (and for the 0,0 that some phones write without a fix)."""
+    try:
+        gps = exif.get_ifd(_GPS_IFD) if hasattr(exif, "get_ifd") else exif.get(_GPS_IFD)
+        lat = _gps_degrees(gps.get(_TAG_LAT), gps.get(_TAG_LAT_REF), "S")
+        lon = _gps_degrees(gps.get(_TAG_LON), gps.get(_TAG_LON_REF), "W")
+    except Exception:  # a malformed GPS IFD must not cost the picture
+        return None, None
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180) or lat == lon == 0:
+        return None, None
+    return lat, lon
+
+
+def _gps_degrees(value: Any, ref: Any, negative: str) -> float | None:
+    """(degrees, minutes, seconds) rationals (or one number) and a reference letter → signed degrees."""
+    if value is None:
+        return None
+    parts = [float(v) for v in (value if isinstance(value, (tuple, list)) else (value,))][:3]
+    degrees = sum(p / 60**i for i, p in enumerate(parts))
+    if not math.isfinite(degrees):
+        return None
+    ref_s = ref.decode("ascii", "replace") if isinstance(ref, bytes) else str(ref or "")
+    return -degrees if ref_s.strip("\x00 ").upper() == negative else degrees
 
 
 def _exif_date(exif: Any) -> float | None:
@@ -350,6 +385,7 @@ class _Probe:
     fps: float | None
     date: float | None
     camera: str | None
+    place: tuple[float, float] | None = None  # (lat, lon) from the container's ISO 6709 location
     container: str = ""  # the demuxer's name ("mov,mp4,m4a,3gp,3g2,mj2", "mpegts", ...)
     transfer: str | None = None  # "pq" or "hlg" for HDR video, None for SDR
 
@@ -387,7 +423,8 @@ def sample_video(
         raise MediaError(f"cannot decode video: {_one_line(str(exc)) or type(exc).__name__}") from exc
     if not frames:
         raise MediaError(error or "no video frame could be decoded")
-    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration)
+    lat, lon = probe.place or (None, None)
+    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration, lat=lat, lon=lon)
     return VideoSample(frames=frames, meta=meta, error=error)
 
 
@@ -440,6 +477,7 @@ def _probe_of(container: Any, stream: Any, rotation: int) -> _Probe:
         fps=float(stream.average_rate) if stream.average_rate else None,
         date=_video_date(metadata),
         camera=_video_camera(metadata),
+        place=_video_place(metadata),
         container=str(getattr(container.format, "name", "") or ""),
         transfer=formats.hdr_transfer(getattr(stream.codec_context, "color_trc", None)),
     )
@@ -472,6 +510,17 @@ def _video_date(metadata: Mapping[str, str]) -> float | None:
             stamp = _parse_iso_datetime(value)
             if stamp is not None:
                 return stamp
+    return None
+
+
+def _video_place(metadata: Mapping[str, str]) -> tuple[float, float] | None:
+    """Where a phone recorded the video: the ISO 6709 decimal-degree location phones write."""
+    for key in _VIDEO_PLACE_KEYS:
+        match = _ISO6709.match(metadata.get(key) or "")
+        if match is not None:
+            lat, lon = float(match.group(1)), float(match.group(2))
+            if -90 <= lat <= 90 and -180 <= lon <= 180 and not lat == lon == 0:
+                return lat, lon
     return None
 
 

@@ -67,6 +67,18 @@ def parse_date(text: str, *, end: bool = False) -> float:
         raise QueryError(f"not a date: {text!r} (use YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time)") from None
 
 
+def parse_near(text: str) -> tuple[float, float, float]:
+    """'48.85,2.35,10' → (lat, lon, km): within 10 km of that point."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        lat, lon, km = (float(p) for p in parts) if len(parts) == 3 else (math.nan,) * 3
+    except ValueError:
+        lat = lon = km = math.nan
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < km < 40_100):  # NaN fails every comparison
+        raise QueryError(f"not a place: {text!r} (use LAT,LON,KM, e.g. 48.8566,2.3522,10)")
+    return lat, lon, km
+
+
 @dataclass(frozen=True)
 class Query:
     """A parsed query with its filters."""
@@ -81,6 +93,8 @@ class Query:
     before: float | None = None
     min_score: float | None = None
     sort: str = "score"
+    near: tuple[float, float, float] | None = None  # (lat, lon, km)
+    camera: str | None = None
 
     def filter(self, exclude_ids: Sequence[str] = ()) -> Filter:
         return Filter(
@@ -90,6 +104,8 @@ class Query:
             after=self.after,
             before=self.before,
             exclude_ids=tuple(exclude_ids),
+            near=self.near,
+            camera=self.camera or None,
         )
 
     @property

@@ -81,6 +81,8 @@ class ServiceLike(Protocol):
 
     def media(self, path: str) -> "ServedFile": ...
 
+    def duplicates(self, paths: list[str], threshold: float | None = None) -> list[dict[str, Any]]: ...
+
 
 class MissingFileError(QueryError):
     """A file a request names (an image to search by, a vocabulary) is not a file on the daemon's machine."""
@@ -122,6 +124,7 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _search_routes(app, service, guarded)
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
+    _organise_routes(app, service, guarded)
     return app
 
 
@@ -221,6 +224,25 @@ def _health_model() -> Any:
         pid: int | None = None
 
     return Health
+
+
+def _organise_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
+    """Organising a library: duplicates."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from mediasearch.library.types import DuplicateGroup
+
+    class DuplicatesIn(BaseModel):
+        model_config = ConfigDict(strict=True)
+
+        paths: list[str] = Field(default_factory=list, description="folders or files (default: everything)")
+        threshold: float | None = Field(default=None, gt=0, le=1, description="pixel similarity, default 0.95")
+
+    @app.post("/duplicates", dependencies=guarded, response_model=list[DuplicateGroup],
+              responses=errors(400, 422, 503), tags=["search"])
+    def duplicates(body: DuplicatesIn) -> list[dict[str, Any]]:
+        """`duplicates --json`: groups of exact and near copies, largest first."""
+        return service.duplicates([os.path.abspath(p) for p in body.paths], body.threshold)
 
 
 def _token_check(token: str) -> Callable[..., None]:

@@ -601,6 +601,11 @@ class Service:
         with self._querying(model) as lib:
             return [h.to_json() for h in lib.similar(path, query)]
 
+    def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[dict[str, Any]]:
+        """Groups of copies among the indexed files under ``paths``, as `duplicates --json` prints them."""
+        with self._querying() as lib:
+            return [asdict(g) for g in lib.duplicates(paths, threshold)]
+
     def index(
         self,
         paths: Sequence[str],

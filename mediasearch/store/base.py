@@ -39,6 +39,8 @@ ACTIVE_ALIAS = "mediasearch"  # server: alias naming the collection that queries
 META_KEY = "mediasearch"  # server: collection-metadata key that holds our meta dict
 KEYWORD_FIELDS = ("kind", "dirs", "path", "root", "tags")
 FLOAT_FIELDS = ("date",)
+GEO_FIELDS = ("geo",)  # {"lat", "lon"} where the file's EXIF has GPS
+TEXT_FIELDS = ("camera",)  # full-text (word) index: "canon" matches "Canon EOS R5"
 EXACT_SEARCH_MAX_POINTS = 100_000  # at or below this size, search scans every vector
 AUTO_FLUSH_S = 5.0
 # The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
@@ -82,6 +84,8 @@ class Filter:
     after: float | None = None  # payload "date" >= after
     before: float | None = None  # payload "date" < before
     exclude_ids: tuple[str, ...] = ()
+    near: tuple[float, float, float] | None = None  # (lat, lon, km): payload "geo" within km of the point
+    camera: str | None = None  # every word of it in payload "camera" (case-insensitive)
 
     def equalities(self) -> list[tuple[str, str]]:
         """(payload key, value) pairs that must match exactly."""
@@ -94,7 +98,8 @@ class Filter:
     def is_empty(self) -> bool:
         """True when the filter lets everything through."""
         no_dates = self.after is None and self.before is None
-        return not self.equalities() and no_dates and not self.exclude_ids
+        no_place = self.near is None and not self.camera
+        return not self.equalities() and no_dates and not self.exclude_ids and no_place
 
 
 class Store(Protocol):

@@ -32,8 +32,10 @@ from mediasearch.errors import MediaSearchError, ModelMismatchError, StoreError,
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
+    GEO_FIELDS,
     KEYWORD_FIELDS,
     LOCK_RETRY_S,
+    TEXT_FIELDS,
     VECTOR_NAME,
     Filter,
     PointIn,
@@ -206,6 +208,8 @@ def _ensure_edge_indexes(shard: Any) -> None:
     existing = set(shard.info().payload_schema)
     wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
     wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
+    wanted += [(f, qe.PayloadSchemaType.Geo) for f in GEO_FIELDS]
+    wanted += [(f, qe.PayloadSchemaType.Text) for f in TEXT_FIELDS]
     for field, schema in wanted:
         if field not in existing:
             shard.update(qe.UpdateOperation.create_field_index(field, schema))
@@ -270,6 +274,11 @@ def _edge_filter(flt: Filter | None) -> Any:
     must: list[Any] = [qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in flt.equalities()]
     if flt.after is not None or flt.before is not None:
         must.append(qe.FieldCondition("date", range=qe.RangeFloat(gte=flt.after, lt=flt.before)))
+    if flt.near is not None:
+        lat, lon, km = flt.near
+        must.append(qe.FieldCondition("geo", geo_radius=qe.GeoRadius(qe.GeoPoint(lon=lon, lat=lat), km * 1000.0)))
+    if flt.camera:
+        must.append(qe.FieldCondition("camera", match=qe.MatchText(flt.camera)))
     must_not: list[Any] = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else []
     return qe.Filter(must=must or None, must_not=must_not or None)
 

@@ -28,8 +28,10 @@ from mediasearch.errors import StoreError
 from mediasearch.store.base import (
     _MEMORY_SERVERS,
     FLOAT_FIELDS,
+    GEO_FIELDS,
     KEYWORD_FIELDS,
     META_KEY,
+    TEXT_FIELDS,
     VECTOR_NAME,
     Filter,
     PointIn,
@@ -105,8 +107,11 @@ def _create_collection(client: Any, collection: str, dim: int) -> None:
 def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any]) -> None:
     from qdrant_client import models as m
 
-    wanted = [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
+    wanted: list[tuple[str, Any]] = [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
     wanted += [(f, m.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
+    wanted += [(f, m.PayloadSchemaType.GEO) for f in GEO_FIELDS]
+    text = m.TextIndexParams(type=m.TextIndexType.TEXT, tokenizer=m.TokenizerType.WORD, lowercase=True)
+    wanted += [(f, text) for f in TEXT_FIELDS]
     with warnings.catch_warnings():  # in-memory mode warns that indexes do nothing there
         warnings.filterwarnings("ignore", message="Payload indexes have no effect")
         for field, kind in wanted:
@@ -144,6 +149,12 @@ def _server_filter(flt: Filter | None) -> Any:
     must: list[Any] = [m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in flt.equalities()]
     if flt.after is not None or flt.before is not None:
         must.append(m.FieldCondition(key="date", range=m.Range(gte=flt.after, lt=flt.before)))
+    if flt.near is not None:
+        lat, lon, km = flt.near
+        radius = m.GeoRadius(center=m.GeoPoint(lat=lat, lon=lon), radius=km * 1000.0)
+        must.append(m.FieldCondition(key="geo", geo_radius=radius))
+    if flt.camera:
+        must.append(m.FieldCondition(key="camera", match=m.MatchText(text=flt.camera)))
     must_not: list[Any] = [m.HasIdCondition(has_id=list(flt.exclude_ids))] if flt.exclude_ids else []
     return m.Filter(must=must or None, must_not=must_not or None)
 

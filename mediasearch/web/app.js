@@ -821,6 +821,63 @@
     }
   }
 
+  // -- duplicates (POST /duplicates): groups of copies, each a row of thumbnails ----------------
+
+  async function showDuplicates() {
+    if (inflight) inflight.abort();
+    const ctl = new AbortController();
+    inflight = ctl;
+    hits = [];
+    shown = 0;
+    grid.replaceChildren();
+    Object.assign(grid.dataset, { state: "loading", mode: "duplicates" });
+    $("welcome").hidden = true;
+    $("toolbar").hidden = false;
+    $("more").hidden = true;
+    $("summary").replaceChildren("Looking for copies…");
+    $("progress").hidden = false;
+    const started = performance.now();
+    try {
+      const groups = await api("POST", "duplicates", {}, ctl.signal);
+      if (inflight !== ctl) return;
+      const files = groups.reduce((n, g) => n + g.paths.length, 0);
+      const count = el("strong", null, groups.length ? plural(groups.length, "group", "groups") : "No duplicates");
+      const rest = groups.length ? ` of copies, ${plural(files, "file", "files")}` : "";
+      $("summary").replaceChildren(count, `${rest} · ${((performance.now() - started) / 1000).toFixed(2)} s`);
+      grid.append(...groups.map(duplicateGroup));
+      grid.dataset.state = groups.length ? "ready" : "empty";
+    } catch (error) {
+      if (error.name !== "AbortError" && inflight === ctl && error.code !== 401) showError(error.message);
+    } finally {
+      if (inflight === ctl) {
+        inflight = null;
+        $("progress").hidden = true;
+      }
+    }
+  }
+
+  function duplicateGroup(group) {
+    const li = el("li", "dup-group");
+    li.dataset.kind = group.kind;
+    const what = group.kind === "exact" ? "identical files"
+      : `copies, ${(group.similarity * 100).toFixed(1)} % alike`;
+    li.append(el("p", "dup-head", `${group.paths.length} ${what}`));
+    const row = el("div", "dup-row");
+    for (const path of group.paths) {
+      const link = el("a", "dup-file");
+      Object.assign(link, { href: mediaUrl(path), target: "_blank", rel: "noopener noreferrer", title: path });
+      link.dataset.path = path;
+      const img = el("img", "pic");
+      Object.assign(img, { src: thumbUrl(path, null), alt: "", loading: "lazy" });
+      link.append(img, el("span", "dup-name", basename(path)), el("span", "dup-folder", folderLabel(path)));
+      row.append(link);
+    }
+    li.append(row);
+    return li;
+  }
+
+  $("dups").addEventListener("click", showDuplicates);
+
   // -- wiring ------------------------------------------------------------------------------------
 
   function wire() {
