@@ -182,7 +182,7 @@ def test_a_signal_after_the_work_is_over_changes_nothing(signum: int) -> None:
 def test_daemon_kill9_mid_index_then_restart_equals_clean_run(
     tmp_path: Path, killable: tuple[Path, Any, tuple[float, float]]
 ) -> None:
-    from test_daemon import Daemon
+    from daemon_helpers import Daemon
 
     from mediasearch.library.client import find_daemon, port_file
 
@@ -438,7 +438,7 @@ def test_commands_while_another_process_holds_the_store(tmp_path: Path, cli: Any
 
 def test_daemon_and_cli_at_once(tmp_path: Path, killable: tuple[Path, Any, tuple[float, float]]) -> None:
     """While the daemon indexes: the CLI's index and query go through it, and nobody else opens the store."""
-    from test_daemon import Daemon
+    from daemon_helpers import Daemon
 
     from mediasearch.errors import ModelMismatchError, StoreLockedError
     from mediasearch.library.client import find_daemon

@@ -189,7 +189,7 @@ def test_full_hash_reads_the_whole_file(tmp_path: Path) -> None:
 
 def test_a_daemon_answers_duplicates_for_the_cli(tmp_path: Path) -> None:
     """`mediasearch duplicates` goes through the daemon that owns the home, with the same JSON."""
-    from serve.test_daemon import Daemon, _cli
+    from daemon_helpers import Daemon, _cli
 
     folder = tmp_path / "lib"
     folder.mkdir()
@@ -234,7 +234,7 @@ def test_the_page_shows_duplicates_as_groups(tmp_path: Path) -> None:
     if executable is None:
         pytest.skip("no Chromium found")
     sync_api = pytest.importorskip("playwright.sync_api")
-    from serve.test_daemon import Daemon
+    from daemon_helpers import Daemon
 
     folder = tmp_path / "lib"
     folder.mkdir()

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon_helpers import photos
 from fault_helpers import wait_until
-from test_daemon import photos
 
 from mediasearch.library.client import DaemonClient, read_port_file
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from daemon_helpers import photos
 from served_library import Served, env, served_library
-from test_daemon import photos
 
 pytest.importorskip("openapi_python_client", reason="the test extra installs openapi-python-client")
 

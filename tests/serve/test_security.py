@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 import schemathesis
+from daemon_helpers import Daemon
 from hypothesis import HealthCheck, settings
-from test_daemon import Daemon
 
 from mediasearch.lab.shapes import render, save_image
 

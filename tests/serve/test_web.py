@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from test_daemon import Daemon
+from daemon_helpers import Daemon
 
 from mediasearch.cli.demo import VIDEO_SEGMENTS
 from mediasearch.lab.shapes import make_library, render, save_image, write_shapes_video
