@@ -42,6 +42,7 @@ class ClipModel:
     image_size: int = 224
     head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
     channels_last: bool = False  # conv image towers run faster on NHWC input
+    fast_text: Callable[[np.ndarray], np.ndarray] | None = None  # int8 ONNX text tower (see loading)
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -110,6 +111,8 @@ class ClipModel:
         if self.device != "cpu":
             return encode()
         count = token_count(tokens)
+        if self.fast_text is not None and count <= SMALL_TEXT_TOKENS:  # a query's texts, on this thread
+            return _normalise_array(self.fast_text(tokens.numpy()))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)
         return lane.run_if_idle(encode, otherwise=on_one_thread)
@@ -126,7 +129,11 @@ class ClipModel:
 
 
 def _normalise(feats: torch.Tensor) -> np.ndarray:
-    arr = feats.float().cpu().numpy().astype(np.float32, copy=False)
+    return _normalise_array(feats.float().cpu().numpy())
+
+
+def _normalise_array(feats: np.ndarray) -> np.ndarray:
+    arr = feats.astype(np.float32, copy=False)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     return arr / np.maximum(norms, 1e-12)
 

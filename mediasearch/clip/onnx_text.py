@@ -228,8 +228,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_text_model(spec: ModelSpec, weights: Path) -> OnnxTextModel | None:
-    """The ONNX text tower cached beside ``weights``, or None (none cached, no onnxruntime)."""
+def load_text_model(spec: ModelSpec, weights: Path, threads: int = 0) -> OnnxTextModel | None:
+    """The ONNX text tower cached beside ``weights``, or None (none cached, no onnxruntime);
+    ``threads`` 0: up to 4 of the CPUs this process may use."""
     graph, tokens_file, desc = paths(weights)
     if not available():
         return None
@@ -245,7 +246,7 @@ def load_text_model(spec: ModelSpec, weights: Path) -> OnnxTextModel | None:
         from mediasearch.clip.bpe import BpeTokenizer
 
         tokenizer = BpeTokenizer(int(meta["context_length"]))
-        session = _session(graph)
+        session = _session(graph, threads)
     except (OSError, ValueError, KeyError, TypeError, ModelError):
         return None
     except Exception:  # onnxruntime's own errors (a damaged graph): the torch tower instead

@@ -82,3 +82,26 @@ def test_a_damaged_graph_falls_back_to_the_torch_copy(tmp_path: Path) -> None:
     weights, _ = text_tower.cache_paths(tmp_path, loaded.spec.key())
     onnx_text.paths(weights)[0].write_bytes(b"not a graph")
     assert isinstance(text_tower.load_text_model(loaded.spec, tmp_path), text_tower.TextModel)
+
+
+def test_a_loaded_cpu_model_encodes_query_texts_with_the_int8_tower(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    fast = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
+    weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
+    if not json.loads(onnx_text.paths(weights)[2].read_text())["int8"]:
+        pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
+    plain = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path, precision="fp32")
+    assert fast.fast_text is not None and plain.fast_text is None  # an explicit precision keeps its own
+    texts = [t.format("a blue star") for t in CLIP_TEMPLATES]
+    cosines = (fast.encode_texts(texts) * plain.encode_texts(texts)).sum(axis=1)
+    assert cosines.min() >= onnx_text.INT8_MIN_COSINE
+    many = [f"a photo of a red circle number {i}" for i in range(100)]  # a vocabulary: the torch tower
+    np.testing.assert_allclose(fast.encode_texts(many), plain.encode_texts(many), atol=1e-5)
+
+
+def test_without_an_int8_verdict_queries_use_the_torch_tower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setattr(onnx_text, "INT8_MIN_COSINE", 1.01)
+    assert load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path).fast_text is None
