@@ -13,7 +13,6 @@ import html
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -50,13 +49,12 @@ class BpeTokenizer:
     def __init__(self, context_length: int = 77, vocabulary: Path | None = None) -> None:
         import regex
 
-        lines = gzip.open(vocabulary or vocabulary_file()).read().decode("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines[1 : _MERGES + 1]]
+        lines = gzip.open(vocabulary or vocabulary_file()).read().decode("utf-8").split("\n")[1 : _MERGES + 1]
         symbols = list(_byte_symbols().values())
-        vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+        vocab = symbols + [s + "</w>" for s in symbols] + [line.replace(" ", "") for line in lines]
         vocab += ["<start_of_text>", "<end_of_text>"]
         self.encoder = {token: i for i, token in enumerate(vocab)}
-        self.ranks = {pair: i for i, pair in enumerate(merges)}
+        self.ranks = {line: i for i, line in enumerate(lines)}  # "first second": merges as written
         self.sot, self.eot = self.encoder["<start_of_text>"], self.encoder["<end_of_text>"]
         self.context_length = context_length
         self._pattern = regex.compile(_PATTERN, regex.IGNORECASE)
@@ -94,14 +92,15 @@ class BpeTokenizer:
         """Merge the pair of lowest rank until none is left (the last symbol carries ``</w>``)."""
         word: list[str] = [*token[:-1], token[-1] + "</w>"]
         while len(word) > 1:
-            pairs = {(a, b) for a, b in zip(word, word[1:], strict=False)}
-            best: Any = min(pairs, key=lambda pair: self.ranks.get(pair, len(self.ranks)))
+            pairs = {f"{a} {b}" for a, b in zip(word, word[1:], strict=False)}
+            best = min(pairs, key=lambda pair: self.ranks.get(pair, len(self.ranks)))
             if best not in self.ranks:
                 break
+            first, second = best.split(" ")
             merged: list[str] = []
             i = 0
             while i < len(word):
-                if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
                     merged.append(word[i] + word[i + 1])
                     i += 2
                 else:
