@@ -174,7 +174,7 @@ def load_model(
 
         text_tower.ensure_cached(loaded, cache_dir)
         if dev == "cpu" and precision == "auto":
-            loaded.fast_text = _int8_text_tower(loaded.spec, cache_dir)
+            loaded.fast_text, loaded.fast_text_of = _int8_text_tower(loaded.spec, cache_dir), model
     if dev == "cpu" and precision in ("auto", "bf16"):
         _use_bf16(loaded, cache_dir, force=precision == "bf16")
     loaded.channels_last = _wants_channels_last(model, dev)

@@ -43,6 +43,7 @@ class ClipModel:
     head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
     channels_last: bool = False  # conv image towers run faster on NHWC input
     fast_text: Callable[[np.ndarray], np.ndarray] | None = None  # int8 ONNX text tower (see loading)
+    fast_text_of: Any = field(default=None, repr=False)  # the weights it was exported from
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -111,7 +112,8 @@ class ClipModel:
         if self.device != "cpu":
             return encode()
         count = token_count(tokens)
-        if self.fast_text is not None and count <= SMALL_TEXT_TOKENS:  # a query's texts, on this thread
+        fast = self.fast_text is not None and self.fast_text_of is self.model  # not a fine-tuned copy's
+        if fast and self.fast_text is not None and count <= SMALL_TEXT_TOKENS:  # a query's texts, here
             return _normalise_array(self.fast_text(tokens.numpy()))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)

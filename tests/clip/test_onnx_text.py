@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from mediasearch.clip import onnx_text, text_tower
 from mediasearch.clip.bpe import BpeTokenizer
@@ -98,6 +99,14 @@ def test_a_loaded_cpu_model_encodes_query_texts_with_the_int8_tower(tmp_path: Pa
     assert cosines.min() >= onnx_text.INT8_MIN_COSINE
     many = [f"a photo of a red circle number {i}" for i in range(100)]  # a vocabulary: the torch tower
     np.testing.assert_allclose(fast.encode_texts(many), plain.encode_texts(many), atol=1e-5)
+    import copy
+    import dataclasses
+
+    tuned = copy.deepcopy(fast.model)  # other weights (as finetune's models): never the cached graph
+    with torch.no_grad():
+        tuned.token_embedding.weight.mul_(-1)
+    other = dataclasses.replace(fast, model=tuned, _text_cache={})
+    assert (other.encode_texts(texts[:1]) * fast.encode_texts(texts[:1])).sum() < 0.99
 
 
 def test_without_an_int8_verdict_queries_use_the_torch_tower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
