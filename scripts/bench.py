@@ -562,8 +562,14 @@ def bench_cold_query(opts: argparse.Namespace, base: dict[str, Any], table: Tabl
     tutorial = [timed_process([sys.executable, str(script)]) for _ in range(opts.repeats)]
     best, best_tut = min(t for t, _ in ours), min(t for t, _ in tutorial)
     table.add("tutorial load-and-encode (new process, 1 text)", best_tut, "s", "", max(r for _, r in tutorial))
+    onnx = [json.loads(p.read_text()) for p in (Path(home) / "cache" / "models").glob("*.onnx.json")]
+    tower = "torch text tower" if not onnx or onnx[0].get("unusable") else (
+        "int8 ONNX text tower" if onnx[0]["int8"] else "fp32 ONNX text tower")
     table.add("cold CLI query, text, no daemon (process start..hits)", best, "s",
-              f"{best / best_tut:.2f}x tutorial", max(r for _, r in ours))
+              f"{best / best_tut:.2f}x tutorial; {tower}", max(r for _, r in ours))
+    if onnx and "int8_cosine" in onnx[0]:
+        table.add("int8 ONNX text tower: min cosine to fp32 (checked once)", f"{onnx[0]['int8_cosine']:.5f}", "",
+                  f"kept if >= 0.995: {'kept' if onnx[0]['int8'] else 'fp32 graph used'}")
 
 
 def bench_warm_query(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
