@@ -40,7 +40,8 @@ def test_trimmed_text_encoding_equals_open_clip(demo_model: Any) -> None:
 
 
 def test_text_tower_cache_matches_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    loaded = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
+    # fp32: precision auto would encode a query's texts on the int8 ONNX copy (test_onnx_text.py)
+    loaded = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path, precision="fp32")
     assert {".json", ".safetensors"} <= {p.suffix for p in tmp_path.iterdir()}
     monkeypatch.setattr(onnx_text, "available", lambda: False)  # the torch copy (the ONNX one: test_onnx_text)
     cold = text_tower.load_text_model(loaded.spec, tmp_path)
