@@ -76,9 +76,12 @@ def export(tower: TextTower, weights: Path, meta: dict[str, Any], reference: Cal
         graph.parent.mkdir(parents=True, exist_ok=True)
         tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")
         try:
-            verdict = _export_checked(tower, ours, tmp, tokens_file)
+            try:
+                verdict = _export_checked(tower, ours, tmp, tokens_file)
+            except Exception:  # an exporter or quantiser failure must never fail the index run
+                verdict = None
             if verdict is None:
-                _write_json(desc, {**meta, "onnx_format": FORMAT, "unusable": "graph differs from the torch tower"})
+                _write_json(desc, {**meta, "onnx_format": FORMAT, "unusable": "export failed or differs from torch"})
                 return False
             os.replace(tmp, graph)
         finally:
@@ -107,8 +110,9 @@ def _export_checked(tower: TextTower, tokenizer: Any, out: Path, tokens_file: Pa
     int8_cos = _min_cosine(reference, _run(out, embed, tokens.numpy()))
     if int8_cos < INT8_MIN_COSINE:
         os.replace(fp32, out)
-    np.save(tokens_file.with_name(tokens_file.name + ".tmp.npy"), table)
-    os.replace(tokens_file.with_name(tokens_file.name + ".tmp.npy"), tokens_file)
+    tmp_table = tokens_file.with_name(f".{tokens_file.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp_table, table)
+    os.replace(tmp_table, tokens_file)
     return {"int8": int8_cos >= INT8_MIN_COSINE, "int8_cosine": round(int8_cos, 6), "fp32_cosine": round(fp32_cos, 7)}
 
 
@@ -205,7 +209,8 @@ def _session(graph: Path, threads: int = 0) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or min(4, len(os.sched_getaffinity(0)))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or min(4, usable)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])

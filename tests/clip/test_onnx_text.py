@@ -114,3 +114,18 @@ def test_without_an_int8_verdict_queries_use_the_torch_tower(tmp_path: Path, mon
     pytest.importorskip("onnx")
     monkeypatch.setattr(onnx_text, "INT8_MIN_COSINE", 1.01)
     assert load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path).fast_text is None
+
+
+def test_a_failing_export_never_fails_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(onnx_text, "_export_checked", broken)
+    loaded = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
+    assert loaded.fast_text is None
+    weights, _ = text_tower.cache_paths(tmp_path, loaded.spec.key())
+    assert json.loads(onnx_text.paths(weights)[2].read_text())["unusable"]
+    assert isinstance(text_tower.load_text_model(loaded.spec, tmp_path), text_tower.TextModel)
