@@ -112,9 +112,9 @@ class ClipModel:
         if self.device != "cpu":
             return encode()
         count = token_count(tokens)
-        fast = self.fast_text is not None and self.fast_text_of is self.model  # not a fine-tuned copy's
-        if fast and self.fast_text is not None and count <= SMALL_TEXT_TOKENS:  # a query's texts, here
-            return _normalise_array(self.fast_text(tokens.numpy()))
+        fast = self.fast_text if self.fast_text_of is self.model else None  # not a fine-tuned copy's
+        if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts, on this thread
+            return _normalise_array(fast(tokens.numpy()))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)
         return lane.run_if_idle(encode, otherwise=on_one_thread)
