@@ -174,12 +174,25 @@ def load_model(
         from mediasearch.clip import text_tower
 
         text_tower.ensure_cached(loaded, cache_dir)
+        if dev == "cpu" and precision == "auto":
+            loaded.fast_text, loaded.fast_text_of = _int8_text_tower(loaded.spec, cache_dir), model
     if dev == "cpu" and precision in ("auto", "bf16"):
         _use_bf16(loaded, cache_dir, force=precision == "bf16")
     loaded.channels_last = _wants_channels_last(model, dev)
     if loaded.channels_last:
         model.visual.to(memory_format=torch.channels_last)
     return loaded
+
+
+def _int8_text_tower(spec: ModelSpec, cache_dir: Path) -> Any:
+    """The cached ONNX text tower on one thread when it is int8 (it passed its cosine check), for a
+    query's few texts: on 2 cores, 7 texts in ~0.5x the time of the bf16 torch tower on one thread.
+    One thread, the caller's own: no pool of its own to compete with torch's while indexing runs."""
+    from mediasearch.clip import onnx_text, text_tower
+
+    weights, _ = text_tower.cache_paths(cache_dir, spec.key())
+    model = onnx_text.load_text_model(spec, weights, threads=1)
+    return model.model if model is not None and model.model.int8 else None
 
 
 def _create_precision(device: str, precision: str) -> str:

@@ -42,6 +42,8 @@ class ClipModel:
     image_size: int = 224
     head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
     channels_last: bool = False  # conv image towers run faster on NHWC input
+    fast_text: Callable[[np.ndarray], np.ndarray] | None = None  # int8 ONNX text tower (see loading)
+    fast_text_of: Any = field(default=None, repr=False)  # the weights it was exported from
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -110,6 +112,9 @@ class ClipModel:
         if self.device != "cpu":
             return encode()
         count = token_count(tokens)
+        fast = self.fast_text if self.fast_text_of is self.model else None  # not a fine-tuned copy's
+        if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts, on this thread
+            return _normalise_array(fast(tokens.numpy()))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)
         return lane.run_if_idle(encode, otherwise=on_one_thread)
@@ -126,7 +131,11 @@ class ClipModel:
 
 
 def _normalise(feats: torch.Tensor) -> np.ndarray:
-    arr = feats.float().cpu().numpy().astype(np.float32, copy=False)
+    return _normalise_array(feats.float().cpu().numpy())
+
+
+def _normalise_array(feats: np.ndarray) -> np.ndarray:
+    arr = feats.astype(np.float32, copy=False)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     return arr / np.maximum(norms, 1e-12)
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mediasearch.clip.model import ClipModel
+    from mediasearch.clip.onnx_text import OnnxTextModel
     from mediasearch.clip.spec import ModelSpec
 
 FORMAT = 1
@@ -60,9 +61,12 @@ def cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
 
 
 def ensure_cached(model: ClipModel, cache_dir: Path) -> bool:
-    """Save ``model``'s text tower for cold queries unless it is there already; False if it cannot be."""
+    """Save ``model``'s text tower for cold queries unless it is there already; False if it cannot be.
+
+    With onnxruntime installed, an ONNX copy is exported beside it too (``onnx_text``), once."""
     weights, desc = cache_paths(cache_dir, model.spec.key())
     if weights.is_file() and desc.is_file():
+        _ensure_onnx(weights, desc)
         return True
     shape = _shape_of(model.model)
     if shape is None or not _tokenizer_matches(model.tokenizer, shape.context_length):
@@ -71,13 +75,42 @@ def ensure_cached(model: ClipModel, cache_dir: Path) -> bool:
     tower = build_tower(shape, state)
     if tower is None or not _embeddings_match(model, tower):
         return False
-    _write(weights, desc, state, {"format": FORMAT, "key": model.spec.key(), "dim": model.dim, **asdict(shape)})
+    meta = {"format": FORMAT, "key": model.spec.key(), "dim": model.dim, **asdict(shape)}
+    _write(weights, desc, state, meta)
+    if desc.is_file():
+        from mediasearch.clip import onnx_text
+
+        onnx_text.export(tower, weights, meta, _simple_tokenizer_class()(context_length=shape.context_length))
     return True
 
 
-def load_text_model(spec: ModelSpec, cache_dir: Path) -> TextModel | None:
-    """The cached text tower of ``spec`` on the CPU, or None when there is none."""
+def _ensure_onnx(weights: Path, desc: Path) -> None:
+    """Export the ONNX copy of a text tower cached before there was one (onnxruntime installed since)."""
+    from mediasearch.clip import onnx_text
+
+    if onnx_text.paths(weights)[2].is_file() or not onnx_text.available():
+        return
+    try:
+        meta = json.loads(desc.read_text(encoding="utf-8"))
+        shape = TowerShape(**{k: meta[k] for k in TowerShape.__dataclass_fields__})
+        from safetensors.torch import load_file
+
+        tower = build_tower(shape, load_file(str(weights)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if tower is not None:
+        onnx_text.export(tower, weights, meta, _simple_tokenizer_class()(context_length=shape.context_length))
+
+
+def load_text_model(spec: ModelSpec, cache_dir: Path) -> TextModel | OnnxTextModel | None:
+    """The cached text tower of ``spec`` on the CPU, or None when there is none: its ONNX copy run by
+    onnxruntime when there is one (no torch import), else the torch copy."""
+    from mediasearch.clip import onnx_text
+
     weights, desc = cache_paths(cache_dir, spec.key())
+    fast = onnx_text.load_text_model(spec, weights)
+    if fast is not None:
+        return fast
     try:
         meta = json.loads(desc.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT or meta.get("key") != spec.key():

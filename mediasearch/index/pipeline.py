@@ -70,7 +70,7 @@ def decode_file(
                 out.timestamps, out.tensors, out.meta = [None], [jpeg[0]], jpeg[1]
             else:
                 image, out.meta = load_image(entry.path, target=target)
-                out.timestamps, out.tensors = [None], [model.preprocess(image)]
+                out.timestamps, out.tensors = [None], [_preprocess(image, model)]
         else:
             sample = (videos.sample_video if videos is not None else sample_video)(
                 entry.path,
@@ -81,7 +81,7 @@ def decode_file(
             )
             out.meta, out.error = sample.meta, sample.error
             out.timestamps = [f.timestamp for f in sample.frames]
-            out.tensors = [model.preprocess(f.image) for f in sample.frames]
+            out.tensors = [_preprocess(f.image, model) for f in sample.frames]
             if not out.tensors:
                 out.error, out.fatal = sample.error or "no frame could be decoded", True
     except MediaError as exc:
@@ -89,6 +89,16 @@ def decode_file(
     except OSError as exc:
         out.error, out.fatal = f"cannot read file: {exc.strerror or exc}", True
     return out
+
+
+def _preprocess(image: Any, model: Embedder) -> torch.Tensor:
+    """A decode worker's half of preprocessing: uint8 pixels when the batch is normalised as a whole
+    (see ``preprocess``), else the model's own transform."""
+    from mediasearch.index.preprocess import cpu_geometry, pixels
+
+    geometry = cpu_geometry(model)
+    out = pixels(image, geometry) if geometry is not None else None
+    return out if out is not None else model.preprocess(image)
 
 
 def _jpeg_for_gpu(path: str, model: Embedder) -> tuple[Any, Any] | None:
@@ -273,12 +283,28 @@ def _stack(tensors: list[Any], model: Embedder) -> tuple[torch.Tensor, dict[int,
         assert geometry is not None  # _jpeg_for_gpu checked it
         return prepare_batch(tensors, geometry, device, lambda path: _cpu_input(path, model))
     if device == "cpu":  # on the lane, like the encoding, so that this thread starts no OpenMP team
-        return lane.run(lambda: torch.stack(tensors)), {}
+        return lane.run(lambda: _cpu_batch(tensors, model)), {}
     if device != "cuda":
         return torch.stack(tensors), {}
     first = tensors[0]
     out = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
     return torch.stack(tensors, out=out), {}
+
+
+def _cpu_batch(tensors: list[Any], model: Embedder) -> torch.Tensor:
+    """The batch from the workers' uint8 pixels (normalised here, in one pass) and float tensors."""
+    import torch
+
+    from mediasearch.index.preprocess import cpu_geometry, is_pixels, normalise_batch
+
+    geometry = cpu_geometry(model)
+    marks = [is_pixels(t) for t in tensors]
+    if geometry is None or not any(marks):
+        return torch.stack(tensors)
+    if all(marks):
+        return normalise_batch(tensors, geometry)
+    parts = [normalise_batch([t], geometry) if mark else t[None] for t, mark in zip(tensors, marks, strict=True)]
+    return torch.cat(parts)
 
 
 def _cpu_input(path: str, model: Embedder) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mediasearch.clip import loading as model_mod
-from mediasearch.clip import text_tower
+from mediasearch.clip import onnx_text, text_tower
 from mediasearch.clip.loading import load_model
 from mediasearch.clip.model import encode_text_tokens, few_threads
 from mediasearch.clip.spec import ModelSpec
@@ -39,9 +39,11 @@ def test_trimmed_text_encoding_equals_open_clip(demo_model: Any) -> None:
     np.testing.assert_allclose(trimmed.numpy(), full.numpy(), atol=1e-5)
 
 
-def test_text_tower_cache_matches_the_model(tmp_path: Path) -> None:
-    loaded = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".safetensors"]
+def test_text_tower_cache_matches_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fp32: precision auto would encode a query's texts on the int8 ONNX copy (test_onnx_text.py)
+    loaded = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path, precision="fp32")
+    assert {".json", ".safetensors"} <= {p.suffix for p in tmp_path.iterdir()}
+    monkeypatch.setattr(onnx_text, "available", lambda: False)  # the torch copy (the ONNX one: test_onnx_text)
     cold = text_tower.load_text_model(loaded.spec, tmp_path)
     assert cold is not None and cold.dim == loaded.dim
     np.testing.assert_allclose(cold.encode_texts(TEXTS), loaded.encode_texts(TEXTS), atol=1e-5)
@@ -65,11 +67,13 @@ def test_cold_text_query_imports_neither_open_clip_nor_the_image_tower(tmp_path:
         "from mediasearch.cli import app\n"
         f"sys.argv = {['mediasearch', *command[3:], 'query', 'a red circle', '--json']!r}\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "print(json.dumps(sorted(m for m in ('open_clip', 'torchvision', 'torch._dynamo') if m in sys.modules)),"
+        "heavy = ('open_clip', 'torchvision', 'torch._dynamo', 'torch')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)),"
         " file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stderr.strip().splitlines()[-1] == "[]"
+    # with onnxruntime the text tower's ONNX copy runs, and torch is not imported at all
+    assert out.stderr.strip().splitlines()[-1] == ("[]" if onnx_text.available() else '["torch"]')
     hits = json.loads(out.stdout)
     assert hits[0]["path"].endswith("red_circle.jpg")
 

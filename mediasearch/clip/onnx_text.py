@@ -1,0 +1,307 @@
+"""The cached text tower as an ONNX graph for onnxruntime: a cold text query that never imports torch.
+
+Importing torch is most of a cold ``mediasearch query`` (1-3 s of 2.3 s on 2 cores); onnxruntime
+imports in ~50 ms. When ``onnx`` and ``onnxruntime`` are installed (the ``onnx`` extra), the first
+``index`` exports the text transformer next to the other caches — the token embedding stays out of
+the graph, a numpy array looked up by row, so the graph file is small and opens fast — and quantises
+its matrix products to int8 if the embeddings stay within ``INT8_MIN_COSINE`` of float32 (checked once
+per model and written in the description, like the bf16 verdict). Everything is checked against the
+torch tower before the description is written; without it a cold query uses the torch tower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mediasearch.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from mediasearch.clip.spec import ModelSpec
+
+TextTower = Any  # clip.text_tower.TextTower, which imports this module
+FORMAT = 1
+INT8_MIN_COSINE = 0.995  # int8 matrix products are kept only this close to float32, else float32
+FP32_MIN_COSINE = 0.99999  # the exported float32 graph against the torch tower
+CHECK_TEXTS = (
+    "a photo of a dog",
+    "A Café's  NEON sign, at 3 a.m.!",
+    "x",
+    "itap of a red car parked by the sea at night.",
+    "a origami two children playing football in the snow.",
+    "art of the mountains reflected in a calm lake at sunrise.",
+)
+
+
+def available() -> bool:
+    """Whether onnxruntime (to run) is installed; exporting also needs onnx."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def paths(weights: Path) -> tuple[Path, Path, Path]:
+    """(graph, token embedding, description) beside a cached text tower's weights file."""
+    stem = weights.with_suffix("")
+    return stem.with_suffix(".onnx"), stem.with_suffix(".tokens.npy"), stem.with_suffix(".onnx.json")
+
+
+def export(tower: TextTower, weights: Path, meta: dict[str, Any], reference: Callable[[list[str]], Any]) -> bool:
+    """Write the ONNX text tower beside ``weights`` (unless there); False when it cannot be (no onnx,
+    a tokenizer that differs from ``reference``, the model's, or a graph unlike the torch tower)."""
+    graph, tokens_file, desc = paths(weights)
+    if desc.is_file():
+        return True
+    if not available() or importlib.util.find_spec("onnx") is None:
+        return False
+    from mediasearch.clip.bpe import BpeTokenizer
+
+    ours = BpeTokenizer(tower.shape.context_length)
+    if not (ours(list(CHECK_TEXTS)) == np.asarray(reference(list(CHECK_TEXTS)))).all():
+        with contextlib.suppress(OSError):  # remembered: not tried again for this model
+            _write_json(desc, {**meta, "onnx_format": FORMAT, "unusable": "tokenizer differs"})
+        return False
+    with contextlib.suppress(OSError):
+        graph.parent.mkdir(parents=True, exist_ok=True)
+        tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")
+        try:
+            try:
+                verdict = _export_checked(tower, ours, tmp, tokens_file)
+            except Exception:  # an exporter or quantiser failure must never fail the index run
+                verdict = None
+            if verdict is None:
+                _write_json(desc, {**meta, "onnx_format": FORMAT, "unusable": "export failed or differs from torch"})
+                return False
+            os.replace(tmp, graph)
+        finally:
+            tmp.unlink(missing_ok=True)
+            Path(f"{tmp}.fp32").unlink(missing_ok=True)
+        _write_json(desc, {**meta, "onnx_format": FORMAT, **verdict})
+        return True
+    return False
+
+
+def _export_checked(tower: TextTower, tokenizer: Any, out: Path, tokens_file: Path) -> dict[str, Any] | None:
+    """Export, check against the torch tower, quantise when faithful; the verdict, or None."""
+    import torch
+
+    tokens = torch.from_numpy(tokenizer(list(CHECK_TEXTS)))
+    with torch.inference_mode():
+        reference = tower(tokens).numpy()
+    fp32 = Path(f"{out}.fp32")
+    table = tower.weights["token_embedding.weight"].float().numpy()
+    _export_graph(tower, fp32)
+    embed = _Embed(table, tower.weights["positional_embedding"].float().numpy())
+    fp32_cos = _min_cosine(reference, _run(fp32, embed, tokens.numpy()))
+    if fp32_cos < FP32_MIN_COSINE:
+        return None
+    _quantise(fp32, out)
+    int8_cos = _min_cosine(reference, _run(out, embed, tokens.numpy()))
+    if int8_cos < INT8_MIN_COSINE:
+        os.replace(fp32, out)
+    tmp_table = tokens_file.with_name(f".{tokens_file.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp_table, table)
+    os.replace(tmp_table, tokens_file)
+    return {"int8": int8_cos >= INT8_MIN_COSINE, "int8_cosine": round(int8_cos, 6), "fp32_cosine": round(fp32_cos, 7)}
+
+
+def _export_graph(tower: TextTower, path: Path) -> None:
+    """TorchScript-based export: the torch.export one needs onnxscript and gains nothing for this graph."""
+    import torch
+
+    module = _graph_module(tower)
+    x = torch.zeros(2, 5, tower.shape.width)
+    ends = torch.tensor([4, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "legacy exporter" deprecation notices
+        torch.onnx.export(
+            module, (x, ends), str(path), dynamo=False, opset_version=17, input_names=["x", "ends"],
+            output_names=["embedding"], dynamic_axes={"x": {0: "batch", 1: "length"}, "ends": {0: "batch"}},
+        )
+
+
+def _quantise(fp32: Path, out: Path) -> None:
+    """int8 weights per output channel, activations quantised per batch (dynamic): weight-bound
+    products at a quarter of the bytes. The quantiser logs advice at WARNING to the root logger."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+
+
+def _graph_module(tower: TextTower) -> torch.nn.Module:
+    """The transformer, final norm, pooling and projection, its weights as parameters (which the
+    exporter stores as initializers, which the int8 quantiser needs)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    shape = tower.shape
+    names = [k for k in tower.weights if not k.startswith(("token_embedding", "positional_embedding"))]
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.ParameterDict(
+                {k.replace(".", "_"): torch.nn.Parameter(tower.weights[k].float(), requires_grad=False) for k in names}
+            )
+
+        def p(self, name: str) -> torch.Tensor:
+            return self.w[name.replace(".", "_")]
+
+        def norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+            return F.layer_norm(x, (shape.width,), self.p(prefix + "weight"), self.p(prefix + "bias"), shape.eps)
+
+        def forward(self, x: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+            for i in range(shape.layers):
+                x = self.block(x, f"transformer.resblocks.{i}.")
+            x = self.norm(x, "ln_final.")
+            x = torch.gather(x, 1, ends[:, None, None].expand(-1, 1, shape.width))[:, 0]
+            return x @ self.p("text_projection")
+
+        def block(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+            batch, length = x.shape[0], x.shape[1]
+            heads = shape.heads
+            h = F.linear(self.norm(x, prefix + "ln_1."), self.p(prefix + "attn.in_proj_weight"),
+                         self.p(prefix + "attn.in_proj_bias"))
+            q, k, v = (t.reshape(batch, length, heads, -1).transpose(1, 2) for t in h.chunk(3, dim=-1))
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+            attended = attended.reshape(batch, length, shape.width)
+            x = x + F.linear(attended, self.p(prefix + "attn.out_proj.weight"), self.p(prefix + "attn.out_proj.bias"))
+            h = self.norm(x, prefix + "ln_2.")
+            h = F.linear(h, self.p(prefix + "mlp.c_fc.weight"), self.p(prefix + "mlp.c_fc.bias"))
+            h = h * torch.sigmoid(1.702 * h) if shape.quick_gelu else F.gelu(h)
+            return x + F.linear(h, self.p(prefix + "mlp.c_proj.weight"), self.p(prefix + "mlp.c_proj.bias"))
+
+    return Graph().eval()
+
+
+@dataclass(frozen=True)
+class _Embed:
+    """Token rows plus positions, cut at the longest text's end token (a causal mask hides the rest)."""
+
+    table: np.ndarray
+    positions: np.ndarray
+
+    def __call__(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ends = tokens.argmax(axis=1)  # the end-of-text token has the highest id
+        length = int(ends.max()) + 1
+        x = self.table[tokens[:, :length]] + self.positions[:length]
+        return np.ascontiguousarray(x, dtype=np.float32), ends.astype(np.int64)
+
+
+def _session(graph: Path, threads: int = 0) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or min(4, usable)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+
+def _run(graph: Path, embed: _Embed, tokens: np.ndarray) -> np.ndarray:
+    x, ends = embed(tokens)
+    return np.asarray(_session(graph).run(None, {"x": x, "ends": ends})[0])
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float(np.sum(a * b, axis=1).min())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_text_model(spec: ModelSpec, weights: Path, threads: int = 0) -> OnnxTextModel | None:
+    """The ONNX text tower cached beside ``weights``, or None (none cached, no onnxruntime);
+    ``threads`` 0: up to 4 of the CPUs this process may use."""
+    graph, tokens_file, desc = paths(weights)
+    if not available():
+        return None
+    try:
+        meta = json.loads(desc.read_text(encoding="utf-8"))
+        if meta.get("onnx_format") != FORMAT or meta.get("key") != spec.key() or meta.get("unusable"):
+            return None
+        table = np.load(tokens_file, mmap_mode="r")  # a query reads a few rows of it
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="np") as fh:
+            positions = np.asarray(fh.get_tensor("positional_embedding"), dtype=np.float32)
+        from mediasearch.clip.bpe import BpeTokenizer
+
+        tokenizer = BpeTokenizer(int(meta["context_length"]))
+        session = _session(graph, threads)
+    except (OSError, ValueError, KeyError, TypeError, ModelError):
+        return None
+    except Exception:  # onnxruntime's own errors (a damaged graph): the torch tower instead
+        return None
+    tower = OnnxTower(session, _Embed(table, positions), float(meta["logit_scale"]), bool(meta.get("int8")))
+    return OnnxTextModel(spec, int(meta["dim"]), tower, tokenizer)
+
+
+@dataclass
+class OnnxTower:
+    """The graph, the lookup in front of it, and what ``zeroshot.logit_scale`` reads."""
+
+    session: Any
+    embed: _Embed
+    logit_scale: float
+    int8: bool
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        x, ends = self.embed(tokens)
+        return np.asarray(self.session.run(None, {"x": x, "ends": ends})[0], dtype=np.float32)
+
+
+@dataclass
+class OnnxTextModel:
+    """An ``Embedder`` for texts only, run by onnxruntime; the image side needs ``load_model``."""
+
+    spec: ModelSpec
+    dim: int
+    model: OnnxTower
+    tokenizer: Any
+    device: str = "cpu"
+    _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        raise ModelError("this model was loaded for text queries only")
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        raise ModelError("this model was loaded for text queries only")
+
+    def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        raise ModelError("this model was loaded for text queries only")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts (cached per process); one L2-normalised row per text."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        for start in range(0, len(missing), 256):
+            chunk = missing[start : start + 256]
+            feats = self.model(self.tokenizer(chunk))
+            feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+            self._text_cache.update(zip(chunk, feats, strict=True))
+        if not texts:
+            return np.empty((0, self.dim), np.float32)
+        return np.stack([self._text_cache[t] for t in texts])
