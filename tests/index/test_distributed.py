@@ -178,3 +178,45 @@ def test_cli_index_ray(ray_cluster: None, media_library: Path, cli: Any) -> None
     on_ray = cli.json("index", str(media_library), "--ray", "--ray-actors", "1")
     again = cli.json("index", str(media_library))  # the sequential indexer finds nothing left to do
     assert on_ray["added"] == 9 and on_ray["failed"] == 0 and again["unchanged"] == 9
+
+
+def test_first_ray_load_leaves_bulk_load_mode(
+    ray_cluster: None, media_library: Path, demo_settings: Callable[..., Any]
+) -> None:
+    with Library.open(settings=demo_settings(qdrant_url=":memory:"), use_daemon=False) as lib:
+        lib.create_store(shards=2, bulk_load=True)
+        store = lib.backend.index_side.store
+        assert store.in_bulk_load
+        report = lib.index([media_library], ray=True)
+        assert report.added == 9 and not store.in_bulk_load
+
+
+SERVER = os.environ.get("MEDIASEARCH_TEST_QDRANT_URL")
+
+
+@pytest.mark.skipif(not SERVER, reason="MEDIASEARCH_TEST_QDRANT_URL is not set")
+def test_contract_actors_write_to_a_real_server(
+    ray_cluster: None, media_library: Path, demo_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    """On a real server the actors write the points themselves (wait=False, then the barrier)."""
+    from qdrant_client import QdrantClient
+
+    assert SERVER is not None
+    client = QdrantClient(url=SERVER, api_key=os.environ.get("MEDIASEARCH_TEST_QDRANT_API_KEY"))
+
+    def drop() -> None:
+        for c in client.get_collections().collections:
+            if c.name.startswith("media_demo"):
+                client.delete_collection(c.name)
+
+    drop()
+    try:
+        want_report, want, _ = build(demo_settings(tmp_path / "seq", qdrant_url=":memory:"), media_library)
+        got_report, got, _ = build(
+            demo_settings(tmp_path / "ray", qdrant_url=SERVER), media_library, ray=True, ray_actors=2
+        )
+        assert got_report == want_report
+        assert_same_points(got, want)
+    finally:
+        drop()
+        client.close()
