@@ -218,9 +218,7 @@ class ray_session:  # noqa: N801 - used as a context manager, like open()
 
 
 def _package_path() -> str:
-    import mediasearch
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(mediasearch.__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above mediasearch/
     rest = os.environ.get("PYTHONPATH", "")
     return here + (os.pathsep + rest if rest else "")
 
@@ -343,11 +341,11 @@ def _start_actors(
     gpus = int(ray.cluster_resources().get("GPU", 0))
     count = wanted or gpus or 1
     resources = {"num_gpus": 1} if gpus else {"num_cpus": ENCODER_CPUS}
-    cls = ray.remote(**resources, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)(EncoderActor)
+    cls: Any = ray.remote(**resources, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)(EncoderActor)
     from ray.exceptions import RayError
 
     tagger_ref = ray.put(tagger)
-    actors = [cls.remote(load_model, tagger_ref, target) for _ in range(count)]
+    actors: list[Any] = [cls.remote(load_model, tagger_ref, target) for _ in range(count)]
     try:
         ray.get([a.ready.remote() for a in actors])  # a model that cannot load fails here, once
     except RayError as exc:

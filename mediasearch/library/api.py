@@ -129,9 +129,10 @@ class Library:
             exact_times=exact_times,
         )
         if ray or ray_address:
-            return self._local("index --ray").index_on_ray(
-                [os.fspath(p) for p in paths], options, address=ray_address, actors=ray_actors, tag=tag, progress=progress
-            )
+            local = self._local("index --ray")
+            files = [os.fspath(p) for p in paths]
+            ray_kwargs = {"address": ray_address, "actors": ray_actors}
+            return local.index_on_ray(files, options, **ray_kwargs, tag=tag, progress=progress)
         return self.index_with([os.fspath(p) for p in paths], options, tag=tag, progress=progress)
 
     def create_store(

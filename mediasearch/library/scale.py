@@ -96,7 +96,9 @@ def create_store(settings: Settings, model: Any, options: Any) -> str:
     return collection
 
 
-def migrate(settings: Settings, to: str, *, batch: int = 256, on_page: Callable[[int], None] | None = None) -> Migration:
+def migrate(
+    settings: Settings, to: str, *, batch: int = 256, on_page: Callable[[int], None] | None = None
+) -> Migration:
     """Copy every collection of the settings' store to ``to`` ("edge": the home's embedded store, or a
     server URL) and make the same one active there. Resumable: run it again after a kill."""
     from mediasearch.store.collections import active_collection, list_collections, open_store, set_active_collection

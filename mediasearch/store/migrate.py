@@ -56,7 +56,8 @@ def copy_points(
     written: list[str] = []
     for page in _pages(source.scroll(with_vectors=True, batch=batch), batch):
         have = {r.id: r.payload for r in target.retrieve([r.id for r in page])}
-        todo = [PointIn(r.id, r.vector, r.payload) for r in page if have.get(r.id) != r.payload and r.vector is not None]
+        todo = [PointIn(r.id, r.vector, r.payload) for r in page if r.vector is not None]
+        todo = [p for p in todo if have.get(p.id) != p.payload]
         if server is not None:
             server.upsert(todo, wait=False)
             written += [p.id for p in todo]

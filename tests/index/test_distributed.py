@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_index import shape_photos
 
 from mediasearch import Library
 from mediasearch.index.distributed import EncoderActor, _groups
@@ -16,7 +17,6 @@ from mediasearch.index.options import IndexOptions
 from mediasearch.index.pipeline import decode_file
 from mediasearch.media.discover import discover
 from mediasearch.store.server import _forget_memory_servers
-from test_index import shape_photos
 
 pytest.importorskip("ray")
 

@@ -145,7 +145,8 @@ def test_store_create_lays_out_a_server_collection(
         monkeypatch.setattr(QdrantClient, name, record)
     settings = demo_settings(qdrant_url=":memory:")
     with Library.open(settings=settings, use_daemon=False) as library:
-        made = library.create_store(shards=3, replicas=2, on_disk=True, quantization="int8", float16=True, bulk_load=True)
+        layout = {"on_disk": True, "quantization": "int8", "float16": True, "bulk_load": True}
+        made = library.create_store(shards=3, replicas=2, **layout)
         store = library.backend.index_side.store
         created = next(kw for name, kw in calls if name == "create_collection")
         assert (created["shard_number"], created["replication_factor"], created["on_disk_payload"]) == (3, 2, True)
