@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mediasearch.errors import ConfigError, ModelError
+from mediasearch.lane import tune_openmp
 from mediasearch.index.options import IndexOptions, IndexSummary, Progress
 from mediasearch.index.pipeline import Decoded, decode_file
 from mediasearch.index.plan import StoredFile, file_key, file_payload
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 Tagger = Callable[[np.ndarray], list[list[str]]]
 DECODE_CPUS = 0.5  # a decode task; two run per core while encoders hold their fractions
 ENCODER_CPUS = 0.5  # an encoder actor on a CPU-only cluster (a whole core each for two actors deadlocks 2 cores)
+WRITE_BATCH = 256  # points per request when an actor writes to a server
 TASK_RETRIES = 3
 ACTOR_RESTARTS = 2
 
@@ -103,7 +105,12 @@ class EncoderActor:
         load_model: Callable[[], Embedder],
         tagger: Tagger | None,
         server: tuple[str, str | None, str] | None,
+        cpu_share: int = 0,
     ) -> None:
+        tune_openmp()  # before torch loads in this worker: idle OpenMP threads spin less (see lane.py)
+        # On CPUs, the encoders split the machine's cores: Ray's OMP_NUM_THREADS=1 for a fractional CPU
+        # would leave cores idle (the sequential indexer's model, too, runs on every core).
+        self.threads = max(1, (os.cpu_count() or 1) // cpu_share) if cpu_share else 0
         self.model = load_model()
         self.tagger = tagger
         self.store: Any = None
@@ -132,8 +139,9 @@ class EncoderActor:
             start += n
             written += points
             out.append(Encoded(it.entry, it.old, [p.id for p in points], points, it.error))
-        if self.store is not None and written:
-            self.store.upsert(written, wait=False)
+        if self.store is not None:
+            for start in range(0, len(written), WRITE_BATCH):  # the server acknowledges, applies later
+                self.store.upsert(written[start : start + WRITE_BATCH], wait=False)
             for e in out:
                 e.points = None
         return out
@@ -142,6 +150,8 @@ class EncoderActor:
         import torch
 
         dim = int(getattr(self.model, "dim", 0))
+        if self.threads and torch.get_num_threads() != self.threads:  # per thread: set where it encodes
+            torch.set_num_threads(self.threads)
         if not tensors:
             return np.zeros((0, dim), np.float32)
         size = int(getattr(self.model, "batch_size", 32)) or 32
@@ -149,6 +159,11 @@ class EncoderActor:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def ready(self) -> bool:
+        """Encode a tiny batch once: the first call pays for kernel selection (seconds on a CPU in bf16)."""
+        import torch
+
+        size = int(getattr(self.model, "image_size", 224))
+        self._vectors([torch.zeros(3, size, size)] * 2)
         return True
 
     def close(self) -> None:
@@ -159,6 +174,7 @@ class EncoderActor:
 
 def _decode(entry: FileEntry, old: StoredFile | None, prep: Preprocessor, options: IndexOptions) -> Decoded:
     """A Ray task: one file decoded and preprocessed on a CPU (never raises for a bad file)."""
+    tune_openmp()
     import torch
 
     torch.set_num_threads(1)  # two or more of these share a core with the encoders
@@ -205,8 +221,10 @@ class ray_session:  # noqa: N801 - used as a context manager, like open()
         if self.address:
             ray.init(address=self.address, log_to_driver=False)
         else:  # workers import this very copy of mediasearch (a checkout run with PYTHONPATH too)
+            env = {"PYTHONPATH": _package_path()}
+            tune_openmp(env)  # the workers' OpenMP spins as this process's does
             ray.init(num_cpus=self.num_cpus, log_to_driver=False, include_dashboard=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": _package_path()}})
+                     runtime_env={"env_vars": env})
         self.started = True
         return self
 
@@ -345,7 +363,8 @@ def _start_actors(
     from ray.exceptions import RayError
 
     tagger_ref = ray.put(tagger)
-    actors: list[Any] = [cls.remote(load_model, tagger_ref, target) for _ in range(count)]
+    share = 0 if gpus else count  # CPU encoders split the cores among them, as the sequential model takes all
+    actors: list[Any] = [cls.remote(load_model, tagger_ref, target, share) for _ in range(count)]
     try:
         ray.get([a.ready.remote() for a in actors])  # a model that cannot load fails here, once
     except RayError as exc:

@@ -138,6 +138,56 @@ def test_interrupted_ray_run_completes_on_rerun(
     assert_same_points(got, want)
 
 
+KILLED_DRIVER = """
+import os, signal, sys
+from mediasearch import Library
+from mediasearch.settings import load_settings
+
+class KillAfter:
+    done = 0
+    def start(self, files): pass
+    def finish(self): pass
+    def advance(self, files=0, frames=0):
+        self.done += files
+        if self.done >= 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+home, folder, address = sys.argv[1:]
+settings = load_settings({"home": home, "model": "demo", "device": "cpu"}, env={})
+with Library.open(settings=settings, use_daemon=False) as lib:
+    lib.index([folder], ray_address=address, batch_size=2, progress=KillAfter())
+"""
+
+
+def test_driver_killed_midway_completes_on_rerun(
+    ray_cluster: None, media_library: Path, demo_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``kill -9`` of the driver (a process of its own, joined to this Ray) midway; then the same command."""
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    _, want, _ = build(demo_settings(tmp_path / "seq"), media_library)
+    home = tmp_path / "ray"
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_DRIVER, str(home), str(media_library), address],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    settings = demo_settings(home)
+    with Library.open(settings=settings, use_daemon=False) as lib:
+        halfway = lib.backend.index_side.store.count()
+        report = lib.index([media_library], ray=True)
+        got = all_points(lib)
+    assert 0 < halfway < len(want)
+    assert report.unchanged >= 2 and report.added + report.unchanged == 9 and report.failed == 0
+    assert_same_points(got, want)
+
+
 def test_ray_rerun_changes_nothing_and_sees_moves(
     ray_cluster: None, media_library: Path, demo_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
