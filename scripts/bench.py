@@ -347,7 +347,6 @@ def child_ray(args: dict[str, Any]) -> dict[str, Any]:
     import ray
 
     from mediasearch import Library
-
     from mediasearch.lane import tune_openmp
 
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mediasearch.errors import ConfigError, ModelError
-from mediasearch.lane import tune_openmp
 from mediasearch.index.options import IndexOptions, IndexSummary, Progress
 from mediasearch.index.pipeline import Decoded, decode_file
 from mediasearch.index.plan import StoredFile, file_key, file_payload
+from mediasearch.lane import tune_openmp
 from mediasearch.media.discover import FileEntry
 from mediasearch.store.base import PointIn, Store, point_id
 
