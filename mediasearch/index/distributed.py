@@ -219,12 +219,12 @@ class ray_session:  # noqa: N801 - used as a context manager, like open()
         if ray.is_initialized():
             return self
         if self.address:
-            ray.init(address=self.address, log_to_driver=False)
+            ray.init(address=self.address, log_to_driver=False, logging_level="warning")
         else:  # workers import this very copy of mediasearch (a checkout run with PYTHONPATH too)
             env = {"PYTHONPATH": _package_path()}
             tune_openmp(env)  # the workers' OpenMP spins as this process's does
             ray.init(num_cpus=self.num_cpus, log_to_driver=False, include_dashboard=False,
-                     runtime_env={"env_vars": env})
+                     logging_level="warning", runtime_env={"env_vars": env})
         self.started = True
         return self
 
@@ -362,9 +362,8 @@ def _start_actors(
     cls: Any = ray.remote(**resources, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)(EncoderActor)
     from ray.exceptions import RayError
 
-    tagger_ref = ray.put(tagger)
     share = 0 if gpus else count  # CPU encoders split the cores among them, as the sequential model takes all
-    actors: list[Any] = [cls.remote(load_model, tagger_ref, target, share) for _ in range(count)]
+    actors: list[Any] = [cls.remote(load_model, tagger, target, share) for _ in range(count)]
     try:
         ray.get([a.ready.remote() for a in actors])  # a model that cannot load fails here, once
     except RayError as exc:
