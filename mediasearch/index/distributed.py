@@ -20,6 +20,7 @@ points are stored, with one progress bar.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -219,12 +220,12 @@ class ray_session:  # noqa: N801 - used as a context manager, like open()
         if ray.is_initialized():
             return self
         if self.address:
-            ray.init(address=self.address, log_to_driver=False, logging_level="warning")
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         else:  # workers import this very copy of mediasearch (a checkout run with PYTHONPATH too)
             env = {"PYTHONPATH": _package_path()}
             tune_openmp(env)  # the workers' OpenMP spins as this process's does
             ray.init(num_cpus=self.num_cpus, log_to_driver=False, include_dashboard=False,
-                     logging_level="warning", runtime_env={"env_vars": env})
+                     logging_level=logging.WARNING, runtime_env={"env_vars": env})
         self.started = True
         return self
 
