@@ -5,6 +5,7 @@
     python scripts/bench.py                         # the full run (10,000-file re-index, 100k points)
     python scripts/bench.py --device cuda           # GPU; add --model ViT-L-14 for the large model
     python scripts/bench.py --workdir /tmp/bench    # keep the media between runs (made once)
+    python scripts/bench.py --quick --only ray      # index on Ray, 1 and 2 encoder actors (the `ray` extra)
 
 It makes its own media (12 MP and 640 px JPEGs, 720p H.264 MP4s with a keyframe every 2 s) and, unless
 ``--pretrained FILE`` is given, a weights file of the model's architecture with *random* weights: the
@@ -349,12 +350,64 @@ def child_media(args: dict[str, Any]) -> dict[str, Any]:
     if "images" in args["steps"]:
         make_photos(work / "photos-12mp", args["images_12mp"], (4000, 3000), distinct=8)
         make_photos(work / "photos-640", args["images_640"], (640, 480), distinct=64)
+    if "ray" in args["steps"]:
+        make_photos(work / "photos-640", args["images_640"], (640, 480), distinct=64)
     if "video" in args["steps"]:
         make_videos(work / "videos-720p", args["videos"], args["video_seconds"])
     if "reindex" in args["steps"]:
         make_tree(work / f"tree-{args['reindex_files']}", args["reindex_files"])
     weights = args["pretrained"] or str(random_weights(work, args["model"]))
     return {"weights": str(Path(weights).resolve())}
+
+
+class _StageClock:
+    """A progress bar that times the encode stage alone: from its start (Ray: once the actors have
+    loaded the model) to its end."""
+
+    def start(self, files: int) -> None:
+        self.started = time.perf_counter()
+
+    def advance(self, files: int = 0, frames: int = 0) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+def child_ray(args: dict[str, Any]) -> dict[str, Any]:
+    """``index`` of one folder into a fresh home: sequentially, then on a local Ray (``num_cpus``) with
+    each count of encoder actors; the whole run, and the encode stage once the actors are up."""
+    import ray
+
+    from mediasearch import Library
+    from mediasearch.lane import tune_openmp
+
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    tune_openmp(env)  # as index --ray's own local Ray does
+    ray.init(num_cpus=args["num_cpus"], include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    rates: dict[str, float] = {}
+    stage: dict[str, float] = {}
+    warm = Path(args["workdir"]) / "ray-warmup"  # Ray's worker processes start (and import torch) once
+    warm.mkdir(exist_ok=True)
+    for photo in sorted(Path(args["folder"]).glob("*.jpg"))[:24]:
+        shutil.copyfile(photo, warm / photo.name)
+    try:
+        for actors in [-1, 0, *args["actors"]]:
+            home = Path(tempfile.mkdtemp(prefix="home-", dir=args["workdir"]))
+            with Library.open(settings=_settings(home, args), use_daemon=False) as lib:
+                lib.load_model()
+                clock = _StageClock()
+                folder = str(warm) if actors < 0 else args["folder"]
+                report = lib.index([folder], ray=bool(actors), ray_actors=max(actors, 1), progress=clock)
+            shutil.rmtree(home, ignore_errors=True)
+            if actors < 0:
+                continue
+            assert report.added == args["count"] and not report.failed, report.to_json()
+            rates[str(actors)] = report.added / report.seconds
+            stage[str(actors)] = report.added / clock.seconds
+    finally:
+        ray.shutdown()
+    return {"rates": rates, "stage": stage}
 
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -365,6 +418,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "index": child_index,
     "video_decode": child_video_decode,
     "store": child_store,
+    "ray": child_ray,
 }
 
 
@@ -601,6 +655,21 @@ def bench_warm_query(opts: argparse.Namespace, base: dict[str, Any], table: Tabl
         shutil.rmtree(home, ignore_errors=True)
 
 
+def bench_ray(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> None:
+    """Indexing the 640 px photos on a local Ray with 1 and 2 encoder actors, beside the sequential indexer."""
+    folder = Path(opts.workdir) / "photos-640"
+    cpus = os.cpu_count() or 1
+    result = child("ray", **base, folder=str(folder), count=opts.images_640, actors=[1, 2], num_cpus=cpus)
+    rates, stage = result["rates"], result["stage"]
+    table.add(f"index, sequential, 640 px JPEG, {opts.images_640} files", rates["0"], "images/s",
+              f"encode stage {stage['0']:.1f} images/s", result["rss_mib"])
+    for actors in ("1", "2"):
+        table.add(f"index --ray, {actors} encoder actor(s), {cpus} CPUs, whole run", rates[actors], "images/s",
+                  f"{rates[actors] / rates['0']:.2f}x sequential (actors load the model)")
+        table.add(f"index --ray, {actors} encoder actor(s), once the actors are up", stage[actors], "images/s",
+                  f"{stage[actors] / stage['0']:.2f}x sequential's encode stage")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
@@ -618,7 +687,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--points", type=int, nargs="+")
     parser.add_argument("--warm-runs", type=int)
     parser.add_argument("--repeats", type=int, help="best of N for the timed steps")
-    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query"))
+    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query", "ray"))
     opts = parser.parse_args()
     quick = {"images_12mp": 32, "images_640": 128, "tutorial_images": 12, "cost_images": 16, "videos": 2,
              "video_seconds": 30.0,
@@ -665,6 +734,8 @@ def run(opts: argparse.Namespace) -> None:
     if "query" in steps:
         bench_cold_query(opts, base, table)
         bench_warm_query(opts, base, table)
+    if "ray" in steps:  # only when asked: it needs the `ray` extra
+        bench_ray(opts, base, table)
     weights_note = "random weights (same cost as pretrained)" if not opts.pretrained else f"weights {weights.name}"
     end_load = os.getloadavg()
     table.print(

@@ -34,6 +34,9 @@ def index(
         False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
     ),
     tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'mediasearch[ray]')."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster to join (implies --ray; default: a local Ray)."),
+    ray_actors: int = typer.Option(0, help="Encoder actors on Ray (0: one per GPU, or one)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add, update and remove index entries to match the folders."""
@@ -42,7 +45,8 @@ def index(
     overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
-        report = lib.index(paths, hidden=hidden, exact_times=exact_times, progress=progress)
+        ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
+        report = lib.index(paths, hidden=hidden, exact_times=exact_times, progress=progress, **ray_kwargs)
     data = report.to_json()
     if as_json:
         print_json(data)

@@ -40,6 +40,21 @@ if TYPE_CHECKING:
 
 
 
+# The encode stage's signature: (work, model, store, options, summary, progress, tagger) -> None.
+EncodeStage = Callable[
+    [
+        Sequence[tuple[FileEntry, StoredFile | None]],
+        "Embedder",
+        Store,
+        IndexOptions,
+        IndexSummary,
+        Progress,
+        "Callable[[np.ndarray], list[list[str]]] | None",
+    ],
+    None,
+]
+
+
 def _scan_root(root: str, options: IndexOptions, summary: IndexSummary) -> tuple[list[FileEntry], list[str]]:
     errored: list[str] = []
 
@@ -61,8 +76,13 @@ def index_paths(
     options: IndexOptions | None = None,
     progress: Progress | None = None,
     tagger: Callable[[np.ndarray], list[list[str]]] | None = None,
+    encode: EncodeStage | None = None,
 ) -> IndexSummary:
-    """Bring the store in step with the given folders (or files) and say what changed."""
+    """Bring the store in step with the given folders (or files) and say what changed.
+
+    ``encode`` replaces the decode → encode → write stage (``index.distributed`` runs it on Ray); the
+    plan, moves and removals stay here.
+    """
     options = options or IndexOptions()
     progress = progress or NoProgress()
     summary = IndexSummary()
@@ -79,7 +99,7 @@ def index_paths(
         summary.removed += len(plan.removed)
         summary.unchanged += len(plan.unchanged)
         work.extend(plan.encode)
-    _encode_all(work, model, store, options, summary, progress, tagger)
+    (encode or _encode_all)(work, model, store, options, summary, progress, tagger)
     store.flush()
     summary.seconds = time.perf_counter() - started
     return summary

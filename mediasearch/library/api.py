@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import QueryError
+from mediasearch.errors import QueryError, StoreError
 from mediasearch.library.base import Backend
 from mediasearch.library.types import (
     Classification,
@@ -110,8 +110,14 @@ class Library:
         exact_times: bool = False,
         tag: bool | None = None,
         progress: Progress | None = None,
+        ray: bool = False,
+        ray_address: str | None = None,
+        ray_actors: int = 0,
     ) -> IndexReport:
-        """Add, update and remove entries so that the index matches ``paths`` (folders or files)."""
+        """Add, update and remove entries so that the index matches ``paths`` (folders or files).
+
+        ``ray``: decode and encode on a Ray cluster (``ray_address``, or a local one; docs/scale.md).
+        """
         from mediasearch.index.options import IndexOptions
 
         s = self.settings
@@ -123,7 +129,40 @@ class Library:
             hidden,
             exact_times=exact_times,
         )
+        if ray or ray_address:
+            local = self._local("index --ray")
+            files = [os.fspath(p) for p in paths]
+            ray_kwargs = {"address": ray_address, "actors": ray_actors}
+            return local.index_on_ray(files, options, **ray_kwargs, tag=tag, progress=progress)
         return self.index_with([os.fspath(p) for p in paths], options, tag=tag, progress=progress)
+
+    def create_store(
+        self,
+        *,
+        shards: int = 1,
+        replicas: int = 1,
+        on_disk: bool = False,
+        quantization: str = "none",
+        float16: bool = False,
+        bulk_load: bool = False,
+    ) -> Any:
+        """Create the model's collection on the Qdrant server (``qdrant_url``), laid out for a cluster."""
+        from mediasearch.store.server import CollectionOptions
+
+        options = CollectionOptions(shards, replicas, on_disk, quantization, float16, bulk_load)
+        return self._local("store create").create_store(options)
+
+    def migrate(self, to: str, *, batch: int = 256, on_page: Callable[[int], None] | None = None) -> Any:
+        """Copy the index to ``to`` ("edge": this home's embedded store, or a server URL); resumable."""
+        return self._local("store migrate").migrate(to, batch=batch, on_page=on_page)
+
+    def _local(self, what: str) -> Any:
+        from mediasearch.library.local import LocalLibrary
+
+        if not isinstance(self.backend, LocalLibrary):
+            url = (self.backend.daemon or {}).get("url", "a daemon")
+            raise StoreError(f"{what} needs the store, which the daemon at {url} holds: stop it first")
+        return self.backend
 
     def index_with(
         self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None

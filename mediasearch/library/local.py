@@ -147,6 +147,46 @@ class LocalLibrary:
             opened.activate_when_done = False
         return switching
 
+    def index_on_ray(
+        self,
+        paths: Sequence[str],
+        options: IndexOptions,
+        *,
+        address: str | None = None,
+        actors: int = 0,
+        tag: bool | None = None,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """:meth:`index_with`, decoding and encoding on a Ray cluster (``library.scale``)."""
+        from mediasearch.library import scale
+
+        report = scale.index_on_ray(
+            self.settings, self.index_side, paths, options, address=address, actors=actors, tag=tag, progress=progress
+        )
+        self.complete(report)
+        return report
+
+    def create_store(self, options: Any) -> Any:
+        """Create the settings' model's collection on a server, laid out by ``options`` (a StoreCreated)."""
+        from mediasearch.library import scale
+
+        model = self.load_model()
+        collection = scale.create_store(self.settings, model, options)
+        opened = self.index_side  # records the model, and makes it active when nothing else is
+        if options.bulk_load:
+            opened.store.set_bulk_load(True)  # type: ignore[attr-defined]  # a QdrantStore
+        fields = ("shards", "replicas", "on_disk", "quantization", "float16", "bulk_load")
+        return scale.StoreCreated(
+            collection, opened.store.location, model.dim, **{f: getattr(options, f) for f in fields}
+        )
+
+    def migrate(self, to: str, *, batch: int = 256, on_page: Any = None) -> Any:
+        """Copy the index to ``to`` ("edge" or a server URL), resumably (a ``scale.Migration``)."""
+        from mediasearch.library import scale
+
+        self.close()  # the stores are opened by the copy, one owner at a time
+        return scale.migrate(self.settings, to, batch=batch, on_page=on_page)
+
     def forget(self, path: str) -> int:
         """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
         from mediasearch.index.plan import forget as forget_folder

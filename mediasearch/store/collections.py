@@ -21,7 +21,14 @@ from pathlib import Path
 from mediasearch.errors import StoreError
 from mediasearch.store.base import _VALID_NAME, ACTIVE_ALIAS, COLLECTION_PREFIX, Store, _atomic_write
 from mediasearch.store.edge import _open_edge, _store_dir
-from mediasearch.store.server import _open_server, _release_client, _server_client, _server_errors
+from mediasearch.store.server import (
+    CollectionOptions,
+    _open_server,
+    _release_client,
+    _server_client,
+    _server_errors,
+    create_server_collection,
+)
 
 
 def open_store(
@@ -112,3 +119,24 @@ def list_collections(*, home: Path, qdrant_url: str | None = None, api_key: str 
     if not store_dir.is_dir():
         return []
     return sorted(p.name for p in store_dir.iterdir() if (p / "edge_config.json").is_file())
+
+
+def create_collection(
+    *,
+    collection: str,
+    dim: int,
+    options: CollectionOptions,
+    qdrant_url: str | None,
+    api_key: str | None = None,
+    home: Path | None = None,
+) -> None:
+    """Create a server collection laid out for a cluster (shards, replicas, on-disk, quantization,
+    bulk load). An Edge store is one local shard with none of these: that is a StoreError."""
+    if not _VALID_NAME.fullmatch(collection):
+        raise StoreError(f"invalid collection name {collection!r}: use letters, digits, '_', '-' and '.'")
+    if not qdrant_url:
+        raise StoreError(
+            "shards, replicas, on-disk vectors and quantization are for a Qdrant server: "
+            "pass --qdrant-url (the embedded store is created by the first `mediasearch index`)"
+        )
+    create_server_collection(qdrant_url, api_key, collection, dim, options)

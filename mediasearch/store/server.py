@@ -20,6 +20,7 @@ import contextlib
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -206,8 +207,9 @@ class QdrantStore(_StoreBase):
         with self._errors("writing metadata"):
             self._client.update_collection(self.collection, metadata={META_KEY: meta})
 
-    def upsert(self, points: Sequence[PointIn]) -> None:
-        """Insert or replace points (by id); returns once the server has applied them."""
+    def upsert(self, points: Sequence[PointIn], *, wait: bool = True) -> None:
+        """Insert or replace points (by id); returns once the server has applied them, or with
+        ``wait=False`` once it has accepted them (bulk writers follow with :meth:`wait_applied`)."""
         if not points:
             return
         from qdrant_client import models as m
@@ -217,7 +219,7 @@ class QdrantStore(_StoreBase):
             for p in points
         ]
         with self._errors("upsert"):
-            self._client.upsert(self.collection, points=structs, wait=True)
+            self._client.upsert(self.collection, points=structs, wait=wait)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete points by id (missing ids are ignored)."""
@@ -328,6 +330,59 @@ class QdrantStore(_StoreBase):
     def flush(self) -> None:
         """Nothing to do: the server has applied (and logged) every write when it returned."""
 
+    def wait_applied(self, ids: Sequence[str], timeout_s: float = 600.0, poll_s: float = 0.5) -> None:
+        """The barrier after ``wait=False`` writes: wait until the collection is green and holds every
+        one of ``ids``; StoreError when that takes longer than ``timeout_s``."""
+        from qdrant_client import models as m
+
+        deadline = time.monotonic() + timeout_s
+        pending = list(dict.fromkeys(ids))
+        while True:
+            with self._errors("waiting for writes"):
+                green = self._client.get_collection(self.collection).status == m.CollectionStatus.GREEN
+                pending = self._missing(pending)
+            if green and not pending:
+                return
+            if time.monotonic() > deadline:
+                state = "green" if green else "not green"
+                raise StoreError(
+                    f"Qdrant at {self._url}: {len(pending)} written points not applied after {timeout_s:.0f} s "
+                    f"(collection {state}); run the command again to resume"
+                )
+            time.sleep(poll_s)
+
+    def set_bulk_load(self, on: bool) -> bool:
+        """Bulk-load mode on (no HNSW graph is built while points pour in) or off (the graph degree
+        it had is restored and the server builds the graph in the background). True when it changed."""
+        from qdrant_client import models as m
+
+        meta = self.get_meta() or {}
+        if on == ("bulk_load" in meta):
+            return False
+        with self._errors("switching bulk-load mode"):
+            if on:
+                degree = self._client.get_collection(self.collection).config.hnsw_config.m
+                meta["bulk_load"] = {"m": degree or DEFAULT_HNSW_M}
+                self._client.update_collection(self.collection, hnsw_config=m.HnswConfigDiff(m=0))
+            else:
+                degree = int(meta.pop("bulk_load").get("m") or DEFAULT_HNSW_M)
+                self._client.update_collection(self.collection, hnsw_config=m.HnswConfigDiff(m=degree))
+        self.set_meta(meta)
+        return True
+
+    @property
+    def in_bulk_load(self) -> bool:
+        return "bulk_load" in (self.get_meta() or {})
+
+    def _missing(self, ids: list[str]) -> list[str]:
+        missing: list[str] = []
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            found = self._client.retrieve(self.collection, chunk, with_payload=False, with_vectors=False)
+            have = {str(r.id) for r in found}
+            missing += [i for i in chunk if i not in have]
+        return missing
+
     def optimize(self) -> bool:
         """Nothing to do: a server builds its HNSW index in the background."""
         return False
@@ -341,3 +396,65 @@ class QdrantStore(_StoreBase):
 
 # ---------------------------------------------------------------------------------------------
 # Opening, listing and switching collections
+
+QUANTIZATIONS = ("none", "int8", "binary")
+DEFAULT_HNSW_M = 16  # Qdrant's default graph degree; what a bulk load restores when none was recorded
+
+
+@dataclass(frozen=True)
+class CollectionOptions:
+    """How a server collection is laid out (docs/scale.md: what each costs at 100M points)."""
+
+    shards: int = 1
+    replicas: int = 1
+    on_disk: bool = False  # vectors and payload memory-mapped from disk; RAM keeps the graph (and quantized copy)
+    quantization: str = "none"  # int8: 4x smaller RAM copy for search, rescored; binary: 32x
+    float16: bool = False  # store vectors in half precision, as the Edge store does
+    bulk_load: bool = False  # no HNSW graph until the first load is over (see QdrantStore.set_bulk_load)
+
+    def check(self) -> None:
+        if self.shards < 1 or self.replicas < 1:
+            raise StoreError("--shards and --replicas must be at least 1")
+        if self.quantization not in QUANTIZATIONS:
+            raise StoreError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}")
+
+
+def _quantization_config(kind: str) -> Any:
+    from qdrant_client import models as m
+
+    if kind == "int8":
+        return m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True))
+    if kind == "binary":
+        return m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+    return None
+
+
+def create_server_collection(
+    url: str, api_key: str | None, collection: str, dim: int, options: CollectionOptions
+) -> None:
+    """Create ``collection`` on the server with ``options`` (and the payload indexes queries filter on);
+    StoreError when it exists already (its layout is fixed: migrate into a new one instead)."""
+    from qdrant_client import models as m
+
+    options.check()
+    client = _server_client(url, api_key)
+    try:
+        with _server_errors(url, f"creating {collection}"):
+            if client.collection_exists(collection):
+                raise StoreError(f"collection {collection} exists at Qdrant {url}: its layout cannot change")
+            datatype = m.Datatype.FLOAT16 if options.float16 else None
+            vectors = m.VectorParams(
+                size=dim, distance=m.Distance.COSINE, on_disk=options.on_disk or None, datatype=datatype
+            )
+            client.create_collection(
+                collection,
+                vectors_config={VECTOR_NAME: vectors},
+                shard_number=options.shards,
+                replication_factor=options.replicas,
+                on_disk_payload=options.on_disk,
+                quantization_config=_quantization_config(options.quantization),
+                hnsw_config=m.HnswConfigDiff(m=0) if options.bulk_load else None,
+            )
+            _ensure_server_indexes(client, collection, {})
+    finally:
+        _release_client(url, client)
