@@ -156,7 +156,15 @@ class EncoderActor:
         if not tensors:
             return np.zeros((0, dim), np.float32)
         size = int(getattr(self.model, "batch_size", 32)) or 32
-        parts = [self.model.encode_tensors(torch.stack(tensors[i : i + size])) for i in range(0, len(tensors), size)]
+        from mediasearch.index.preprocess import stack_inputs
+        from mediasearch.media.gpu_decode import geometry_of
+
+        # Decode tasks hand over uint8 pixels when the transform is open_clip's (index/preprocess.py).
+        geometry = geometry_of(getattr(self.model, "transform", None))
+        parts = [
+            self.model.encode_tensors(stack_inputs(tensors[i : i + size], geometry))
+            for i in range(0, len(tensors), size)
+        ]
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def ready(self) -> bool:

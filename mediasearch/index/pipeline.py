@@ -293,18 +293,9 @@ def _stack(tensors: list[Any], model: Embedder) -> tuple[torch.Tensor, dict[int,
 
 def _cpu_batch(tensors: list[Any], model: Embedder) -> torch.Tensor:
     """The batch from the workers' uint8 pixels (normalised here, in one pass) and float tensors."""
-    import torch
+    from mediasearch.index.preprocess import cpu_geometry, stack_inputs
 
-    from mediasearch.index.preprocess import cpu_geometry, is_pixels, normalise_batch
-
-    geometry = cpu_geometry(model)
-    marks = [is_pixels(t) for t in tensors]
-    if geometry is None or not any(marks):
-        return torch.stack(tensors)
-    if all(marks):
-        return normalise_batch(tensors, geometry)
-    parts = [normalise_batch([t], geometry) if mark else t[None] for t, mark in zip(tensors, marks, strict=True)]
-    return torch.cat(parts)
+    return stack_inputs(tensors, cpu_geometry(model))
 
 
 def _cpu_input(path: str, model: Embedder) -> torch.Tensor:

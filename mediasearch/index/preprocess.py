@@ -77,3 +77,17 @@ def normalise_batch(batch: Sequence[torch.Tensor], geometry: Geometry) -> torch.
     out = torch.empty(stacked.shape, dtype=torch.float32)  # contiguous NCHW, written in one pass
     torch.mul(stacked, scale, out=out)
     return out.sub_(mean / torch.tensor(geometry.std).view(1, 3, 1, 1))
+
+
+def stack_inputs(tensors: Sequence[torch.Tensor], geometry: Geometry | None) -> torch.Tensor:
+    """One batch from decode workers' outputs: uint8 pixels (``pixels``) normalised in one pass, float
+    tensors (the model's own transform) as they are."""
+    import torch
+
+    marks = [is_pixels(t) for t in tensors]
+    if geometry is None or not any(marks):
+        return torch.stack(list(tensors))
+    if all(marks):
+        return normalise_batch(tensors, geometry)
+    parts = [normalise_batch([t], geometry) if mark else t[None] for t, mark in zip(tensors, marks, strict=True)]
+    return torch.cat(parts)
