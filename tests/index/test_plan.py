@@ -7,13 +7,16 @@ The model-based test of the whole invariant is test_index_invariant.py; these ar
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
-from fault_helpers import assert_same_state, store_state
+from fault_helpers import assert_same_state, cli_env, store_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_index import shape_photos
@@ -295,3 +298,36 @@ def test_the_plan_accounts_for_every_file_once(
 
 def test_outermost_keeps_each_root_not_inside_another() -> None:
     assert outermost(["/a/b", "/a", "/ab", "/a/b/c.png", "/a"]) == ["/a", "/ab"]
+
+
+# -- plan first: nothing to encode, no model ---------------------------------------------------------
+
+NO_OP_RUN = textwrap.dedent(
+    """
+    import json, sys
+    import mediasearch as ms
+    with ms.Library.open(home=sys.argv[1], model="demo", device="cpu") as lib:
+        report = lib.index([sys.argv[2]])
+    heavy = sorted(m for m in ("torch", "open_clip", "decord", "av") if m in sys.modules)
+    print(json.dumps({"report": report.to_json(), "heavy": heavy}))
+    """
+)
+
+
+def test_an_unchanged_reindex_imports_no_model(tmp_path: Path, cli: Any) -> None:
+    lib = tmp_path / "lib"
+    shape_photos(lib, 3)
+    cli.json("index", str(lib))
+    child = subprocess.run(
+        [sys.executable, "-c", NO_OP_RUN, str(cli.home), str(lib)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=True,
+    )
+    import json
+
+    out = json.loads(child.stdout)
+    assert (out["report"]["unchanged"], out["report"]["scanned"]) == (3, 3)
+    assert out["heavy"] == []
