@@ -87,7 +87,7 @@ def file_key(path: str) -> str:
 
 def load_stored(store: Store, folder: str) -> dict[str, StoredFile]:
     """Every file the store holds under ``folder``, keyed by its real path."""
-    return _collect(store.scroll(Filter(dir_prefix=display_path(folder)), fields=STATE_FIELDS))
+    return _collect(store.scroll(Filter(dir_prefix=display_path(folder)), fields=STATE_FIELDS, batch=4096))
 
 
 def load_stored_file(store: Store, path: str) -> dict[str, StoredFile]:
