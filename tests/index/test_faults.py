@@ -38,6 +38,17 @@ from mediasearch.index import runner as indexer
 pytestmark = pytest.mark.faults
 
 
+def daemon_class() -> Any:
+    """tests/serve/test_daemon.py's ``Daemon``; its folder is on sys.path only when pytest collected it,
+    so that these tests passed in the whole suite and failed when run alone."""
+    serve = str(Path(__file__).resolve().parents[1] / "serve")
+    if serve not in sys.path:
+        sys.path.append(serve)
+    from test_daemon import Daemon
+
+    return Daemon
+
+
 def clean_state(cli: Any, name: str, *paths: Path) -> Any:
     """The state a clean run over ``paths`` reaches, in a fresh home next to the test's."""
     other = type(cli)(cli.home.parent / name)
@@ -182,8 +193,7 @@ def test_a_signal_after_the_work_is_over_changes_nothing(signum: int) -> None:
 def test_daemon_kill9_mid_index_then_restart_equals_clean_run(
     tmp_path: Path, killable: tuple[Path, Any, tuple[float, float]]
 ) -> None:
-    from test_daemon import Daemon
-
+    Daemon = daemon_class()
     from mediasearch.library.client import find_daemon, port_file
 
     lib, want, _ = killable
@@ -438,8 +448,7 @@ def test_commands_while_another_process_holds_the_store(tmp_path: Path, cli: Any
 
 def test_daemon_and_cli_at_once(tmp_path: Path, killable: tuple[Path, Any, tuple[float, float]]) -> None:
     """While the daemon indexes: the CLI's index and query go through it, and nobody else opens the store."""
-    from test_daemon import Daemon
-
+    Daemon = daemon_class()
     from mediasearch.errors import ModelMismatchError, StoreLockedError
     from mediasearch.library.client import find_daemon
     from mediasearch.search.query import Query, Term
