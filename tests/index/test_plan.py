@@ -24,7 +24,7 @@ from test_index import shape_photos
 from mediasearch.errors import StoreError
 from mediasearch.index import runner as indexer
 from mediasearch.index.options import IndexOptions
-from mediasearch.index.plan import StoredFile, make_plan, outermost, under
+from mediasearch.index.plan import StoredFile, make_plan, outermost, stored_under, under
 from mediasearch.library import home as library
 from mediasearch.media.discover import FileEntry
 
@@ -233,6 +233,8 @@ def test_an_update_cut_between_its_two_writes_heals_on_the_next_run(
     try:
         with pytest.raises(StoreError, match="injected"):
             indexer.index_paths([str(lib)], opened.model, DeleteFails(opened.store), IndexOptions())
+        # Whichever version's point the store lists first, the file is not complete: three points, two versions.
+        assert not stored_under(opened.store, [str(lib)])[str(video)].complete
     finally:
         opened.close()
     assert frames_of(cli.home)[str(video)] == [0.0, 2.0, 4.0]  # the new 0 and 2, the old 4: two versions
