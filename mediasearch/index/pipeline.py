@@ -1,9 +1,8 @@
-"""The indexer: discover → diff against the store → decode (worker pool) → encode (batched) → upsert.
+"""The encoding half of a run: decode a file (worker threads, videos in a process pool), encode in
+batches on the model's lane, write each file's points in one upsert from a writer thread.
 
-Every file's points are written in one upsert as soon as its last frame is encoded (by a writer thread,
-while the next batch encodes), so a crash loses at most the batches in flight: the one being encoded
-and the one being written; point ids derive from (path, timestamp), so a re-run overwrites instead of
-duplicating, and a file whose stored point count is short of ``frames_total`` is redone.
+A file's new points are written before the points its old version no longer has are deleted; the plan
+(``plan.StoredFile.complete``) redoes a file that a crash left between the two.
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""The indexer: discover → diff against the store → decode (worker pool) → encode (batched) → upsert.
+"""The plan: what the store holds for some roots, how that differs from the files under them (unchanged,
+to encode, moved, removed), the moves applied, and ``forget``.
 
-Every file's points are written in one upsert as soon as its last frame is encoded (by a writer thread,
-while the next batch encodes), so a crash loses at most the batches in flight: the one being encoded
-and the one being written; point ids derive from (path, timestamp), so a re-run overwrites instead of
-duplicating, and a file whose stored point count is short of ``frames_total`` is redone.
+One plan covers every root of a run, so a file under nested roots is planned once and a file moved from
+one root to another is a move. What the store holds for a file is judged by the exact set of its points:
+one per planned frame, all describing the same version of the file (size, mtime, fingerprint); anything
+else (an update stopped between writing the new points and deleting the old) is redone.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mediasearch.errors import MediaError
 from mediasearch.media.discover import (
     FileEntry,
     ancestor_dirs,
@@ -21,12 +23,7 @@ from mediasearch.media.discover import (
     path_from_payload,
     path_payload,
 )
-from mediasearch.store.base import Filter, PointIn, Store, point_id
-
-if TYPE_CHECKING:
-
-    pass
-
+from mediasearch.store.base import Filter, PointIn, Record, Store, point_id
 
 # The store keeps payload floats to about 7 significant decimals of a second; closer than this is "same".
 MTIME_TOLERANCE_S = 1e-5
@@ -35,7 +32,12 @@ STATE_FIELDS = ("path", "path_raw", "size", "mtime", "fingerprint", "frames_tota
 
 @dataclass
 class StoredFile:
-    """What the store holds for one file."""
+    """What the store holds for one file: the version of it (size, mtime, fingerprint) its points describe.
+
+    ``consistent`` is False when the file's points describe more than one version: an update that wrote
+    the new points and was stopped before it deleted the old ones. Such a file is redone, which deletes
+    every id it had that the new version does not reuse.
+    """
 
     path: str
     size: int
@@ -44,20 +46,38 @@ class StoredFile:
     frames_total: int
     kind: str
     ids: list[str] = field(default_factory=list)
+    timestamps: list[float | None] = field(default_factory=list)
+    consistent: bool = True
 
     @property
     def complete(self) -> bool:
-        return len(self.ids) >= self.frames_total
+        """Exactly the points a run over this version writes: one per planned frame, all of one version.
+
+        (Each file's points are written in one upsert, so a version's frame set is all there or absent.)
+        """
+        return self.consistent and len(self.ids) == self.frames_total == len(set(self.timestamps))
+
+    def add(self, record_id: str, payload: dict[str, Any]) -> None:
+        """Count one more point of this file."""
+        self.ids.append(record_id)
+        self.timestamps.append(payload.get("timestamp"))
+        if _version(payload) != (self.size, self.mtime, self.fingerprint, self.frames_total, self.kind):
+            self.consistent = False
+
+
+def _version(p: dict[str, Any]) -> tuple[int, float, str, int, str]:
+    return int(p["size"]), float(p["mtime"]), str(p["fingerprint"]), int(p["frames_total"]), str(p["kind"])
 
 
 @dataclass
 class Plan:
-    """The diff between a folder tree and the store."""
+    """The diff between the files under some roots and the store."""
 
     unchanged: list[FileEntry] = field(default_factory=list)
     encode: list[tuple[FileEntry, StoredFile | None]] = field(default_factory=list)
     moves: list[tuple[FileEntry, StoredFile]] = field(default_factory=list)
     removed: list[StoredFile] = field(default_factory=list)
+    unreadable: list[tuple[FileEntry, str]] = field(default_factory=list)  # found, but could not be read
 
 
 def file_key(path: str) -> str:
@@ -67,26 +87,53 @@ def file_key(path: str) -> str:
 
 def load_stored(store: Store, folder: str) -> dict[str, StoredFile]:
     """Every file the store holds under ``folder``, keyed by its real path."""
+    return _collect(store.scroll(Filter(dir_prefix=display_path(folder)), fields=STATE_FIELDS, batch=4096))
+
+
+def load_stored_file(store: Store, path: str) -> dict[str, StoredFile]:
+    """What the store holds for the one file ``path`` (nothing, or one entry)."""
+    records = store.scroll(Filter(path=display_path(path)), fields=STATE_FIELDS)
+    return {p: sf for p, sf in _collect(records).items() if p == path}  # a lossy shown name may match others
+
+
+def _collect(records: Iterable[Record]) -> dict[str, StoredFile]:
     files: dict[str, StoredFile] = {}
-    for rec in store.scroll(Filter(dir_prefix=display_path(folder)), fields=STATE_FIELDS):
+    for rec in records:
         p = rec.payload
         path = path_from_payload(p)
         sf = files.get(path)
         if sf is None:
-            sf = files[path] = StoredFile(
-                path,
-                size=int(p["size"]),
-                mtime=float(p["mtime"]),
-                fingerprint=str(p["fingerprint"]),
-                frames_total=int(p["frames_total"]),
-                kind=str(p["kind"]),
-            )
-        sf.ids.append(rec.id)
+            size, mtime, fprint, frames_total, kind = _version(p)
+            sf = files[path] = StoredFile(path, size, mtime, fprint, frames_total, kind)
+        sf.add(rec.id, p)
     return files
 
 
+def stored_under(store: Store, paths: Sequence[str]) -> dict[str, StoredFile]:
+    """What the store holds under each path (a folder, or one file), each file once however they nest."""
+    out: dict[str, StoredFile] = {}
+    for path in outermost([os.path.abspath(p) for p in paths]):
+        out.update(load_stored_file(store, path) if os.path.isfile(path) else load_stored(store, path))
+    return out
+
+
+def outermost(paths: Sequence[str]) -> list[str]:
+    """``paths`` without those inside another of them (duplicates once), in their order."""
+    unique = list(dict.fromkeys(paths))
+    return [p for p in unique if not any(p != q and under(p, [q]) for q in unique)]
+
+
+def under(path: str, dirs: Sequence[str]) -> bool:
+    """True when ``path`` is one of ``dirs`` or inside one of them."""
+    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+
+
 def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], protected: Sequence[str]) -> Plan:
-    """Sort files into unchanged / to encode / moved / removed. ``protected`` dirs are never removed."""
+    """Sort files into unchanged / to encode / moved / removed. ``protected`` paths are never removed.
+
+    ``stored`` is what the store holds under the same roots as ``entries``; one plan over all of them,
+    so that a file moved from one root to another is a move.
+    """
     plan = Plan()
     seen: set[str] = set()
     new: list[FileEntry] = []
@@ -99,14 +146,20 @@ def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], prote
             plan.unchanged.append(entry)
         else:
             plan.encode.append((entry, old))
-    gone = [sf for path, sf in stored.items() if path not in seen and not _under(path, protected)]
+    gone = [sf for path, sf in stored.items() if path not in seen and not under(path, protected)]
     by_print: dict[tuple[int, str], list[StoredFile]] = {}
     for sf in gone:
         if sf.complete:
             by_print.setdefault((sf.size, sf.fingerprint), []).append(sf)
     sizes = {size for size, _ in by_print}
     for entry in new:
-        candidates = by_print.get((entry.size, _safe_fingerprint(entry))) if entry.size in sizes else None
+        candidates = None
+        if entry.size in sizes:
+            try:
+                candidates = by_print.get((entry.size, fingerprint(entry.path, entry.size)))
+            except MediaError as exc:  # gone or unreadable since discovery: listed, the run goes on
+                plan.unreadable.append((entry, str(exc)))
+                continue
         if candidates:
             plan.moves.append((entry, candidates.pop()))
         else:
@@ -114,17 +167,6 @@ def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], prote
     moved_from = {id(sf) for _, sf in plan.moves}
     plan.removed = [sf for sf in gone if id(sf) not in moved_from]
     return plan
-
-
-def _safe_fingerprint(entry: FileEntry) -> str:
-    try:
-        return fingerprint(entry.path, entry.size)
-    except OSError:
-        return ""
-
-
-def _under(path: str, dirs: Sequence[str]) -> bool:
-    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
 
 
 def file_payload(entry: FileEntry, fprint: str, frames_total: int, meta: Any) -> dict[str, Any]:
@@ -170,6 +212,10 @@ def apply_moves(store: Store, moves: Sequence[tuple[FileEntry, StoredFile]]) -> 
         for rec in records:
             payload = {k: v for k, v in rec.payload.items() if k != "path_raw"}
             payload.update(moved_fields)
+            # A file without a capture date is dated by its mtime (file_payload): a copy-then-delete move
+            # has a new mtime, so a new date, as a clean run would give it.
+            if isinstance(payload.get("date"), int | float) and abs(payload["date"] - old.mtime) < MTIME_TOLERANCE_S:
+                payload["date"] = entry.mtime
             assert rec.vector is not None
             points.append(PointIn(point_id(key, payload.get("timestamp")), rec.vector, payload))
         store.upsert(points)
@@ -194,14 +240,3 @@ def forget(store: Store, target: str) -> int:
     if files or exact:
         store.flush()
     return len(files | exact)
-
-
-def stored_under(store: Store, paths: Sequence[str]) -> dict[str, StoredFile]:
-    """What the store holds under each path (a folder, or one file)."""
-    out: dict[str, StoredFile] = {}
-    for path in paths:
-        if os.path.isfile(path):
-            out.update((p, sf) for p, sf in load_stored(store, os.path.dirname(path)).items() if p == path)
-        else:
-            out.update(load_stored(store, path))
-    return out

@@ -1,9 +1,11 @@
-"""The indexer: discover → diff against the store → decode (worker pool) → encode (batched) → upsert.
+"""The indexer: plan (discover, diff against the store) → decode (worker pool) → encode (batched) → upsert.
 
-Every file's points are written in one upsert as soon as its last frame is encoded (by a writer thread,
-while the next batch encodes), so a crash loses at most the batches in flight: the one being encoded
-and the one being written; point ids derive from (path, timestamp), so a re-run overwrites instead of
-duplicating, and a file whose stored point count is short of ``frames_total`` is redone.
+Planning needs only the store, so a run with nothing to encode never loads the model. Every file's points
+are written in one upsert as soon as its last frame is encoded (by a writer thread, while the next batch
+encodes), so a crash loses at most the batches in flight; point ids derive from (path, timestamp), so a
+re-run overwrites instead of duplicating. An update writes the new points, then deletes the old ones the
+new version does not reuse: a crash between the two leaves a file whose points describe two versions,
+which the next run's plan redoes (``plan.StoredFile.complete``).
 """
 
 from __future__ import annotations
@@ -24,21 +26,16 @@ from mediasearch.index.pipeline import (
     _prefetch,
     decode_file,
 )
-from mediasearch.index.plan import Plan, StoredFile, apply_moves, load_stored, make_plan
+from mediasearch.index.plan import Plan, StoredFile, apply_moves, make_plan, stored_under, under
 from mediasearch.media.decode_pool import DecoderPool
-from mediasearch.media.discover import (
-    FileEntry,
-    discover,
-    root_status,
-)
+from mediasearch.media.discover import FileEntry, discover, root_status
 from mediasearch.store.base import Store
 
 if TYPE_CHECKING:
-
     from mediasearch.clip.spec import Embedder
 
-
-
+Tagger = Callable[[np.ndarray], list[list[str]]]
+ModelLoader = Callable[[], tuple["Embedder", Tagger | None]]
 
 # The encode stage's signature: (work, model, store, options, summary, progress, tagger) -> None.
 EncodeStage = Callable[
@@ -49,79 +46,94 @@ EncodeStage = Callable[
         IndexOptions,
         IndexSummary,
         Progress,
-        "Callable[[np.ndarray], list[list[str]]] | None",
+        "Tagger | None",
     ],
     None,
 ]
 
 
-def _scan_root(root: str, options: IndexOptions, summary: IndexSummary) -> tuple[list[FileEntry], list[str]]:
+def index_paths(
+    roots: Sequence[str],
+    model: Embedder | None,
+    store: Store,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+    tagger: Tagger | None = None,
+    encode: EncodeStage | None = None,
+    *,
+    load_model: ModelLoader | None = None,
+) -> IndexSummary:
+    """Bring the store in step with the given folders (or files) and say what changed.
+
+    Plans first; the model is needed only when something must be encoded: pass it, or ``load_model``
+    (which gives the model and the tagger), called only then, so that a run with nothing to encode never
+    imports torch. ``encode`` replaces the decode → encode → write stage (``index.distributed`` runs it
+    on Ray); the plan, moves and removals stay here.
+    """
+    if model is None and load_model is None:
+        raise ValueError("index_paths needs a model or a way to load one")
+    options = options or IndexOptions()
+    progress = progress or NoProgress()
+    summary = IndexSummary()
+    started = time.perf_counter()
+    plan = plan_roots(roots, store, options, summary)
+    apply_moves(store, plan.moves)
+    if plan.removed:
+        store.delete([i for sf in plan.removed for i in sf.ids])
+    for entry, reason in plan.unreadable:
+        summary.error(entry.path, reason)
+    summary.moved, summary.removed, summary.unchanged = len(plan.moves), len(plan.removed), len(plan.unchanged)
+    if plan.encode:
+        if model is None:
+            assert load_model is not None
+            model, tagger = load_model()
+        (encode or _encode_all)(plan.encode, model, store, options, summary, progress, tagger)
+    if plan.moves or plan.removed or plan.encode:
+        store.flush()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def plan_roots(roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary) -> Plan:
+    """One plan over every root: the files under the roots that are present and not empty, against what
+    the store holds under them. A missing or empty root changes nothing (its files stay indexed) unless
+    it lies inside a root that is present."""
+    roots = list(dict.fromkeys(os.path.abspath(r) for r in roots))
+    status = {root: root_status(root) for root in roots}
+    ok = [root for root in roots if status[root] == "ok"]
+    stored = stored_under(store, roots)
+    for root in roots:
+        if status[root] != "ok":
+            _report_root(root, status[root], stored, ok, summary)
     errored: list[str] = []
 
     def on_error(path: str, reason: str) -> None:
-        errored.append(path)
+        errored.append(path)  # an unreadable folder or file: what is indexed under it stays
         summary.error(path, reason)
 
     def on_skip(path: str) -> None:
         summary.skipped += 1
 
-    entries = list(discover([root], include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip))
-    return entries, errored
+    entries = list(discover(ok, include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip))
+    summary.scanned = len(entries)
+    return make_plan(entries, {p: sf for p, sf in stored.items() if under(p, ok)}, errored)
 
 
-def index_paths(
-    roots: Sequence[str],
-    model: Embedder,
-    store: Store,
-    options: IndexOptions | None = None,
-    progress: Progress | None = None,
-    tagger: Callable[[np.ndarray], list[list[str]]] | None = None,
-    encode: EncodeStage | None = None,
-) -> IndexSummary:
-    """Bring the store in step with the given folders (or files) and say what changed.
-
-    ``encode`` replaces the decode → encode → write stage (``index.distributed`` runs it on Ray); the
-    plan, moves and removals stay here.
-    """
-    options = options or IndexOptions()
-    progress = progress or NoProgress()
-    summary = IndexSummary()
-    started = time.perf_counter()
-    work: list[tuple[FileEntry, StoredFile | None]] = []
-    for root in (os.path.abspath(r) for r in roots):
-        plan = _plan_root(root, store, options, summary)
-        if plan is None:
-            continue
-        apply_moves(store, plan.moves)
-        if plan.removed:
-            store.delete([i for sf in plan.removed for i in sf.ids])
-        summary.moved += len(plan.moves)
-        summary.removed += len(plan.removed)
-        summary.unchanged += len(plan.unchanged)
-        work.extend(plan.encode)
-    (encode or _encode_all)(work, model, store, options, summary, progress, tagger)
-    store.flush()
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def _plan_root(root: str, store: Store, options: IndexOptions, summary: IndexSummary) -> Plan | None:
-    status = root_status(root)
-    stored = load_stored(store, root)
-    if status != "ok" and stored:
+def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list[str], summary: IndexSummary) -> None:
+    """Say why a missing or empty root was not read (an empty one inside a present root is not news)."""
+    indexed = sum(under(p, [root]) for p in stored)
+    if under(root, ok):  # inside a present root, which says what is there
+        if status == "missing":
+            summary.error(root, "no such file or folder")
+    elif indexed:
         summary.error(
             root,
-            f"folder is {status} but {len(stored)} files under it are indexed: left as they are "
+            f"folder is {status} but {indexed} files under it are indexed: left as they are "
             "(unmounted disk?); forget it with `mediasearch forget` if it is gone for good",
             failed=False,
         )
-        return None
-    if status == "missing":
+    elif status == "missing":
         summary.error(root, "no such file or folder")
-        return None
-    entries, errored = _scan_root(root, options, summary)
-    summary.scanned += len(entries)
-    return make_plan(entries, stored, errored)
 
 
 def _encode_all(
@@ -131,7 +143,7 @@ def _encode_all(
     options: IndexOptions,
     summary: IndexSummary,
     progress: Progress,
-    tagger: Callable[[np.ndarray], list[list[str]]] | None,
+    tagger: Tagger | None,
 ) -> None:
     import torch
 
@@ -143,6 +155,7 @@ def _encode_all(
     videos = DecoderPool(workers, options.decode_timeout)
     threads = torch.get_num_threads()  # this thread's own count: the workers' setting must not reach it
     torch.set_num_threads(_inference_threads(model, workers, threads))
+
     def decode(entry: FileEntry, old: StoredFile | None) -> Decoded:
         return decode_file(entry, old, model, options, videos)
 

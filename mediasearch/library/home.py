@@ -77,20 +77,30 @@ class Opened:
         self.store.close()
 
 
-def open_for_index(settings: Settings) -> Opened:
-    """The settings' model and its collection (created, with the model recorded, if new)."""
-    from mediasearch.store.base import collection_name
-    from mediasearch.store.collections import active_collection, open_store
+def open_for_index(settings: Settings, *, need_model: bool = True) -> Opened:
+    """The settings' model and its collection (created, with the model recorded, if new).
 
-    model = load(settings, spec_from_settings(settings))
-    collection = collection_name(model.spec.key())
-    store = open_store(collection=collection, dim=model.dim, create=True, **store_kwargs(settings))
+    ``need_model=False``: when the collection exists, open it without loading the model (``model`` is
+    None; the collection's name derives from the model's key, which needs no torch).
+    """
+    from mediasearch.clip.loading import resolve_spec
+    from mediasearch.store.base import collection_name
+    from mediasearch.store.collections import active_collection, list_collections, open_store
+
+    spec = resolve_spec(spec_from_settings(settings))
+    collection = collection_name(spec.key())
+    model: ClipModel | None = None
+    if need_model or collection not in list_collections(**store_kwargs(settings)):
+        model = load(settings, spec)
+        collection = collection_name(model.spec.key())
+    store = open_store(collection=collection, dim=model.dim if model else None, create=True, **store_kwargs(settings))
     if store.get_meta() is None:
+        model = model or load(settings, spec)
         store.set_meta({"model": model.info(), "created": time.time()})
     active = active_collection(**store_kwargs(settings))
     if active is None:
         _activate(settings, collection)
-    return Opened(model, store, collection, activate_when_done=active not in (None, collection))
+    return Opened(model, store, collection, activate_when_done=active not in (None, collection))  # type: ignore[arg-type]
 
 
 def finish_index(settings: Settings, opened: Opened, summary: dict[str, Any]) -> None:

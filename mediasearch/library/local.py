@@ -46,13 +46,21 @@ class LocalLibrary:
 
     @property
     def index_side(self) -> home.Opened:
-        """The settings' model and its collection (opened, and created if new, on first use)."""
+        """The settings' model's collection (opened, and created if new, on first use). Its model is
+        loaded only when needed (:meth:`_index_model`): planning a run needs the store alone."""
         if self._index is None:
             self._close_query()  # the index side may open the same shard: one handle per process
-            self._index = home.open_for_index(self.settings)
+            self._index = home.open_for_index(self.settings, need_model=False)
             if not self._index.activate_when_done:
                 self._query = self._index
         return self._index
+
+    def _index_model(self) -> Any:
+        """The index side's model, loaded on first use."""
+        opened = self.index_side
+        if opened.model is None:  # exactly the settings' model: the collection is named after it
+            opened.model = home.load(self.settings, home.spec_from_settings(self.settings))
+        return opened.model
 
     @property
     def query_side(self) -> home.Opened:
@@ -63,8 +71,14 @@ class LocalLibrary:
         return opened
 
     def _query_opened(self, *, text_only: bool) -> home.Opened:
+        if self._query is not None and self._query.model is None:  # opened for its store alone
+            if self._query is self._index:
+                self._index_model()
+            else:
+                self._close_query()
         if self._query is None:
             if self._index is not None and not self._index.activate_when_done:
+                self._index_model()
                 self._query = self._index
             else:
                 self._query = home.open_for_query(self.settings, text_only=text_only)
@@ -133,8 +147,12 @@ class LocalLibrary:
 
         opened = self.index_side
         settings = replace(self.settings, tagging=tag) if tag is not None else self.settings
-        tagger = home.index_tagger(settings, opened)
-        return index_paths(list(paths), opened.model, store or opened.store, options, progress, tagger)
+
+        def load_model() -> tuple[Any, Any]:  # only when the plan has something to encode
+            self._index_model()
+            return opened.model, home.index_tagger(settings, opened)
+
+        return index_paths(list(paths), None, store or opened.store, options, progress, load_model=load_model)
 
     def complete(self, report: IndexReport) -> bool:
         """Record a finished run; a new model's collection becomes the one queries use. True when it did."""
@@ -160,6 +178,7 @@ class LocalLibrary:
         """:meth:`index_with`, decoding and encoding on a Ray cluster (``library.scale``)."""
         from mediasearch.library import scale
 
+        self._index_model()  # the driver's tagger and the collection's dimension need it (Ray loads its own)
         report = scale.index_on_ray(
             self.settings, self.index_side, paths, options, address=address, actors=actors, tag=tag, progress=progress
         )

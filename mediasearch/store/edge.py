@@ -210,9 +210,11 @@ def _ensure_edge_indexes(shard: Any) -> None:
     wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
     wanted += [(f, qe.PayloadSchemaType.Geo) for f in GEO_FIELDS]
     wanted += [(f, qe.PayloadSchemaType.Text) for f in TEXT_FIELDS]
-    for field, schema in wanted:
-        if field not in existing:
-            shard.update(qe.UpdateOperation.create_field_index(field, schema))
+    missing = [(field, schema) for field, schema in wanted if field not in existing]
+    for field, schema in missing:
+        shard.update(qe.UpdateOperation.create_field_index(field, schema))
+    if missing:  # EdgeStore.close flushes only what went through it
+        shard.flush()
 
 
 def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float) -> tuple[Any, int]:
@@ -301,6 +303,7 @@ class EdgeStore(_StoreBase):
         self._dir = shard_dir
         self._lock = lock
         self._last_flush = time.monotonic()
+        self._unflushed = False  # a write since the last flush (close skips a flush with nothing to do)
         self.location = f"edge:{shard_dir}"
         self.collection = collection
         self.dim = dim
@@ -324,6 +327,7 @@ class EdgeStore(_StoreBase):
     def _update(self, what: str, operation: Any) -> None:
         check_free_space(self._dir)
         with self._engine(what):
+            self._unflushed = True
             self._shard.update(operation)
         if time.monotonic() - self._last_flush >= AUTO_FLUSH_S:
             self.flush()
@@ -467,11 +471,12 @@ class EdgeStore(_StoreBase):
         """Make every write so far durable on disk (survives a power cut)."""
         with self._engine("flush"):
             self._shard.flush()
-        self._last_flush = time.monotonic()
+        self._last_flush, self._unflushed = time.monotonic(), False
 
     def optimize(self) -> bool:
         """Merge segments and build the HNSW index (blocking, minutes at 100k+ points)."""
         with self._engine("optimize"):
+            self._unflushed = True
             return bool(self._shard.optimize())
 
     def close(self) -> None:
@@ -479,7 +484,8 @@ class EdgeStore(_StoreBase):
         if self._shard is None:
             return
         try:
-            self.flush()
+            if self._unflushed:  # ~0.1 s even with nothing to write: a no-op re-index pays it otherwise
+                self.flush()
         finally:
             shard, self._shard = self._shard, None
             try:

@@ -38,6 +38,7 @@ from mediasearch.index import runner as indexer
 pytestmark = pytest.mark.faults
 
 
+
 def clean_state(cli: Any, name: str, *paths: Path) -> Any:
     """The state a clean run over ``paths`` reaches, in a fresh home next to the test's."""
     other = type(cli)(cli.home.parent / name)
