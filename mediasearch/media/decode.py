@@ -668,9 +668,14 @@ def _sample_with_pyav(
         return frames, probe.duration, None
     if not frames:
         return frames, probe.duration, "no video frame could be decoded"
+    return frames, probe.duration, _truncated(frames, probe.duration)
+
+
+def _truncated(frames: Sequence[Frame], duration: float | None) -> str:
+    """The one-line reason for a video read only up to its last good frame."""
     shown = f"{frames[-1].timestamp:.1f}"
-    total = f" of {probe.duration:.1f}" if probe.duration else ""
-    return frames, probe.duration, f"video truncated or corrupt: frames read up to {shown} s{total} s"
+    total = f" of {duration:.1f}" if duration else ""
+    return f"video truncated or corrupt: frames read up to {shown} s{total} s"
 
 
 def _collect_av_frames(
@@ -820,4 +825,7 @@ def _complete_keyframes(
         return keyed.frames, keyed.probe.duration, None
     more, _, error = _sample_frames(path, keyed.probe, interval, max_frames, target, keyed.missed)
     by_time = {f.timestamp: f for f in [*keyed.frames, *more]}
-    return [by_time[t] for t in sorted(by_time)], keyed.probe.duration, error
+    frames = [by_time[t] for t in sorted(by_time)]
+    if error is not None and not more and frames:  # the keyframes were read, the damage came after them
+        error = _truncated(frames, keyed.probe.duration)
+    return frames, keyed.probe.duration, error
