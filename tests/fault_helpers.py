@@ -52,46 +52,26 @@ def cli_command(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "mediasearch", "--home", str(home), "--model", "demo", "--device", "cpu", *args]
 
 
-def run_cli(home: Path, *args: str, timeout: float = 300, user: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a child process (as ``user`` through setpriv when given: then the package is run
-    from a copy any user can read, since the checkout may sit in a folder only its owner can enter)."""
-    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user is not None else []
-    env, cwd = cli_env(), None
-    if user is not None:
-        code = readable_package()
-        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
-        cwd = code  # python -m puts the working folder first on sys.path: it must be readable too
+DROP_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+"""A prefix that runs a command as root without the capabilities that override file permissions: it is
+refused what mode bits refuse (a file of mode 000) like any user, yet still reads the checkout and its
+virtual environment, which root owns wherever they live (an unprivileged user could not enter a
+checkout in a folder only its owner may enter)."""
+
+
+def run_cli(
+    home: Path, *args: str, timeout: float = 300, drop_dac: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child process (without permission overrides when ``drop_dac``: see DROP_DAC)."""
+    prefix = DROP_DAC if drop_dac else []
     return subprocess.run(
         [*prefix, *cli_command(home, *args)],
         capture_output=True,
         text=True,
-        env=env,
-        cwd=cwd,
+        env=cli_env(),
         timeout=timeout,
         check=False,
     )
-
-
-_READABLE: list[Path] = []
-
-
-def readable_package() -> Path:
-    """A folder holding a copy of the mediasearch package that every user can read (made once)."""
-    if not _READABLE:
-        import atexit
-        import shutil
-        import tempfile
-
-        import mediasearch
-
-        base = Path(tempfile.mkdtemp(prefix="mediasearch-code-"))
-        atexit.register(shutil.rmtree, base, True)
-        shutil.copytree(Path(mediasearch.__file__).parent, base / "mediasearch",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for path in [base, *base.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        _READABLE.append(base)
-    return _READABLE[0]
 
 
 def one_line_error(stderr: str) -> str:
