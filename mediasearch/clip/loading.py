@@ -1,7 +1,6 @@
-"""The model layer: any open_clip model behind one small interface.
-
-``encode_images`` and ``encode_texts`` return L2-normalised float32 arrays; normalisation happens
-here and nowhere else. torch and open_clip are imported inside functions so that the CLI starts fast.
+"""The one place that creates models: open_clip names, pretrained tags or files, fine-tune checkpoints,
+the device and precision (bf16 on CPUs that run it natively, checked once per model), and the cached text
+tower written for cold queries. torch and open_clip are imported inside functions.
 """
 
 from __future__ import annotations

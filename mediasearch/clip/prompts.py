@@ -1,8 +1,6 @@
-"""Learned prompts (CoOp, Zhou et al. 2022): a few context vectors in front of the class names.
-
-The model stays frozen; only ``n_ctx`` token embeddings are trained, with cross-entropy over the
-classes on a handful of labelled images. The result is a small safetensors file (the context vectors,
-the class names and the model's key) that ``classify --prompts FILE`` uses in place of templates.
+"""The learned-prompts file (``finetune --prompt-learning``): context vectors, the labels they were trained
+for and the model's key, in safetensors; and the text encoding that puts the context before a class name.
+Training them lives in ``lab.prompt_learning``.
 """
 
 from __future__ import annotations

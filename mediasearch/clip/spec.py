@@ -1,7 +1,6 @@
-"""The model layer: any open_clip model behind one small interface.
-
-``encode_images`` and ``encode_texts`` return L2-normalised float32 arrays; normalisation happens
-here and nowhere else. torch and open_clip are imported inside functions so that the CLI starts fast.
+"""What a model is, without loading it: ``ModelSpec`` (a name plus a pretrained tag or file, and the key
+collections are named after) and the ``Embedder`` protocol every model (and every test double) meets.
+No torch here.
 """
 
 from __future__ import annotations

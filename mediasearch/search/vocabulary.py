@@ -1,10 +1,5 @@
-"""Zero-shot tags: a vocabulary, prompt-ensembled label embeddings and per-tag thresholds.
-
-A tag applies to an item when the tag's calibrated probability (the tag against the best neutral
-caption, see ``relevance``) reaches its threshold, 0.5 unless the vocabulary says otherwise.
-
-Learned prompts (``finetune --prompt-learning``) make a closed vocabulary of the classes they were
-trained for: an item gets the class whose softmax probability among them reaches 0.5, if one does.
+"""Tag vocabularies: the built-in and shapes lists, a user's file (one tag a line, ``tag = 0.7`` for its
+own threshold), learned prompts' classes, and the default that suits a model.
 """
 
 from __future__ import annotations

@@ -1,17 +1,5 @@
-"""The vector store: one interface over Qdrant Edge (embedded, the default) and a Qdrant server.
-
-One point per image and one per sampled video frame, each with a single named vector
-(``"clip"``, cosine) and a payload (path, dirs, root, kind, size, mtime, fingerprint, frames_total,
-timestamp, duration, width, height, date, camera, tags).
-
-Edge (``home/store/<collection>/``) is owned by one process at a time. Besides the engine's own
-lock on its write-ahead log, ``open_store`` takes a ``flock`` on ``home/store/<collection>.owner``
-and writes its pid and command there, so a second opener can say who holds the store.
-
-Durability: a write returns once the operation is in the shard's write-ahead log, which the
-engine writes through mmap without fsync. A ``kill -9`` of the writer therefore loses nothing that
-a write call had returned; a power cut can lose writes made since the last ``flush()``. Writes
-flush by themselves at most every ``AUTO_FLUSH_S`` seconds, and ``close()`` flushes.
+"""Which store and collection to open: the embedded shard or a server, created if asked, and the active
+collection (the one queries use; a new model's collection becomes active once a run of it completes).
 """
 
 from __future__ import annotations
