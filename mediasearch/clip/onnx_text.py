@@ -17,18 +17,18 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mediasearch.clip.text_only import TextOnly
 from mediasearch.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
 
     from mediasearch.clip.spec import ModelSpec
 
@@ -275,7 +275,7 @@ class OnnxTower:
 
 
 @dataclass
-class OnnxTextModel:
+class OnnxTextModel(TextOnly):
     """An ``Embedder`` for texts only, run by onnxruntime; the image side needs ``load_model``."""
 
     spec: ModelSpec
@@ -285,23 +285,5 @@ class OnnxTextModel:
     device: str = "cpu"
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        raise ModelError("this model was loaded for text queries only")
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        raise ModelError("this model was loaded for text queries only")
-
-    def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        raise ModelError("this model was loaded for text queries only")
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts (cached per process); one L2-normalised row per text."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        for start in range(0, len(missing), 256):
-            chunk = missing[start : start + 256]
-            feats = self.model(self.tokenizer(chunk))
-            feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-            self._text_cache.update(zip(chunk, feats, strict=True))
-        if not texts:
-            return np.empty((0, self.dim), np.float32)
-        return np.stack([self._text_cache[t] for t in texts])
+    def _features(self, chunk: list[str]) -> np.ndarray:
+        return self.model(self.tokenizer(chunk))

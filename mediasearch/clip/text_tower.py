@@ -15,19 +15,18 @@ import functools
 import hashlib
 import importlib.util
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mediasearch.clip.text_only import TextOnly
 from mediasearch.errors import ModelError
 from mediasearch.fsutil import atomic_path, atomic_write
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
 
     from mediasearch.clip.model import ClipModel
     from mediasearch.clip.onnx_text import OnnxTextModel
@@ -286,7 +285,7 @@ class TextTower:
 
 
 @dataclass
-class TextModel:
+class TextModel(TextOnly):
     """An ``Embedder`` for texts only (a cold text query); the image side needs ``load_model``."""
 
     spec: ModelSpec
@@ -296,29 +295,11 @@ class TextModel:
     device: str = "cpu"
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        raise ModelError("this model was loaded for text queries only")
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        raise ModelError("this model was loaded for text queries only")
-
-    def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        raise ModelError("this model was loaded for text queries only")
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts (cached per process); one L2-normalised row per text."""
+    def _features(self, chunk: list[str]) -> np.ndarray:
         import torch
 
         from mediasearch.clip.model import few_threads, token_count
 
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        for start in range(0, len(missing), 256):
-            chunk = missing[start : start + 256]
-            tokens = self.tokenizer(chunk)
-            with torch.inference_mode(), few_threads(token_count(tokens)):
-                feats = self.model(tokens).numpy().astype(np.float32)
-            feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-            self._text_cache.update(zip(chunk, feats, strict=True))
-        if not texts:
-            return np.empty((0, self.dim), np.float32)
-        return np.stack([self._text_cache[t] for t in texts])
+        tokens = self.tokenizer(chunk)
+        with torch.inference_mode(), few_threads(token_count(tokens)):
+            return self.model(tokens).numpy().astype(np.float32)
