@@ -19,8 +19,11 @@ The CLI runs in-process (typer's CliRunner, the session's demo model); only the 
 real process (`python -m mediasearch`, run by a few lines that SIGKILL it at a chosen store write).
 The store is read by `dump_index` alone: when the package is restructured, re-point that function.
 
-Two budgets: `test_index_invariant` (default suite, derandomised, about a minute or two on two
-cores) and `test_index_invariant_long` (`-m slow`, random, many more and longer sequences).
+Two budgets: `test_index_invariant` (default suite, derandomised, about a minute on two quiet cores
+when it passes; shrinking a failure takes a few minutes more) and `test_index_invariant_long`
+(`-m slow`, random, longer sequences; INDEX_INVARIANT_EXAMPLES sets how many). A kill between an
+update's new points and its stale deletes is reached only now and then by random sequences, so
+`test_kill_between_new_points_and_stale_deletes` drives the same machine through it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, note, settings
+from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -104,6 +107,7 @@ def vectors_match(got: np.ndarray, want: np.ndarray) -> bool:
     """Equal within VECTOR_ATOL plus one float16 step of each component (the store's precision)."""
     step = np.spacing(np.abs(want).astype(np.float16)).astype(np.float32)
     return got.shape == want.shape and bool(np.all(np.abs(got - want) <= VECTOR_ATOL + step))
+
 
 # -- the world -----------------------------------------------------------------------------------
 
@@ -224,6 +228,29 @@ runpy.run_module("mediasearch", run_name="__main__", alter_sys=True)
 """
 
 
+# `python -m mediasearch ARGS` in which the file TARGET vanishes the first time the run opens it (to
+# fingerprint it, as a move candidate or before decoding it): deleted just before the open, as if a
+# user or a sync tool removed it between discovery and reading. Hooks os.open and builtins.open (the
+# fingerprint and Pillow open through them), not the package. At exit it says whether the file vanished.
+VANISH_AT_OPEN = r"""
+import atexit, builtins, os, runpy, sys
+target = sys.argv.pop(1)
+fired = [False]
+def vanishing(real):
+    def hooked(path, *args, **kwargs):
+        if not fired[0] and isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path) == target:
+            fired[0] = True
+            os.unlink(target)
+        return real(path, *args, **kwargs)
+    return hooked
+os.open = vanishing(os.open)
+builtins.open = vanishing(builtins.open)
+atexit.register(lambda: print(f"vanished: {int(fired[0])}", file=sys.stderr))
+sys.argv[0] = "mediasearch"
+runpy.run_module("mediasearch", run_name="__main__", alter_sys=True)
+"""
+
+
 def child_env() -> dict[str, str]:
     """The test's environment for a child CLI: this checkout's package, offline, no MEDIASEARCH_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASEARCH_")}
@@ -294,14 +321,21 @@ class IndexInvariant(RuleBasedStateMachine):
         self.names = 0
         self.kills = 0
         self.where: dict[FileRef, str] = {}  # where each file made by a rule is now
+        self.seconds: dict[FileRef, float] = {}  # each video's length
         self.unmounted: str | None = None  # "away" (the folder is gone) or "empty" (an empty mount point)
         self.pending: list[str] | None = None  # the roots of a killed `index` not yet run again
         self.indexed: dict[str, Seen] = {}  # the model's bookkeeping: what the store holds, file by file
         self.reference: dict[str, Frames] = {}  # the store as last checked
 
     def teardown(self) -> None:
-        for name in ("w", "home", "clean"):
-            shutil.rmtree(self.world.base / name, ignore_errors=True)
+        try:
+            # A killed `index` is always followed by the same command: here, if the sequence ended first
+            # (hypothesis calls teardown from a `finally`: skip it when a step failed).
+            if self.pending is not None and sys.exc_info()[0] is None:
+                self.index_again_after_kill()
+        finally:
+            for name in ("w", "home", "clean"):
+                shutil.rmtree(self.world.base / name, ignore_errors=True)
 
     # -- helpers --
 
@@ -477,6 +511,7 @@ class IndexInvariant(RuleBasedStateMachine):
         self.write_video(path, (max(VIDEO_SECONDS), video_colours))
         refs.append(FileRef(self.names))
         self.where[refs[-1]] = path
+        self.seconds[refs[-1]] = max(VIDEO_SECONDS)
         os.makedirs(self.absolute("other"), exist_ok=True)
         note(f"library: {', '.join(self.shown(self.where[r]) for r in refs)}")
         self.run_index([self.absolute("lib"), self.absolute("other")])
@@ -507,29 +542,41 @@ class IndexInvariant(RuleBasedStateMachine):
         path = self.new_path(where, "v", "mp4")
         self.write_video(path, look)
         note(f"add video {self.shown(path)} ({look[0]} s)")
-        return self.added(path)
+        ref = self.added(path)
+        self.seconds[ref] = look[0]
+        return ref
 
     @rule(file=files, image=image_looks, video=video_looks, keep_size=st.booleans())
     def modify(self, file: FileRef, image: Any, video: tuple[float, int], keep_size: bool) -> None:
         """New content and a new mtime. ``keep_size``: an image keeps its dimensions, which for an
-        (uncompressed) BMP keeps the byte size; a video gets a new length (other frame timestamps)."""
+        (uncompressed) BMP keeps the byte size. A video gets another length (other frame timestamps)."""
         path = self.present(file)
         if path is None:
             return
-        if path.endswith(".mp4"):
-            self.write_video(path, video)
-            note(f"modify video {self.shown(path)} ({video[0]} s)")
-            return
-        size = os.path.getsize(path)
-        if keep_size:
-            from PIL import Image
+        before = seen(path)
+        if path.endswith(".mp4") and video[0] == self.seconds.get(file):
+            video = (VIDEO_SECONDS[(VIDEO_SECONDS.index(video[0]) + 1) % len(VIDEO_SECONDS)], video[1])
+            self.seconds[file] = video[0]
+        elif path.endswith(".mp4"):
+            self.seconds[file] = video[0]
+        for shift in range(len(COLOURS)):  # the drawn look, or the next colour if that is the same picture
+            if path.endswith(".mp4"):
+                look: Any = (video[0], (video[1] + shift) % len(COLOURS))
+                self.write_video(path, look)
+            else:
+                colour = sorted(COLOURS)[(sorted(COLOURS).index(image[0]) + shift) % len(COLOURS)]
+                look = (colour, image[1], image[2])
+                if keep_size:
+                    from PIL import Image
 
-            with Image.open(path) as im:
-                image = (image[0], im.size, image[2])
-        self.write_image(path, image)
-        if path.endswith(".bmp") and keep_size:
-            assert os.path.getsize(path) == size
-        note(f"modify image {self.shown(path)}" + (" (same size)" if os.path.getsize(path) == size else ""))
+                    with Image.open(path) as im:
+                        look = (colour, im.size, image[2])
+                self.write_image(path, look)
+            if seen(path).digest != before.digest:
+                break
+        same = " (same size)" if os.path.getsize(path) == before.size else ""
+        assert not (keep_size and path.endswith(".bmp")) or same, "a BMP of the same dimensions changed size"
+        note(f"modify {self.shown(path)} to {look}{same}")
 
     @rule(file=files)
     def touch(self, file: FileRef) -> None:
@@ -567,7 +614,10 @@ class IndexInvariant(RuleBasedStateMachine):
         else:
             self.stamp(target)
         note(f"copy {self.shown(path)} -> {self.shown(target)}" + (" (mtime kept)" if keep_mtime else ""))
-        return self.added(target)
+        ref = self.added(target)
+        if file in self.seconds:
+            self.seconds[ref] = self.seconds[file]
+        return ref
 
     @rule(file=consumes(files))
     def delete_file(self, file: FileRef) -> None:
@@ -684,7 +734,7 @@ class IndexInvariant(RuleBasedStateMachine):
 
     @precondition(lambda self: self.kills < self.world.max_kills and (self.pending or self.out_of_step()))
     @rule(
-        at=st.integers(0, 3),  # runs here make a few writes: an upsert and a delete per changed batch
+        at=st.integers(0, 2),  # runs here make a few writes: an upsert and a delete per changed batch
         folders=st.lists(root_names, min_size=1, max_size=2, unique=True),
         files=st.lists(files, max_size=1),
     )
@@ -718,11 +768,63 @@ class IndexInvariant(RuleBasedStateMachine):
         self.pending = None
 
 
+    @precondition(lambda self: self.pending is None)
+    @rule(file=files, folders=st.lists(root_names, max_size=1))
+    def vanish_during_index(self, file: FileRef, folders: list[str]) -> None:
+        """`index ROOTS` (the file's folder if none drawn) in a child process in which ``file`` is deleted
+        the moment the run first opens it: a move candidate or a file to encode that is gone between
+        discovery and reading. The run lists it and goes on; the same command again then gives a clean
+        run's store. (A file the run never opens, an unchanged one, is left alone: a plain `index`.)"""
+        path = self.present(file)
+        if path is None or self.breaks_pending_root(path):
+            return
+        roots = self.roots_of(folders, []) or [os.path.dirname(path)]
+        ok = [r for r in roots if root_ok(r)]
+        alone = os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+        if not covered(path, ok) or (alone and os.path.dirname(path) in ok):
+            note(f"(skipped: {self.shown(path)} is not under a root, or is all its root holds)")
+            return  # (a root that becomes empty is another case: an unmounted disk)
+        n_files = len(media_files(ok))
+        args = ["--home", str(self.home), "--model", "demo", "--device", "cpu", "index", *roots, "--json"]
+        child = subprocess.run(
+            [sys.executable, "-c", VANISH_AT_OPEN, path, *args],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        where = f"index {' '.join(self.shown(r) for r in roots)}"
+        assert child.returncode == 0, f"{where}, {self.shown(path)} vanishing: exit {child.returncode}: {child.stderr}"
+        report = json.loads(child.stdout)
+        if not int(child.stderr.rsplit("vanished:", 1)[1].split()[0]):
+            note(f"{where}  (in a child process; {self.shown(path)} was never opened, so it stayed)")
+            self.check_index(roots, report)
+            return
+        note(f"{where}  (in a child process; {self.shown(path)} vanished when the run first opened it)")
+        errors = [e for e in report["errors"] if os.path.relpath(e["path"], self.top) not in map(self.shown, roots)]
+        assert [e["path"] for e in errors] == [path], f"{where}: {self.shown(path)} vanished, errors {report['errors']}"
+        assert report["scanned"] == n_files, f"{where}: scanned {report['scanned']} of {n_files} files"
+        done = report["added"] + report["updated"] + report["moved"] + report["unchanged"]
+        assert done == n_files - 1, f"{where}: {report} for {n_files} files, one of them vanished"
+        # Every other file is as a clean run has it; the vanished one has nothing or what it had before.
+        _, clean = self.clean_index(roots)
+        expected = {p: f for p, f in self.reference.items() if not covered(p, ok)} | clean
+        actual = dump_index(self.home)
+        if path in actual and path in self.reference:
+            expected[path] = self.reference[path]
+        problems = store_problems(actual, expected, self.shown)
+        assert not problems, f"after {where} with {self.shown(path)} vanishing:\n" + "\n".join(problems)
+        note(f"index {' '.join(self.shown(r) for r in roots)}  (again)")
+        self.check_index(roots, self.cli("index", *roots), after_kill=True)
+
+
 # -- the tests -----------------------------------------------------------------------------------
 
 DEFAULT_BUDGET = settings(
-    max_examples=25,
-    stateful_step_count=15,
+    max_examples=35,
+    stateful_step_count=10,  # short sequences shrink to a minimal one within hypothesis's time limit
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],  # no explain: slow here
     deadline=None,
     derandomize=True,
     database=None,
@@ -744,7 +846,7 @@ def run_machine(tmp_path: Path, make_image: Any, make_video: Any, budget: settin
 
 
 def test_index_invariant(tmp_path: Path, make_image: Any, make_video: Any, demo_model: Any) -> None:
-    """The default suite's budget: 25 sequences of up to 15 steps, at most one kill -9 each."""
+    """The default suite's budget: 35 sequences of up to 10 steps, at most one kill -9 each."""
     run_machine(tmp_path, make_image, make_video, DEFAULT_BUDGET)
 
 
@@ -752,3 +854,45 @@ def test_index_invariant(tmp_path: Path, make_image: Any, make_video: Any, demo_
 def test_index_invariant_long(tmp_path: Path, make_image: Any, make_video: Any, demo_model: Any) -> None:
     """Many more and longer sequences (`-m slow`), every defect found reported."""
     run_machine(tmp_path, make_image, make_video, LONG_BUDGET, max_files=10, max_kills=2)
+
+
+def test_kill_between_new_points_and_stale_deletes(
+    tmp_path: Path, make_image: Any, make_video: Any, demo_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine's own checks on a path random sequences reach only now and then (issue 15): videos
+    shortened (their last frame becomes stale), `index` killed after it wrote the new points and before
+    it deleted the stale ones, then the same command again. Whether a re-run heals a file by luck
+    depends on the order of point ids; each of four videos escapes that with odds of about 2/3."""
+    monkeypatch.setattr(sys.modules[__name__], "note", print)  # the rules' notes, outside hypothesis
+    machine = IndexInvariant(World(tmp_path, make_image, make_video, max_files=8, max_kills=1))
+    try:
+        refs = machine.start(images=[("lib", ("blue", (32, 24), False))], video_colours=0).values
+        videos = [r for r in refs if machine.where[r].endswith(".mp4")]
+        videos += [machine.add_video("lib", (5.0, k)) for k in (1, 2, 3)]
+        machine.index("lib")
+        for video in videos:  # 5 s -> 3 s: frames at 0, 2 and 4 s become 0 and 2 s
+            machine.modify(video, ("red", (32, 24), False), (3.0, 0), False)
+        machine.kill_index(at=1, folders=["lib"], files=[])  # write 0: the new points; 1...: the deletes
+        assert machine.pending, "the child was not killed between its writes"
+        machine.index_again_after_kill()
+    finally:
+        machine.teardown()
+
+
+def test_a_move_candidate_that_vanishes(
+    tmp_path: Path, make_image: Any, make_video: Any, demo_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine's own checks on another path random sequences reach only now and then (issue 15): a
+    photo moved to another folder is a move candidate (same size as a file gone from the store), and it
+    vanishes when `index` opens it to compare fingerprints. The run lists it and goes on."""
+    monkeypatch.setattr(sys.modules[__name__], "note", print)
+    machine = IndexInvariant(World(tmp_path, make_image, make_video, max_files=8, max_kills=0))
+    try:
+        looks = [("lib", ("blue", (32, 24), False)), ("lib/a", ("red", (40, 30), True))]
+        photo = machine.start(images=looks, video_colours=1).values[0]
+        machine.rename_file(photo, "other", keep_name=True)
+        before = machine.where[photo]
+        machine.vanish_during_index(photo, ["."])
+        assert not os.path.exists(before), "the moved photo was never opened: no move candidate was read"
+    finally:
+        machine.teardown()
