@@ -1,8 +1,9 @@
 """Model-based test of the index invariant (DESIGN.md "The index invariant"; issue 15).
 
 A hypothesis state machine changes a small photo/video library on disk (add, modify, touch, rename,
-move a folder, copy, delete, unmount and remount a root), runs the real CLI (`index`, `forget`, and
-an `index` subprocess killed with SIGKILL at a chosen store write), and after every completed command
+move a folder, copy, delete, unmount and remount a root), runs the real CLI (`index`, `forget`, an
+`index` subprocess killed with SIGKILL at a chosen store write, and one in which a file vanishes the
+moment the run first opens it), and after every completed command
 holds the store against:
 
 - the invariant: after `index ROOTS...` completes, the store holds exactly the media files under the
@@ -15,15 +16,17 @@ holds the store against:
   the store last matched the disk (its own bookkeeping: sizes, mtimes and content hashes).
 - `forget PATH` (a file or a folder) drops exactly the indexed files under PATH and says how many.
 
-The CLI runs in-process (typer's CliRunner, the session's demo model); only the kill rule starts a
-real process (`python -m mediasearch`, run by a few lines that SIGKILL it at a chosen store write).
+The CLI runs in-process (typer's CliRunner, the session's demo model); only the kill and vanish rules
+start a real process (`python -m mediasearch`, run by a few lines that SIGKILL it at a chosen store
+write, or delete a file when it is first opened).
 The store is read by `dump_index` alone: when the package is restructured, re-point that function.
 
 Two budgets: `test_index_invariant` (default suite, derandomised, about a minute on two quiet cores
 when it passes; shrinking a failure takes a few minutes more) and `test_index_invariant_long`
 (`-m slow`, random, longer sequences; INDEX_INVARIANT_EXAMPLES sets how many). A kill between an
 update's new points and its stale deletes is reached only now and then by random sequences, so
-`test_kill_between_new_points_and_stale_deletes` drives the same machine through it.
+`test_kill_between_new_points_and_stale_deletes` drives the same machine through it, and
+`test_a_move_candidate_that_vanishes` through a moved file deleted while `index` compares fingerprints.
 """
 
 from __future__ import annotations
