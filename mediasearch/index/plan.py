@@ -110,10 +110,14 @@ def _collect(records: Iterable[Record]) -> dict[str, StoredFile]:
 
 
 def stored_under(store: Store, paths: Sequence[str]) -> dict[str, StoredFile]:
-    """What the store holds under each path (a folder, or one file), each file once however they nest."""
+    """What the store holds under each path (a folder, or one file), each file once however they nest.
+
+    A path is looked up both ways, whatever is on disk now: a file that was deleted (or replaced by a
+    folder) since it was indexed is still what the store holds at that path (`forget` drops it too)."""
     out: dict[str, StoredFile] = {}
     for path in outermost([os.path.abspath(p) for p in paths]):
-        out.update(load_stored_file(store, path) if os.path.isfile(path) else load_stored(store, path))
+        out.update(load_stored(store, path))
+        out.update(load_stored_file(store, path))
     return out
 
 

@@ -125,6 +125,13 @@ def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list
     if under(root, ok):  # inside a present root, which says what is there
         if status == "missing":
             summary.error(root, "no such file or folder")
+    elif root in stored and indexed == 1:  # an indexed file that is gone
+        summary.error(
+            root,
+            "no such file, but it is indexed: left as it is; forget it with `mediasearch forget` "
+            "if it is gone for good (or index its folder)",
+            failed=False,
+        )
     elif indexed:
         summary.error(
             root,

@@ -176,6 +176,22 @@ def test_never_indexed_missing_folder_is_reported(tmp_path: Path, cli: Any) -> N
     assert summary["errors"] == [{"path": str(tmp_path / "nope"), "error": "no such file or folder"}]
 
 
+def test_an_indexed_file_that_is_gone_is_left_until_forgotten(tmp_path: Path, cli: Any) -> None:
+    """`index FILE` of an indexed file deleted since: a missing root (nothing changes), said as a file."""
+    lib = tmp_path / "lib"
+    shape_photos(lib, 2)
+    cli.json("index", str(lib))
+    gone = sorted(lib.iterdir())[0]
+    gone.unlink()
+    summary = cli.json("index", str(gone))
+    assert (summary["removed"], summary["failed"]) == (0, 0)
+    assert [e["path"] for e in summary["errors"]] == [str(gone)]
+    assert summary["errors"][0]["error"].startswith("no such file, but it is indexed")
+    assert len(stored_points(cli.home)) == 2
+    assert cli.json("forget", str(gone))["files"] == 1
+    assert [p[0] for p in stored_points(cli.home).values()] == [str(sorted(lib.iterdir())[0])]
+
+
 def test_status_reports_counts_model_and_failures(
     tmp_path: Path, cli: Any, make_video: Any, make_broken: Any
 ) -> None:
