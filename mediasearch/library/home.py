@@ -9,12 +9,12 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.clip.spec import ModelSpec
-from mediasearch.errors import ModelMismatchError, StoreError
+from mediasearch.errors import ModelMismatchError, StoreError, StoreLockedError
 from mediasearch.fsutil import atomic_write
 from mediasearch.settings import DEFAULT_MODEL, Settings
 
@@ -77,8 +77,32 @@ class Opened:
         self.store.close()
 
 
+def index_settings(settings: Settings) -> Settings:
+    """Without --model, indexing goes on with the model that built the index queries use (the default
+    model only for a home with nothing indexed yet): `index` after `mediasearch demo` adds to the demo
+    index, as the daemon does, instead of starting a second index with the default model."""
+    from mediasearch.store.collections import active_collection, open_store
+
+    if settings.model is not None:
+        return settings
+    active = active_collection(**store_kwargs(settings))
+    if active is None:
+        return settings
+    try:
+        with open_store(collection=active, dim=None, create=False, **store_kwargs(settings)) as store:
+            built = (store.get_meta() or {}).get("model") or {}
+    except StoreLockedError:
+        raise
+    except StoreError:
+        return settings  # the active collection is gone: the default model starts a new one
+    if not built.get("name"):
+        return settings
+    return replace(settings, model=built["name"], pretrained=built.get("pretrained"))
+
+
 def open_for_index(settings: Settings, *, need_model: bool = True) -> Opened:
-    """The settings' model and its collection (created, with the model recorded, if new).
+    """The settings' model and its collection (created, with the model recorded, if new); without a
+    model in the settings, the one that built the home's index (``index_settings``).
 
     ``need_model=False``: when the collection exists, open it without loading the model (``model`` is
     None; the collection's name derives from the model's key, which needs no torch).
@@ -87,6 +111,7 @@ def open_for_index(settings: Settings, *, need_model: bool = True) -> Opened:
     from mediasearch.store.base import collection_name
     from mediasearch.store.collections import active_collection, list_collections, open_store
 
+    settings = index_settings(settings)
     spec = resolve_spec(spec_from_settings(settings))
     collection = collection_name(spec.key())
     model: ClipModel | None = None

@@ -50,6 +50,7 @@ class LocalLibrary:
         loaded only when needed (:meth:`_index_model`): planning a run needs the store alone."""
         if self._index is None:
             self._close_query()  # the index side may open the same shard: one handle per process
+            self.settings = home.index_settings(self.settings)  # without --model: the home's model
             self._index = home.open_for_index(self.settings, need_model=False)
             if not self._index.activate_when_done:
                 self._query = self._index

@@ -332,19 +332,7 @@ class Service:
 
     def _settings_for_home(self) -> Settings:
         """Without --model, keep indexing with the model that built the home's index."""
-        if self.settings.model is not None:
-            return self.settings
-        try:
-            opened = home.open_for_query(self.settings, need_model=False)
-        except StoreLockedError:
-            raise
-        except StoreError:
-            return self.settings  # nothing indexed yet: the default model
-        with opened.store as store:
-            built = (store.get_meta() or {}).get("model") or {}
-        if not built.get("name"):
-            return self.settings
-        return replace(self.settings, model=built["name"], pretrained=built.get("pretrained"))
+        return home.index_settings(self.settings)
 
     def stop(self) -> None:
         """Abandon the run in flight safely, stop watching, flush and close the store."""

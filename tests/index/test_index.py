@@ -229,3 +229,16 @@ def test_text_query_ranks_red_circles_first(tmp_path: Path, cli: Any) -> None:
 
 
 # kill -9 (and Ctrl-C, SIGTERM) at random points of `index`: tests/test_faults.py
+
+
+def test_index_without_model_goes_on_with_the_model_that_built_the_home(tmp_path: Path, cli: Any) -> None:
+    """`mediasearch demo` then `mediasearch index ~/Photos`: the photos join the demo index (as through the
+    daemon), instead of starting a second index with the default model."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    shape_photos(first, 2)
+    shape_photos(second, 3)
+    cli.json("index", str(first))
+    assert cli.json("index", str(second), model=None)["added"] == 3
+    status = cli.json("status", model=None)
+    assert (status["files"], status["model"]["name"]) == (5, "demo")
+    assert len(cli.json("query", "a red circle", "--limit", "10", model=None)) > 0
