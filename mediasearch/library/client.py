@@ -154,7 +154,8 @@ class DaemonClient:
         return hits_from_json(self.call("POST", "/query", {**query_to_json(query), "model": model}))
 
     def similar(self, path: str, query: Query, model: str | None = None) -> list[Hit]:
-        body = {"path": os.path.abspath(path), "limit": query.limit, "kind": query.kind, "model": model}
+        filters = {k: v for k, v in query_to_json(query).items() if k not in ("terms", "raw", "min_score")}
+        body = {**filters, "path": os.path.abspath(path), "model": model}
         return hits_from_json(self.call("POST", "/similar", body))
 
     def status(self) -> dict[str, Any]:
@@ -203,6 +204,7 @@ def query_to_json(query: Query) -> dict[str, Any]:
         {**t, "value": os.path.abspath(t["value"]) if t["kind"] == "image" else t["value"]} for t in data["terms"]
     ]
     data["tags"] = list(query.tags)
+    data["near"] = dict(zip(("lat", "lon", "km"), query.near, strict=True)) if query.near is not None else None
     return data
 
 

@@ -11,7 +11,6 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import QueryError
 from mediasearch.library import home
 from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
 from mediasearch.settings import Settings
@@ -45,9 +44,6 @@ class RemoteLibrary:
         return int(self.client.forget(os.path.abspath(path))["files"])
 
     def search(self, query: Query) -> list[Hit]:
-        if query.near is not None or query.camera:
-            # The daemon's /query body has no place or camera yet: refuse rather than drop the filter.
-            raise QueryError("the daemon does not answer --near or --camera yet; stop `mediasearch serve` to use them")
         return self.client.query(query, model=self.settings.model)
 
     def similar(self, path: str, query: Query) -> list[Hit]:

@@ -331,6 +331,8 @@ def _filters(body: Any) -> dict[str, Any]:
         "after": _when(body.after),
         "before": _when(body.before),
         "sort": body.sort,
+        "near": (body.near.lat, body.near.lon, body.near.km) if body.near is not None else None,
+        "camera": body.camera,
     }
 
 
@@ -441,6 +443,15 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
                 raise ValueError("an image term needs a value (a file) or data, not both")
             return self
 
+    class Near(BaseModel):
+        """Taken within ``km`` kilometres of a place (EXIF GPS, a video's location): `query --near`."""
+
+        model_config = ConfigDict(strict=True)
+
+        lat: float = Field(ge=-90, le=90)
+        lon: float = Field(ge=-180, le=180)
+        km: float = Field(gt=0, lt=40_100)
+
     class QueryRequest(BaseModel):
         """`mediasearch query` as JSON: a ``text`` (one text term), or ``terms`` of which one weighs at least 0.001."""
 
@@ -456,6 +467,8 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         after: Annotated[float | str | None, _date_schema(), _date_check()] = None
         before: Annotated[float | str | None, _date_schema(), _date_check()] = None
         min_score: float | None = None
+        near: Near | None = None
+        camera: str | None = Field(None, min_length=1, description="only from a camera with these words")
         sort: Literal["score", "date"] = "score"
         model: str | None = Field(default=None, description="refuse (409) unless the daemon answers with this model")
 
@@ -477,6 +490,8 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         tags: list[str] = Field(default_factory=list)
         after: Annotated[float | str | None, _date_schema(), _date_check()] = None
         before: Annotated[float | str | None, _date_schema(), _date_check()] = None
+        near: Near | None = None
+        camera: str | None = Field(None, min_length=1, description="only from a camera with these words")
         sort: Literal["score", "date"] = "score"
         model: str | None = None
 

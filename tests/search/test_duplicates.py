@@ -206,9 +206,6 @@ def test_a_daemon_answers_duplicates_for_the_cli(tmp_path: Path) -> None:
         assert groups == daemon.call("POST", "/duplicates", {"paths": [str(folder)]})
         assert [g["paths"] for g in groups] == [sorted(str(p) for p in (original, *copies))]
         assert str(other) not in groups[0]["paths"]
-        # The daemon's /query has no place filter yet: the command says so rather than ignore it.
-        refused = _cli(daemon.home, "query", "a star", "--near", "48.85,2.35,10")
-        assert refused.returncode == 1 and "--near" in refused.stderr
     finally:
         daemon.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,29 @@ def test_a_phone_video_keeps_its_iso6709_location(tmp_path: Path) -> None:
     for name, location in (("none.mp4", None), ("zero.mp4", "+00.0000+000.0000/"), ("junk.mp4", "here")):
         meta = sample_video(str(video(name, location))).meta
         assert meta.lat is None and meta.lon is None
+
+
+def test_a_daemon_answers_near_and_camera(tmp_path: Path, placed: Path) -> None:
+    """The CLI's place and camera filters through the daemon that owns the home (/query and /similar)."""
+    from daemon_helpers import Daemon, _cli
+
+    daemon = Daemon(tmp_path / "home", str(placed), "--rescan-every", "off")
+    try:
+        daemon.wait_ready().wait_idle()
+
+        def found(*options: str) -> set[str]:
+            out = _cli(daemon.home, "query", "a red circle", "--limit", "50", *options, "--json")
+            assert out.returncode == 0, out.stderr
+            return _names(json.loads(out.stdout))
+
+        assert found("--near", "48.8566,2.3522,25") == {"paris_canon", "versailles_iphone"}
+        assert found("--near", "48.8566,2.3522,25", "--camera", "iphone") == {"versailles_iphone"}
+        assert found("--camera", "canon") == {"paris_canon", "sydney_canon"}
+        near = {"lat": -33.87, "lon": 151.21, "km": 50}
+        similar = daemon.call("POST", "/similar", {"path": str(placed / "paris_canon.jpg"), "near": near})
+        assert _names(similar) == {"sydney_canon"}
+        assert _names(daemon.call("POST", "/similar", {"path": str(placed / "nothing.jpg"), "camera": "nikon"})) == {
+            "nyc_nikon"
+        }
+    finally:
+        daemon.stop()
