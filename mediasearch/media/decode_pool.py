@@ -7,7 +7,8 @@ time limit is killed and the file reported, one that crashes costs only that fil
 started on demand, re-used for file after file, and stopped with the pool.
 
 The limit is ``timeout`` seconds to open the file and plan its frames, then ``timeout`` plus
-``PER_FRAME_S`` per planned frame for the decoding itself, so a long video is never cut short.
+``PER_FRAME_S`` per planned frame for the decoding itself, so a long video is never cut short. A new
+worker's start (Python and the decoders' imports) counts for no file: it says when it is ready.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = ["DEFAULT_DECODER", "PER_FRAME_S", "DecoderPool", "DecodeTimeoutError"
 
 DEFAULT_DECODER = "mediasearch.media.decode:sample_video"
 PER_FRAME_S = 0.5
+STARTUP_S = 60.0  # for a new worker to start and import the decoders (a loaded machine is slow at it)
 _STOP_WAIT_S = 2.0
 
 
@@ -162,6 +164,17 @@ class DecoderPool:
         worker = _Worker()
         with self._lock:
             self._live.add(worker)
+        limit = max(STARTUP_S, self.timeout)
+        try:  # a new worker's start (Python, the decoders' imports) is not part of any file's time limit
+            if not worker.recv.poll(limit):
+                raise MediaError(f"the video decoder did not start within {limit:.0f} s")
+            worker.recv.recv_bytes()  # ("ready", None)
+        except (EOFError, OSError):
+            self._discard(worker)
+            raise MediaError("the video decoder could not start") from None
+        except MediaError:
+            self._discard(worker)
+            raise
         return worker
 
     def _give_back(self, worker: _Worker) -> None:
@@ -265,6 +278,10 @@ def _main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     answers = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # stray prints from C libraries must not corrupt the answers
+    for module in ("numpy", "PIL.Image", "av", "decord", DEFAULT_DECODER.partition(":")[0]):
+        with contextlib.suppress(Exception):  # the decoders' imports, before the first file's clock starts
+            importlib.import_module(module)  # (half a second idle, seconds on a loaded machine)
+    answers.send_bytes(pickle.dumps(("ready", None)))
     _serve(Connection(os.dup(0), writable=False), answers)
 
 

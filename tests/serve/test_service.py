@@ -285,6 +285,17 @@ def test_a_decoder_call_has_the_indexing_time_limit(tmp_path: Path) -> None:
             pool.call(str(tmp_path), "fault_helpers:sleep_then_answer", {"seconds": 60.0})
 
 
+PLANNER = "mediasearch.media.decode_pool:_planned_frames"
+
+
+def test_a_new_worker_s_start_counts_for_no_file(tmp_path: Path) -> None:
+    """Starting a worker imports the decoders (half a second idle, seconds on a loaded machine): that is
+    not part of the first file's time limit, which here is far shorter than the start."""
+    with DecoderPool(1, timeout=0.05) as pool:
+        planned = pool.call(str(tmp_path), PLANNER, {"interval": 2.0, "max_frames": 5}, frames=0)  # imports av
+        assert planned == 1  # (not a video: one frame, for the decoder to refuse)
+
+
 # -- a watched folder inside the home --------------------------------------------------------------------
 
 
