@@ -31,16 +31,16 @@ import numpy as np
 
 from mediasearch.errors import ConfigError, ModelError
 from mediasearch.index.options import IndexOptions, IndexSummary, Progress
-from mediasearch.index.pipeline import Decoded, decode_file
+from mediasearch.index.pipeline import Decoded, EncodeStage, Tagger, decode_file
 from mediasearch.index.plan import StoredFile, file_key, file_payload
 from mediasearch.lane import tune_openmp
+from mediasearch.media.decode_pool import DecoderPool
 from mediasearch.media.discover import FileEntry
 from mediasearch.store.base import PointIn, Store, point_id
 
 if TYPE_CHECKING:
     from mediasearch.clip.spec import Embedder
 
-Tagger = Callable[[np.ndarray], list[list[str]]]
 DECODE_CPUS = 0.5  # a decode task; two run per core while encoders hold their fractions
 ENCODER_CPUS = 0.5  # an encoder actor on a CPU-only cluster (a whole core each for two actors deadlocks 2 cores)
 WRITE_BATCH = 256  # points per request when an actor writes to a server
@@ -181,18 +181,26 @@ class EncoderActor:
             self.store = None
 
 
+_VIDEOS: dict[float, DecoderPool] = {}  # a Ray worker process's video decoder, by time limit
+
+
 def _decode(entry: FileEntry, old: StoredFile | None, prep: Preprocessor, options: IndexOptions) -> Decoded:
-    """A Ray task: one file decoded and preprocessed on a CPU (never raises for a bad file)."""
+    """A Ray task: one file decoded and preprocessed on a CPU (never raises for a bad file). A video is
+    decoded in a decoder process under the indexing time limit, as the sequential indexer does: a file
+    that hangs the decoder costs that file, not a task that never ends."""
     tune_openmp()
     import torch
 
     torch.set_num_threads(1)  # two or more of these share a core with the encoders
-    return decode_file(entry, old, cast("Embedder", prep), options)
+    videos = None
+    if entry.kind == "video":
+        videos = _VIDEOS.get(options.decode_timeout)
+        if videos is None:  # one per Ray worker process, re-used task after task; it dies with the process
+            videos = _VIDEOS[options.decode_timeout] = DecoderPool(1, options.decode_timeout)
+    return decode_file(entry, old, cast("Embedder", prep), options, videos)
 
 
-def encode_stage(
-    load_model: Callable[[], Embedder], ray_options: RayOptions
-) -> Callable[..., None]:
+def encode_stage(load_model: Callable[[], Embedder], ray_options: RayOptions) -> EncodeStage:
     """The encode stage for ``runner.index_paths(..., encode=...)``, run on Ray."""
 
     def stage(

@@ -31,6 +31,23 @@ if TYPE_CHECKING:
 
     from mediasearch.clip.spec import Embedder
 
+Tagger = Callable[[np.ndarray], list[list[str]]]
+
+# The encode stage's signature: (work, model, store, options, summary, progress, tagger) -> None. The
+# runner's own stage decodes in threads here; ``index.distributed`` gives one that runs on Ray.
+EncodeStage = Callable[
+    [
+        Sequence[tuple[FileEntry, StoredFile | None]],
+        "Embedder",
+        Store,
+        IndexOptions,
+        IndexSummary,
+        Progress,
+        "Tagger | None",
+    ],
+    None,
+]
+
 
 @dataclass
 class Decoded:

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mediasearch.index.options import IndexOptions, IndexSummary, NoProgress, Progress
 from mediasearch.index.pipeline import (
     Decoded,
+    EncodeStage,
+    Tagger,
     _Encoder,
     _inference_threads,
     _one_torch_thread,
@@ -34,22 +34,7 @@ from mediasearch.store.base import Store
 if TYPE_CHECKING:
     from mediasearch.clip.spec import Embedder
 
-Tagger = Callable[[np.ndarray], list[list[str]]]
 ModelLoader = Callable[[], tuple["Embedder", Tagger | None]]
-
-# The encode stage's signature: (work, model, store, options, summary, progress, tagger) -> None.
-EncodeStage = Callable[
-    [
-        Sequence[tuple[FileEntry, StoredFile | None]],
-        "Embedder",
-        Store,
-        IndexOptions,
-        IndexSummary,
-        Progress,
-        "Tagger | None",
-    ],
-    None,
-]
 
 
 def index_paths(

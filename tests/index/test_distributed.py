@@ -270,3 +270,36 @@ def test_contract_actors_write_to_a_real_server(
     finally:
         drop()
         client.close()
+
+
+def test_a_decode_task_keeps_the_indexing_time_limit(
+    tmp_path: Path, make_video: Any, demo_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray decode task (run here in-process) decodes a video in a decoder process under the indexing
+    time limit, as the sequential indexer does: a file that hangs the decoder is reported and the task
+    ends; the next video is decoded by a new decoder process."""
+    import functools
+
+    import torch
+
+    from mediasearch.index import distributed
+    from mediasearch.media.decode_pool import DecoderPool
+
+    hanging = functools.partial(DecoderPool, decoder="fault_helpers:hanging_decoder")
+    monkeypatch.setattr(distributed, "DecoderPool", hanging)
+    monkeypatch.setattr(distributed, "_VIDEOS", {})
+    make_video(tmp_path / "a_hang.mp4", seconds=2.0)
+    make_video(tmp_path / "b_good.mp4", seconds=2.0)
+    entries = {Path(e.path).name: e for e in discover([str(tmp_path)])}
+    prep = distributed.Preprocessor(demo_model.transform, demo_model.image_size)
+    options = IndexOptions(decode_timeout=1.0)
+    threads = torch.get_num_threads()  # a decode task sets its process's torch to one thread
+    try:
+        hung = distributed._decode(entries["a_hang.mp4"], None, prep, options)
+        good = distributed._decode(entries["b_good.mp4"], None, prep, options)
+    finally:
+        torch.set_num_threads(threads)
+        for pool in distributed._VIDEOS.values():
+            pool.close()
+    assert hung.fatal and "took too long" in (hung.error or ""), hung.error
+    assert not good.fatal and good.error is None and len(good.tensors) == len(good.timestamps) >= 1
