@@ -47,13 +47,15 @@ def index_paths(
     encode: EncodeStage | None = None,
     *,
     load_model: ModelLoader | None = None,
+    exclude: Sequence[str] = (),
 ) -> IndexSummary:
     """Bring the store in step with the given folders (or files) and say what changed.
 
     Plans first; the model is needed only when something must be encoded: pass it, or ``load_model``
     (which gives the model and the tagger), called only then, so that a run with nothing to encode never
     imports torch. ``encode`` replaces the decode → encode → write stage (``index.distributed`` runs it
-    on Ray); the plan, moves and removals stay here.
+    on Ray); the plan, moves and removals stay here. Folders in ``exclude`` (the home's own) are not
+    indexed.
     """
     if model is None and load_model is None:
         raise ValueError("index_paths needs a model or a way to load one")
@@ -61,7 +63,7 @@ def index_paths(
     progress = progress or NoProgress()
     summary = IndexSummary()
     started = time.perf_counter()
-    plan = plan_roots(roots, store, options, summary)
+    plan = plan_roots(roots, store, options, summary, exclude)
     apply_moves(store, plan.moves)
     if plan.removed:
         store.delete([i for sf in plan.removed for i in sf.ids])
@@ -79,10 +81,13 @@ def index_paths(
     return summary
 
 
-def plan_roots(roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary) -> Plan:
+def plan_roots(
+    roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary, exclude: Sequence[str] = ()
+) -> Plan:
     """One plan over every root: the files under the roots that are present and not empty, against what
     the store holds under them. A missing or empty root changes nothing (its files stay indexed) unless
-    it lies inside a root that is present."""
+    it lies inside a root that is present. Folders in ``exclude`` are not read: what the store holds
+    under them is removed."""
     roots = list(dict.fromkeys(os.path.abspath(r) for r in roots))
     status = {root: root_status(root) for root in roots}
     ok = [root for root in roots if status[root] == "ok"]
@@ -99,7 +104,8 @@ def plan_roots(roots: Sequence[str], store: Store, options: IndexOptions, summar
     def on_skip(path: str) -> None:
         summary.skipped += 1
 
-    entries = list(discover(ok, include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip))
+    found = discover(ok, include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip, exclude=exclude)
+    entries = list(found)
     summary.scanned = len(entries)
     return make_plan(entries, {p: sf for p, sf in stored.items() if under(p, ok)}, errored)
 

@@ -153,7 +153,10 @@ class LocalLibrary:
             self._index_model()
             return opened.model, home.index_tagger(settings, opened)
 
-        return index_paths(list(paths), None, store or opened.store, options, progress, load_model=load_model)
+        own = [str(p) for p in home.own_folders(self.settings)]  # a home inside a root: never its thumbnails
+        return index_paths(
+            list(paths), None, store or opened.store, options, progress, load_model=load_model, exclude=own
+        )
 
     def complete(self, report: IndexReport) -> bool:
         """Record a finished run; a new model's collection becomes the one queries use. True when it did."""

@@ -8,6 +8,7 @@ the string still opens the real file. Anything shown to a user or stored as JSON
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -83,19 +84,26 @@ def discover(
     include_hidden: bool = False,
     on_error: ErrorCallback | None = None,
     on_skip: SkipCallback | None = None,
+    exclude: Sequence[str | Path] = (),
 ) -> Iterator[FileEntry]:
     """Yield the media files under `roots`, sorted by name at every level, depth first.
 
     Symbolic links are followed; a directory reached twice is walked once. Problems are passed to
     `on_error(path, reason)` and never raised; `on_skip(path)` hears of each (visible) file passed
     over for its extension. A file reachable from several roots is yielded once, under the first
-    root (roots are walked in sorted order, so an outer root comes first).
+    root (roots are walked in sorted order, so an outer root comes first). Folders in `exclude` (the
+    home's own: its thumbnail cache holds JPEGs) are never entered, by whatever path they are reached.
     """
     report = on_error or _ignore_error
     skip = on_skip or _ignore_skip
     yielded: set[str] = set()
+    excluded = set()
+    for folder in exclude:
+        with contextlib.suppress(OSError):
+            st = os.stat(folder)
+            excluded.add((st.st_dev, st.st_ino))
     for root in sorted({os.path.abspath(os.fspath(r)) for r in roots}):
-        for entry in _walk_root(root, include_hidden, report, skip):
+        for entry in _walk_root(root, include_hidden, report, skip, excluded):
             if entry.path not in yielded:
                 yielded.add(entry.path)
                 yield entry
@@ -200,8 +208,11 @@ def ancestor_dirs(path: str) -> list[str]:
     return dirs
 
 
-def _walk_root(root: str, include_hidden: bool, report: ErrorCallback, skip: SkipCallback) -> Iterator[FileEntry]:
-    """Depth-first walk of one root with an explicit stack (no recursion limit on deep trees)."""
+def _walk_root(
+    root: str, include_hidden: bool, report: ErrorCallback, skip: SkipCallback, excluded: set[tuple[int, int]]
+) -> Iterator[FileEntry]:
+    """Depth-first walk of one root with an explicit stack (no recursion limit on deep trees); folders
+    whose (device, inode) is in ``excluded`` are passed over like folders already walked."""
     try:
         st = os.stat(root)
     except OSError as exc:
@@ -214,7 +225,7 @@ def _walk_root(root: str, include_hidden: bool, report: ErrorCallback, skip: Ski
         elif stat.S_ISREG(st.st_mode):
             skip(root)
         return
-    visited = {(st.st_dev, st.st_ino)}
+    visited = {*excluded, (st.st_dev, st.st_ino)}
     stack = [iter(_scan(root, report))]
     while stack:
         entry = next(stack[-1], None)

@@ -242,3 +242,22 @@ def test_index_without_model_goes_on_with_the_model_that_built_the_home(tmp_path
     status = cli.json("status", model=None)
     assert (status["files"], status["model"]["name"]) == (5, "demo")
     assert len(cli.json("query", "a red circle", "--limit", "10", model=None)) > 0
+
+
+def test_a_home_inside_the_library_is_not_indexed(tmp_path: Path, demo_model: Any) -> None:
+    """`--home LIB/mediasearch`: the home's thumbnail cache is full of JPEGs; indexing LIB leaves them out
+    (a media folder the user keeps inside the home is still indexed)."""
+    from library_fixtures import Cli
+
+    lib = tmp_path / "lib"
+    shape_photos(lib, 3)
+    cli = Cli(lib / "mediasearch")
+    cli.json("index", str(lib))
+    thumbs = lib / "mediasearch" / "cache" / "thumbnails"
+    thumbs.mkdir(parents=True)
+    (thumbs / "ab12.jpg").write_bytes(sorted(lib.glob("*.jpg"))[0].read_bytes())
+    shape_photos(lib / "mediasearch" / "inbox", 1, seed=3)
+    report = cli.json("index", str(lib))
+    assert (report["scanned"], report["added"], report["unchanged"]) == (4, 1, 3)
+    paths = {p for p, _, _ in stored_points(cli.home).values()}
+    assert str(thumbs / "ab12.jpg") not in paths and len(paths) == 4
