@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from mediasearch.clip.onnx_text import OnnxTower
+
 
 SMALL_TEXT_TOKENS = 512  # text batches up to this many tokens run on one thread (see few_threads)
 _THREADS_LOCK = threading.Lock()
@@ -42,7 +44,7 @@ class ClipModel:
     image_size: int = 224
     head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
     channels_last: bool = False  # conv image towers run faster on NHWC input
-    fast_text: Callable[[np.ndarray], np.ndarray] | None = None  # int8 ONNX text tower (see loading)
+    fast_text: OnnxTower | None = None  # int8 ONNX text tower (see loading)
     fast_text_of: Any = field(default=None, repr=False)  # the weights it was exported from
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -113,8 +115,10 @@ class ClipModel:
             return encode()
         count = token_count(tokens)
         fast = self.fast_text if self.fast_text_of is self.model else None  # not a fine-tuned copy's
-        if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts, on this thread
-            return _normalise_array(fast(tokens.numpy()))
+        if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts
+            array = tokens.numpy()
+            # on the lane with all cores while it is idle (no batch can start meanwhile), else here on one
+            return _normalise_array(lane.run_if_idle(lambda: fast.wide(array), otherwise=lambda: fast(array)))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)
         return lane.run_if_idle(encode, otherwise=on_one_thread)
