@@ -100,7 +100,8 @@ class ClipModel:
 
     def _encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         """On a CPU, a few texts run on the lane while it is idle, else here on one thread (see
-        `few_threads`); more texts run on the lane with all its threads."""
+        `few_threads`; on the int8 tower, all cores on the lane only while no other process wants
+        them, see `lane.spare_cpus`); more texts run on the lane with all its threads."""
         import torch
 
         def encode() -> np.ndarray:
@@ -117,8 +118,11 @@ class ClipModel:
         fast = self.fast_text if self.fast_text_of is self.model else None  # not a fine-tuned copy's
         if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts
             array = tokens.numpy()
-            # on the lane with all cores while it is idle (no batch can start meanwhile), else here on one
-            return _normalise_array(lane.run_if_idle(lambda: fast.wide(array), otherwise=lambda: fast(array)))
+
+            def on_the_lane() -> np.ndarray:  # no batch can start meanwhile: all cores, unless others want them
+                return fast.wide(array) if lane.spare_cpus() > 0 else fast(array)
+
+            return _normalise_array(lane.run_if_idle(on_the_lane, otherwise=lambda: fast(array)))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)
         return lane.run_if_idle(encode, otherwise=on_one_thread)

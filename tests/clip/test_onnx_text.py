@@ -142,7 +142,7 @@ class _Spy:
         return self.session.run(*args)
 
 
-def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path) -> None:
+def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     import dataclasses
@@ -164,6 +164,8 @@ def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path) -
                                 wide_session=_Spy(tower.wide_session, "all", log))
     fast.fast_text = spied
     fast.encode_texts(["no lane: the caller's thread"])
+    spare = [1, 0]  # the machine's other cores: free for the first text on the lane, then taken
+    monkeypatch.setattr(lane, "spare_cpus", lambda: spare.pop(0) if spare else 1)
     started, release, stop = threading.Event(), threading.Event(), threading.Event()
 
     def batch() -> None:
@@ -173,6 +175,7 @@ def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path) -
     def client() -> None:
         try:
             fast.encode_texts(["an idle lane"])
+            fast.encode_texts(["an idle lane, other processes on every other core"])
             other = threading.Thread(target=lambda: lane.run(batch))
             other.start()
             started.wait(10)
@@ -187,4 +190,4 @@ def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path) -
         worker.start()
         compute.serve(stop)
     worker.join()
-    assert log == ["one", "all", "one"]
+    assert log == ["one", "all", "one", "one"]
