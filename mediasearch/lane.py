@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TypeVar
 
-__all__ = ["SPIN_COUNT", "Lane", "run", "run_if_idle", "serving", "tune_openmp"]
+__all__ = ["SPIN_COUNT", "Lane", "run", "run_if_idle", "serving", "spare_cpus", "tune_openmp"]
 
 T = TypeVar("T")
 _TICK_S = 0.5
@@ -156,3 +156,18 @@ def run_if_idle(fn: Callable[[], T], otherwise: Callable[[], T]) -> T:
     lane = _lane()
     future = lane.submit(fn, only_if_idle=True) if lane is not None else None
     return otherwise() if future is None else future.result()
+
+
+def spare_cpus() -> int:
+    """CPUs that no other task wants right now: those this process may use, less the tasks the kernel
+    counts as running or runnable besides the caller (Linux's /proc/loadavg; 0 where it is unknown).
+
+    Work split across threads waits at every step for its slowest thread: on a machine whose other
+    cores are taken, a descheduled worker made 7 query texts on 2 threads 2x slower than on one."""
+    try:
+        with open("/proc/loadavg", "rb") as fh:
+            running = int(fh.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, usable - running)

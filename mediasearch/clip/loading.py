@@ -184,13 +184,15 @@ def load_model(
 
 
 def _int8_text_tower(spec: ModelSpec, cache_dir: Path) -> Any:
-    """The cached ONNX text tower on one thread when it is int8 (it passed its cosine check), for a
-    query's few texts: on 2 cores, 7 texts in ~0.5x the time of the bf16 torch tower on one thread.
-    One thread, the caller's own: no pool of its own to compete with torch's while indexing runs."""
+    """The cached ONNX text tower when it is int8 (it passed its cosine check), for a query's few
+    texts: on 2 cores, 7 texts in ~0.5x the time of the bf16 torch tower on one thread. Its main
+    session runs on one thread, the caller's own: no pool of its own to compete with torch's while
+    indexing runs; a second one on all usable cores serves while the daemon's lane is idle (see
+    ``ClipModel._encode_tokens``)."""
     from mediasearch.clip import onnx_text, text_tower
 
     weights, _ = text_tower.cache_paths(cache_dir, spec.key())
-    model = onnx_text.load_text_model(spec, weights, threads=1)
+    model = onnx_text.load_text_model(spec, weights, threads=1, wide=onnx_text.usable_threads())
     return model.model if model is not None and model.model.int8 else None
 
 

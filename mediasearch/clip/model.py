@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from mediasearch.clip.onnx_text import OnnxTower
+
 
 SMALL_TEXT_TOKENS = 512  # text batches up to this many tokens run on one thread (see few_threads)
 _THREADS_LOCK = threading.Lock()
@@ -42,7 +44,7 @@ class ClipModel:
     image_size: int = 224
     head: LinearHead | None = None  # a fine-tune checkpoint's linear probe, used by classify
     channels_last: bool = False  # conv image towers run faster on NHWC input
-    fast_text: Callable[[np.ndarray], np.ndarray] | None = None  # int8 ONNX text tower (see loading)
+    fast_text: OnnxTower | None = None  # int8 ONNX text tower (see loading)
     fast_text_of: Any = field(default=None, repr=False)  # the weights it was exported from
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -98,7 +100,8 @@ class ClipModel:
 
     def _encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         """On a CPU, a few texts run on the lane while it is idle, else here on one thread (see
-        `few_threads`); more texts run on the lane with all its threads."""
+        `few_threads`; on the int8 tower, all cores on the lane only while no other process wants
+        them, see `lane.spare_cpus`); more texts run on the lane with all its threads."""
         import torch
 
         def encode() -> np.ndarray:
@@ -113,8 +116,13 @@ class ClipModel:
             return encode()
         count = token_count(tokens)
         fast = self.fast_text if self.fast_text_of is self.model else None  # not a fine-tuned copy's
-        if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts, on this thread
-            return _normalise_array(fast(tokens.numpy()))
+        if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts
+            array = tokens.numpy()
+
+            def on_the_lane() -> np.ndarray:  # no batch can start meanwhile: all cores, unless others want them
+                return fast.wide(array) if lane.spare_cpus() > 0 else fast(array)
+
+            return _normalise_array(lane.run_if_idle(on_the_lane, otherwise=lambda: fast(array)))
         if count > SMALL_TEXT_TOKENS:
             return lane.run(encode)
         return lane.run_if_idle(encode, otherwise=on_one_thread)

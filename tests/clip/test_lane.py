@@ -211,3 +211,20 @@ def test_the_cli_entry_point_tunes_openmp_before_torch_loads() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split()[-2:] == [lane.SPIN_COUNT, "False"]
+
+
+def test_spare_cpus_are_the_usable_ones_no_other_task_wants(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    assert 0 <= lane.spare_cpus() < len(os.sched_getaffinity(0))  # the caller itself runs
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(lane, "open", lambda *a: io.BytesIO(b"0.50 0.40 0.30 3/200 1234\n"), raising=False)
+    assert lane.spare_cpus() == 1  # 4 usable, 3 running: the caller and two others
+    monkeypatch.setattr(lane, "open", lambda *a: io.BytesIO(b"9.9 9.9 9.9 12/200 1234\n"), raising=False)
+    assert lane.spare_cpus() == 0
+
+    def unreadable(*args: Any) -> Any:
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(lane, "open", unreadable, raising=False)
+    assert lane.spare_cpus() == 0  # unknown: no spare core assumed

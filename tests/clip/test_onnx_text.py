@@ -129,3 +129,65 @@ def test_a_failing_export_never_fails_loading(tmp_path: Path, monkeypatch: pytes
     weights, _ = text_tower.cache_paths(tmp_path, loaded.spec.key())
     assert json.loads(onnx_text.paths(weights)[2].read_text())["unusable"]
     assert isinstance(text_tower.load_text_model(loaded.spec, tmp_path), text_tower.TextModel)
+
+
+class _Spy:
+    """A session that records which one ran."""
+
+    def __init__(self, session: Any, name: str, log: list[str]) -> None:
+        self.session, self.name, self.log = session, name, log
+
+    def run(self, *args: Any) -> Any:
+        self.log.append(self.name)
+        return self.session.run(*args)
+
+
+def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import dataclasses
+    import threading
+
+    from mediasearch import lane
+
+    fast = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
+    if fast.fast_text is None:
+        pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
+    weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
+    loaded = onnx_text.load_text_model(fast.spec, weights, threads=1, wide=2)  # 2 even on a 1-CPU machine
+    assert loaded is not None and loaded.model.wide_session is not None
+    tower = loaded.model
+    tokens = BpeTokenizer()([t.format("a blue star") for t in CLIP_TEMPLATES])
+    np.testing.assert_allclose(tower.wide(tokens), tower(tokens), atol=1e-6)  # the same numbers
+    log: list[str] = []
+    spied = dataclasses.replace(tower, session=_Spy(tower.session, "one", log),
+                                wide_session=_Spy(tower.wide_session, "all", log))
+    fast.fast_text = spied
+    fast.encode_texts(["no lane: the caller's thread"])
+    spare = [1, 0]  # the machine's other cores: free for the first text on the lane, then taken
+    monkeypatch.setattr(lane, "spare_cpus", lambda: spare.pop(0) if spare else 1)
+    started, release, stop = threading.Event(), threading.Event(), threading.Event()
+
+    def batch() -> None:
+        started.set()
+        release.wait(10)
+
+    def client() -> None:
+        try:
+            fast.encode_texts(["an idle lane"])
+            fast.encode_texts(["an idle lane, other processes on every other core"])
+            other = threading.Thread(target=lambda: lane.run(batch))
+            other.start()
+            started.wait(10)
+            fast.encode_texts(["a busy lane"])
+            release.set()
+            other.join()
+        finally:
+            stop.set()
+
+    with lane.serving() as compute:
+        worker = threading.Thread(target=client)
+        worker.start()
+        compute.serve(stop)
+    worker.join()
+    assert log == ["one", "all", "one", "one"]

@@ -212,3 +212,41 @@ def test_a_query_no_better_than_an_incompatible_label_at_its_best_match_finds_no
     assert run(opened, "red blue", limit=240, path_prefix=photos, min_score=0.5) == []  # known words, no such thing
     reds = run(opened, "red", limit=240, path_prefix=photos, min_score=0.5)
     assert {label(h.path).split()[0] for h in reds} == {"red"} and len(reds) >= 39
+
+
+class _Reads:
+    """The store, recording what a search asks of it; ``gone``: points deleted after the search."""
+
+    def __init__(self, store: Any, gone: frozenset[str] = frozenset()) -> None:
+        self.store, self.gone = store, gone
+        self.searched: list[bool] = []
+        self.retrieved: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def search(self, *args: Any, with_vectors: bool = False, **kw: Any) -> list[Any]:
+        self.searched.append(with_vectors)
+        return list(self.store.search(*args, with_vectors=with_vectors, **kw))
+
+    def retrieve(self, ids: Any, *, with_vectors: bool = False) -> list[Any]:
+        self.retrieved.append(len(ids))
+        return [r for r in self.store.retrieve(ids, with_vectors=with_vectors) if r.id not in self.gone]
+
+
+def test_only_the_points_that_can_be_returned_are_read_back_with_vectors(opened: Any) -> None:
+    from mediasearch.search.query import query_vector
+
+    query = Query(terms=(Term("text", "a photo of a red circle"),), limit=5)
+    plain = search(opened.store, opened.model, query)
+    reads = _Reads(opened.store)
+    assert [(h.path, h.score, h.calibrated) for h in search(reads, opened.model, query)] == [
+        (h.path, h.score, h.calibrated) for h in plain
+    ]
+    assert reads.searched == [False] and reads.retrieved == [5]
+    cut = _Reads(opened.store)  # --min-score may drop any of them: every file's best point
+    search(cut, opened.model, Query(terms=query.terms, limit=5, min_score=0.5))
+    assert cut.retrieved[0] > 5
+    best = opened.store.search(query_vector(opened.model, query), 1)[0].id
+    gone = _Reads(opened.store, gone=frozenset({best}))  # deleted between the search and the read
+    assert [h.path for h in search(gone, opened.model, query)] == [h.path for h in plain[1:]]
