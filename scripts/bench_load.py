@@ -171,12 +171,14 @@ def run(base: Path, model: str, images: int, rate: float, seconds: float, rounds
 
 
 def synthetic_home(home: Path, model: str, points: int) -> None:
-    """A home whose index holds ``points`` synthetic image points (no files behind them)."""
+    """A home whose index holds ``points`` synthetic image points (no files behind them), with its search
+    graph when it is big enough for one."""
     import numpy as np
 
     from mediasearch.library import home as library
+    from mediasearch.library.local import LocalLibrary
     from mediasearch.settings import load_settings
-    from mediasearch.store.base import PointIn, point_id
+    from mediasearch.store.base import EXACT_SEARCH_MAX_POINTS, PointIn, point_id
 
     settings = load_settings({"home": home, "model": model, "device": "cpu"}, env={})
     opened = library.open_for_index(settings)
@@ -190,6 +192,8 @@ def synthetic_home(home: Path, model: str, points: int) -> None:
                                  for i in range(count)])
         opened.store.flush()
         library.finish_index(settings, opened, {"added": points})
+        if points > EXACT_SEARCH_MAX_POINTS:  # the graph a daemon would build first (queries wait meanwhile)
+            LocalLibrary(settings, index_side=opened).build_search_index(threading.Event())
     finally:
         opened.close()
 
