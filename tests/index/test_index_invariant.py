@@ -489,6 +489,18 @@ class IndexInvariant(RuleBasedStateMachine):
         self.reference = expected
         self.indexed = {p: s for p, s in self.indexed.items() if not covered(p, ok)} | disk
 
+    def index_in_child(self, script: str, argument: str, roots: list[str]) -> subprocess.CompletedProcess[str]:
+        """`index ROOTS --json` in a child process run by ``script`` (which takes ``argument`` first)."""
+        args = ["--home", str(self.home), "--model", "demo", "--device", "cpu", "index", *roots, "--json"]
+        return subprocess.run(
+            [sys.executable, "-c", script, argument, *args],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
     def run_index(self, roots: list[str]) -> None:
         note(f"index {' '.join(self.shown(r) for r in roots)}")
         self.check_index(roots, self.cli("index", *roots))
@@ -747,15 +759,7 @@ class IndexInvariant(RuleBasedStateMachine):
         no moment worth killing."""
         roots = self.pending or self.roots_of(folders, files)
         self.kills += 1
-        args = ["--home", str(self.home), "--model", "demo", "--device", "cpu", "index", *roots, "--json"]
-        child = subprocess.run(
-            [sys.executable, "-c", KILL_AT_WRITE, str(at), *args],
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        child = self.index_in_child(KILL_AT_WRITE, str(at), roots)
         where = f"index {' '.join(self.shown(r) for r in roots)}"
         if child.returncode == -signal.SIGKILL:
             note(f"{where}  (killed -9 before its store write {at})")
@@ -788,15 +792,7 @@ class IndexInvariant(RuleBasedStateMachine):
             note(f"(skipped: {self.shown(path)} is not under a root, or is all its root holds)")
             return  # (a root that becomes empty is another case: an unmounted disk)
         n_files = len(media_files(ok))
-        args = ["--home", str(self.home), "--model", "demo", "--device", "cpu", "index", *roots, "--json"]
-        child = subprocess.run(
-            [sys.executable, "-c", VANISH_AT_OPEN, path, *args],
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        child = self.index_in_child(VANISH_AT_OPEN, path, roots)
         where = f"index {' '.join(self.shown(r) for r in roots)}"
         assert child.returncode == 0, f"{where}, {self.shown(path)} vanishing: exit {child.returncode}: {child.stderr}"
         report = json.loads(child.stdout)

@@ -88,6 +88,11 @@ class DaemonCounts(RuleBasedStateMachine):
     def files(self) -> list[Path]:
         return sorted(p for p in self.lib.rglob("*") if p.is_file())
 
+    def picked(self, pick: int) -> Path | None:
+        """The library's file number ``pick`` (modulo their count), None when there is none."""
+        files = self.files()
+        return files[pick % len(files)] if files else None
+
     def path(self, folder: str) -> Path:
         return self.lib / folder if folder != "." else self.lib
 
@@ -105,10 +110,9 @@ class DaemonCounts(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), colour=st.integers(0, len(COLOURS) - 1))
     def rewrite(self, pick: int, colour: int) -> None:
         """New content (a video gets another length: other frames)."""
-        files = self.files()
-        if not files:
+        path = self.picked(pick)
+        if path is None:
             return
-        path = files[pick % len(files)]
         if path.suffix == ".mp4":
             self.make_video(path, seconds=2.0 + colour, fps=4)
         else:
@@ -117,17 +121,15 @@ class DaemonCounts(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 50))
     def delete(self, pick: int) -> None:
-        files = self.files()
-        if files:
-            path = files[pick % len(files)]
+        path = self.picked(pick)
+        if path is not None:
             path.unlink()
             note(f"delete {path.relative_to(self.lib)}")
 
     @rule(pick=st.integers(0, 50), folder=st.sampled_from(FOLDERS))
     def move(self, pick: int, folder: str) -> None:
-        files = self.files()
-        if files:
-            path = files[pick % len(files)]
+        path = self.picked(pick)
+        if path is not None:
             target = self.path(folder) / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
@@ -143,9 +145,9 @@ class DaemonCounts(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), with_folder=st.sampled_from((None, *FOLDERS)))
     def index_file(self, pick: int, with_folder: str | None) -> None:
         """`index FILE`, maybe beside a folder."""
-        files = self.files()
-        if files:
-            self.run_index([str(files[pick % len(files)])] + ([str(self.path(with_folder))] if with_folder else []))
+        path = self.picked(pick)
+        if path is not None:
+            self.run_index([str(path)] + ([str(self.path(with_folder))] if with_folder else []))
 
     def run_index(self, paths: list[str]) -> None:
         report = self.service.index(paths, self.service.options.index)
@@ -154,9 +156,8 @@ class DaemonCounts(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50))
     def index_deleted_file(self, pick: int) -> None:
         """`index FILE` of a file that is gone: a missing root, which changes nothing."""
-        files = self.files()
-        if files:
-            path = files[pick % len(files)]
+        path = self.picked(pick)
+        if path is not None:
             path.unlink()
             report = self.service.index([str(path)], self.service.options.index)
             note(f"delete {path.relative_to(self.lib)}, then index it: {report}")
@@ -173,10 +174,9 @@ class DaemonCounts(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), remove_first=st.booleans())
     def forget_file(self, pick: int, remove_first: bool) -> None:
         """`forget FILE` (deleted first, or not)."""
-        files = self.files()
-        if not files:
+        path = self.picked(pick)
+        if path is None:
             return
-        path = files[pick % len(files)]
         if remove_first:
             path.unlink()
         dropped = self.service.forget(str(path))["files"]
