@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TypeVar
 
-__all__ = ["SPIN_COUNT", "Lane", "run", "run_if_idle", "serving", "spare_cpus", "tune_openmp"]
+__all__ = ["SPIN_COUNT", "Lane", "run", "run_if_idle", "serving", "spare_cpus", "tune_openmp", "usable_cpus"]
 
 T = TypeVar("T")
 _TICK_S = 0.5
@@ -169,5 +169,9 @@ def spare_cpus() -> int:
             running = int(fh.read().split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
         return 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, usable - running)
+    return max(0, usable_cpus() - running)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform says, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

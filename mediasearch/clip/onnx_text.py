@@ -26,6 +26,7 @@ import numpy as np
 
 from mediasearch.clip.text_only import TextOnly
 from mediasearch.errors import ModelError
+from mediasearch.lane import usable_cpus
 
 if TYPE_CHECKING:
     import torch
@@ -207,8 +208,7 @@ class _Embed:
 
 def usable_threads() -> int:
     """Up to 4 of the CPUs this process may use: what a session on ``threads`` 0 gets."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, usable)
+    return min(4, usable_cpus())
 
 
 def _session(graph: Path, threads: int = 0) -> Any:
