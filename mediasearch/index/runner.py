@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediasearch.index.options import IndexOptions, IndexSummary, NoProgress, Progress
@@ -47,7 +48,7 @@ def index_paths(
     encode: EncodeStage | None = None,
     *,
     load_model: ModelLoader | None = None,
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str | Path] = (),
 ) -> IndexSummary:
     """Bring the store in step with the given folders (or files) and say what changed.
 
@@ -82,7 +83,7 @@ def index_paths(
 
 
 def plan_roots(
-    roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary, exclude: Sequence[str] = ()
+    roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary, exclude: Sequence[str | Path] = ()
 ) -> Plan:
     """One plan over every root: the files under the roots that are present and not empty, against what
     the store holds under them. A missing or empty root changes nothing (its files stay indexed) unless

@@ -153,7 +153,7 @@ class LocalLibrary:
             self._index_model()
             return opened.model, home.index_tagger(settings, opened)
 
-        own = [str(p) for p in home.own_folders(self.settings)]  # a home inside a root: never its thumbnails
+        own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
         return index_paths(
             list(paths), None, store or opened.store, options, progress, load_model=load_model, exclude=own
         )

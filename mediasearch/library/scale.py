@@ -74,7 +74,7 @@ def index_on_ray(
     tagger = home.index_tagger(replace(settings, tagging=tag) if tag is not None else settings, opened)
     server = (settings.qdrant_url, settings.qdrant_api_key) if settings.qdrant_url else None
     stage = encode_stage(model_loader(settings), RayOptions(address=address, actors=actors, server=server))
-    own = [str(p) for p in home.own_folders(settings)]
+    own = home.own_folders(settings)
     report = index_paths(list(paths), opened.model, opened.store, options, progress, tagger, encode=stage, exclude=own)
     if getattr(opened.store, "in_bulk_load", False) and not report.failed:
         opened.store.set_bulk_load(False)  # type: ignore[attr-defined]  # a QdrantStore
