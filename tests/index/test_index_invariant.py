@@ -61,6 +61,7 @@ from hypothesis.stateful import (
 from typer.testing import CliRunner
 
 from mediasearch.cli import app
+from mediasearch.lab.shapes import COLOURS  # the shapes domain's colours (DESIGN.md)
 
 # -- the store, read in one place ----------------------------------------------------------------
 
@@ -114,14 +115,6 @@ def vectors_match(got: np.ndarray, want: np.ndarray) -> bool:
 
 # -- the world -----------------------------------------------------------------------------------
 
-COLOURS = {  # the shapes domain's colours (DESIGN.md)
-    "red": (220, 30, 30),
-    "green": (40, 170, 60),
-    "blue": (40, 70, 220),
-    "yellow": (240, 220, 40),
-    "purple": (140, 50, 170),
-    "orange": (250, 140, 20),
-}
 IMAGE_EXTS = ("bmp", "png", "jpg", "webp")  # bmp: a new colour keeps the byte size (same-size edits)
 MEDIA_EXTS = frozenset({*IMAGE_EXTS, "mp4"})  # everything this test writes
 IMAGE_SIZES = ((32, 24), (48, 48), (64, 48))

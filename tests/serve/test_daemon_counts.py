@@ -165,8 +165,8 @@ class DaemonCounts(RuleBasedStateMachine):
         path = self.picked(pick)
         if path is not None:
             path.unlink()
-            report = self.service.index([str(path)], self.service.options.index)
-            note(f"delete {path.relative_to(self.lib)}, then index it: {report}")
+            note(f"delete {path.relative_to(self.lib)}, then index it")
+            self.run_index([str(path)])
 
     @rule(folder=st.sampled_from((*FOLDERS, ".")), remove_first=st.booleans())
     def forget_folder(self, folder: str, remove_first: bool) -> None:
