@@ -37,10 +37,14 @@ VECTOR_NAME = "clip"
 COLLECTION_PREFIX = "media_"
 ACTIVE_ALIAS = "mediasearch"  # server: alias naming the collection that queries use
 META_KEY = "mediasearch"  # server: collection-metadata key that holds our meta dict
-KEYWORD_FIELDS = ("kind", "dirs", "path", "root", "tags")
+KEYWORD_FIELDS = ("kind", "dirs", "path", "root", "tags", "people", "places")
 FLOAT_FIELDS = ("date",)
 GEO_FIELDS = ("geo",)  # {"lat", "lon"} where the file's EXIF has GPS
-TEXT_FIELDS = ("camera",)  # full-text (word) index: "canon" matches "Canon EOS R5"
+TEXT_FIELDS = ("camera", "ocr_text")  # full-text (word) index: "canon" matches "Canon EOS R5"
+# Payload written by the enrichers (docs/architecture.md, "Signals and enrichers"):
+#   "ocr_text": the recognised text of the picture or frame, normalised (lowercase, accents folded);
+#   "people": ids of the people whose faces are in the picture or frame;
+#   "places": lowercase names of the item's city, region and country (GeoNames).
 # At or below this size, search scans every vector (~2.5 ms at 20k x 512 on one core); above it, the
 # HNSW graph answers (~1 ms at 100k, where a scan takes ~12 ms; the daemon builds the graph, a store
 # without one is scanned). 100k before: the scan was most of a warm query (scripts/bench.py).
@@ -89,6 +93,9 @@ class Filter:
     exclude_ids: tuple[str, ...] = ()
     near: tuple[float, float, float] | None = None  # (lat, lon, km): payload "geo" within km of the point
     camera: str | None = None  # every word of it in payload "camera" (case-insensitive)
+    ocr: tuple[str, ...] = ()  # each word in payload "ocr_text" (words given already normalised)
+    people: tuple[str, ...] = ()  # person ids: every one of them in payload "people"
+    place: str | None = None  # a lowercase place name in payload "places"
 
     def equalities(self) -> list[tuple[str, str]]:
         """(payload key, value) pairs that must match exactly."""
@@ -96,12 +103,15 @@ class Filter:
         if self.dir_prefix is not None:
             pairs.append(("dirs", normalize_dir(self.dir_prefix)))
         pairs.extend(("tags", tag) for tag in self.tags)
+        pairs.extend(("people", person) for person in self.people)
+        if self.place is not None:
+            pairs.append(("places", self.place))
         return [(key, value) for key, value in pairs if value is not None]
 
     def is_empty(self) -> bool:
         """True when the filter lets everything through."""
         no_dates = self.after is None and self.before is None
-        no_place = self.near is None and not self.camera
+        no_place = self.near is None and not self.camera and not self.ocr
         return not self.equalities() and no_dates and not self.exclude_ids and no_place
 
 

@@ -271,6 +271,7 @@ def _edge_filter(flt: Filter | None) -> Any:
         must.append(qe.FieldCondition("geo", geo_radius=qe.GeoRadius(qe.GeoPoint(lon=lon, lat=lat), km * 1000.0)))
     if flt.camera:
         must.append(qe.FieldCondition("camera", match=qe.MatchText(flt.camera)))
+    must.extend(qe.FieldCondition("ocr_text", match=qe.MatchText(word)) for word in flt.ocr)
     must_not: list[Any] = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else []
     return qe.Filter(must=must or None, must_not=must_not or None)
 

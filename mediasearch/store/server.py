@@ -144,6 +144,7 @@ def _server_filter(flt: Filter | None) -> Any:
         must.append(m.FieldCondition(key="geo", geo_radius=radius))
     if flt.camera:
         must.append(m.FieldCondition(key="camera", match=m.MatchText(text=flt.camera)))
+    must.extend(m.FieldCondition(key="ocr_text", match=m.MatchText(text=word)) for word in flt.ocr)
     must_not: list[Any] = [m.HasIdCondition(has_id=list(flt.exclude_ids))] if flt.exclude_ids else []
     return m.Filter(must=must or None, must_not=must_not or None)
 
