@@ -47,15 +47,18 @@ class Place:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a point is: its nearest town, that town's region and country."""
+    """Where a point is: its city (the biggest whose radius holds it, else the nearest town), the nearest
+    town's region and country, and the nearest town too when it is not the city (a suburb, a village)."""
 
     city: str
     region: str
     country: str
+    town: str = ""
 
     def names(self) -> list[str]:
         """The folded names a ``--place`` filter matches (payload ``places``)."""
-        return list(dict.fromkeys(n for n in (fold(self.city), fold(self.region), fold(self.country)) if n))
+        names = (self.city, self.town, self.region, self.country)
+        return list(dict.fromkeys(fold(n) for n in names if n and fold(n)))
 
     def to_json(self) -> dict[str, str]:
         return {"city": self.city, "region": self.region, "country": self.country}
@@ -91,7 +94,7 @@ def _rank(place: Place) -> tuple[int, int]:
 class Gazetteer:
     """Name → places (forward) and point → location (reverse), each built on first use."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path) -> None:
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._names: _Names | None = None
@@ -128,12 +131,17 @@ class Gazetteer:
         """``reverse`` for many points in one KD-tree query."""
         with self._lock:
             if self._reverse is None:
-                self._reverse = _Reverse(_towns_table(), _country_names())
+                self._reverse = _Reverse(_towns_table(), _json_table("cities15000.json"), _country_names())
         return self._reverse.locate(points)
 
 
+_CITY_NEIGHBOURS = 32  # big cities looked at around a point (a capital has 20 districts and suburbs)
+
+
 class _Reverse:
-    def __init__(self, towns: list[_Town], countries: dict[str, str]) -> None:
+    """Two KD-trees: every town of 1000+ people, and the cities of 15000+ with their populations."""
+
+    def __init__(self, towns: list[_Town], cities: dict[str, Any], countries: dict[str, str]) -> None:
         from scipy.spatial import cKDTree
 
         lat = np.fromiter((t[0] for t in towns), np.float64, len(towns))
@@ -141,21 +149,48 @@ class _Reverse:
         self._towns = towns
         self._countries = countries
         self._tree = cKDTree(_unit_xyz(lat, lon))
+        big = [
+            (float(c["latitude"]), float(c["longitude"]), c["name"], int(c.get("population") or 0))
+            for c in cities.values()
+        ]
+        self._cities = big
+        self._city_km = np.array([city_km(c[3]) for c in big])
+        self._city_tree = cKDTree(_unit_xyz(np.array([c[0] for c in big]), np.array([c[1] for c in big])))
 
     def locate(self, points: Sequence[tuple[float, float]]) -> list[Location | None]:
         if not points:
             return []
-        arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        chord, idx = self._tree.query(_unit_xyz(arr[:, 0], arr[:, 1]))
+        xyz = _unit_xyz(*np.asarray(points, dtype=np.float64).reshape(-1, 2).T)
+        chord, idx = self._tree.query(xyz)
+        city_chord, city_idx = self._city_tree.query(xyz, k=_CITY_NEIGHBOURS)
         out: list[Location | None] = []
-        for c, i in zip(np.atleast_1d(chord), np.atleast_1d(idx), strict=True):
-            km = 2 * EARTH_KM * math.asin(min(1.0, float(c) / 2))
+        for n in range(len(xyz)):
+            km = _chord_km(float(np.atleast_1d(chord)[n]))
             if not math.isfinite(km) or km > MAX_REVERSE_KM:
                 out.append(None)
                 continue
-            _la, _lo, name, region, cc = self._towns[int(i)]
-            out.append(Location(name, region, self._countries.get(cc, cc)))
+            _la, _lo, town, region, cc = self._towns[int(np.atleast_1d(idx)[n])]
+            chords, indices = np.atleast_2d(city_chord)[n], np.atleast_2d(city_idx)[n]
+            if indices[0] < len(self._cities) and float(chords[0]) < float(np.atleast_1d(chord)[n]):
+                town = self._cities[int(indices[0])][2]  # a district of a city is nearer than any town
+            city = self._city_holding(chords, indices) or town
+            out.append(Location(city, region, self._countries.get(cc, cc), town if town != city else ""))
         return out
+
+    def _city_holding(self, chords: np.ndarray, indices: np.ndarray) -> str | None:
+        """The most populous of the nearby big cities whose radius holds the point."""
+        best: tuple[int, str] | None = None
+        for c, i in zip(chords, indices, strict=True):
+            if i >= len(self._cities) or _chord_km(float(c)) > self._city_km[i]:
+                continue
+            _la, _lo, name, pop = self._cities[int(i)]
+            if best is None or pop > best[0]:
+                best = (pop, name)
+        return best[1] if best else None
+
+
+def _chord_km(chord: float) -> float:
+    return 2 * EARTH_KM * math.asin(min(1.0, chord / 2)) if math.isfinite(chord) else math.inf
 
 
 class _NameTable:
@@ -180,8 +215,15 @@ class _NameTable:
     def _add_cities(self, cities: dict[str, Any]) -> None:
         for c in cities.values():
             pop = int(c.get("population") or 0)
-            place = Place(c["name"], float(c["latitude"]), float(c["longitude"]), city_km(pop), "city",
-                          self.country_names.get(c["countrycode"], ""), pop)
+            place = Place(
+                c["name"],
+                float(c["latitude"]),
+                float(c["longitude"]),
+                city_km(pop),
+                "city",
+                self.country_names.get(c["countrycode"], ""),
+                pop,
+            )
             self._add(c["name"], place)
             if pop >= 50_000:  # "Munich", "Köln", "Firenze": other names of the bigger cities only
                 for alt in c.get("alternatenames") or ():
@@ -277,12 +319,10 @@ def _cache_path(cache_dir: Path) -> Path:
     return cache_dir / f"gazetteer-{stamp}.sqlite"
 
 
-def _open_names(cache_dir: Path | None) -> _Names:
+def _open_names(cache_dir: Path) -> _Names:
     """The forward table: a SQLite file in the cache (opened in a millisecond; built once, in seconds)."""
     import sqlite3
 
-    if cache_dir is None:
-        return _Names(table=_NameTable().by_name)
     path = _cache_path(cache_dir)
     if not path.is_file():
         table = _NameTable().by_name
@@ -307,8 +347,10 @@ def _write_db(path: Path, table: dict[str, list[Place]]) -> None:
         for rank, p in enumerate(places[:_PER_NAME])
     ]
     with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("CREATE TABLE places (key TEXT, rank INTEGER, name TEXT, lat REAL, lon REAL, km REAL,"
-                   " kind TEXT, country TEXT, population INTEGER)")
+        db.execute(
+            "CREATE TABLE places (key TEXT, rank INTEGER, name TEXT, lat REAL, lon REAL, km REAL,"
+            " kind TEXT, country TEXT, population INTEGER)"
+        )
         db.executemany("INSERT INTO places VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("CREATE INDEX places_key ON places (key)")
         db.commit()
@@ -319,11 +361,21 @@ def _country_names() -> dict[str, str]:
 
 
 _LOCK = threading.Lock()
-_GAZETTEERS: dict[Path | None, Gazetteer] = {}
+_GAZETTEERS: dict[Path, Gazetteer] = {}
+
+
+def default_cache_dir() -> Path:
+    """Where the forward table is cached: derived from the installed packages, so shared by every home."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mediasearch"
 
 
 def gazetteer(cache_dir: Path | None = None) -> Gazetteer:
-    """The process's gazetteer for a cache folder; its tables are built on first use and kept."""
+    """The process's gazetteer (its forward table cached under ``cache_dir``, by default the user's cache
+    folder); its tables are built on first use and kept."""
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     with _LOCK:
         if cache_dir not in _GAZETTEERS:
             _GAZETTEERS[cache_dir] = Gazetteer(cache_dir)

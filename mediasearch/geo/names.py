@@ -10,10 +10,28 @@ _SEPARATORS = re.compile(r"[\s\-‐‑–—_/.,'’`]+")
 # Common names of countries that GeoNames spells otherwise, and the usual French, German and Spanish
 # names of the countries people travel to most (the gazetteer's own names are English).
 COUNTRY_ALIASES: dict[str, tuple[str, ...]] = {
-    "US": ("usa", "u s a", "us", "america", "the united states", "united states of america", "etats unis",
-           "vereinigte staaten", "estados unidos"),
-    "GB": ("uk", "u k", "britain", "great britain", "the uk", "the united kingdom", "royaume uni",
-           "grossbritannien", "reino unido"),
+    "US": (
+        "usa",
+        "u s a",
+        "us",
+        "america",
+        "the united states",
+        "united states of america",
+        "etats unis",
+        "vereinigte staaten",
+        "estados unidos",
+    ),
+    "GB": (
+        "uk",
+        "u k",
+        "britain",
+        "great britain",
+        "the uk",
+        "the united kingdom",
+        "royaume uni",
+        "grossbritannien",
+        "reino unido",
+    ),
     "NL": ("netherlands", "holland", "pays bas", "niederlande", "paises bajos", "holanda"),
     "CZ": ("czech republic", "tchequie", "tschechien", "chequia", "republique tcheque"),
     "KR": ("korea", "coree du sud", "sudkorea", "corea del sur"),

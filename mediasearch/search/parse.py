@@ -23,7 +23,6 @@ from mediasearch.geo.names import fold
 from mediasearch.search import parse_dates
 from mediasearch.search.parse_words import (
     COMMON_WORDS,
-    HOLIDAYS,
     KIND_KEPT,
     KIND_NEEDS_OF,
     KIND_OF,
@@ -43,9 +42,12 @@ _CONNECTORS = frozenset(
     "of from with and in at on to de des du d' von vom aus mit con y et und & , - im am for during pendant "
     "durante".split()
 )
-_HOLIDAY_WORDS = frozenset(w for phrase in HOLIDAYS for w in phrase.split() if len(w) > 3 and w not in
-                           {"year", "year's", "years", "nuevo", "saint", "independence", "fourth"})
-_MAX_PLACE_WORDS = 4
+# Holiday words also say what the picture shows (a tree, eggs, costumes): kept in the CLIP text.
+_HOLIDAY_WORDS = frozenset(
+    "christmas xmas noel weihnachten navidad navidades heiligabend easter paques ostern pascua halloween "
+    "thanksgiving valentine's valentines valentin valentinstag".split()
+)
+_MAX_PLACE_WORDS = 6
 _TOWN_POPULATION = 15_000  # below it (GeoNames' small places), a name needs a capital or the library's photos
 
 
@@ -223,7 +225,7 @@ def _take_quotes(scan: _Scan) -> tuple[str, ...]:
         if raw[:1] in _OPEN_QUOTES and tokens[i].owner is None:
             close = _closing(tokens, i)
             if close is not None:
-                quoted = " ".join(t.raw for t in tokens[i:close + 1])
+                quoted = " ".join(t.raw for t in tokens[i : close + 1])
                 inner = quoted.strip().strip(_OUTER)
                 start = _trigger_before(scan, i)
                 folded = fold(inner).split()
@@ -252,15 +254,16 @@ def _closing(tokens: list[_Token], i: int) -> int | None:
 def _trigger_before(scan: _Scan, i: int) -> int:
     keys = [t.key for t in scan.tokens]
     for words, n in _TRIGGERS:
-        if i - n >= 0 and tuple(keys[i - n:i]) == words and scan.free(i - n, i):
+        if i - n >= 0 and tuple(keys[i - n : i]) == words and scan.free(i - n, i):
             return i - n
     return i
 
 
 # -- order, dates -------------------------------------------------------------------------------
 
-_SORT = re.compile(r"(?<![^ ])(?:" + "|".join(re.escape(p) for p in sorted(SORT_PHRASES, key=len, reverse=True))
-                   + r")(?![^ ])")
+_SORT = re.compile(
+    r"(?<![^ ])(?:" + "|".join(re.escape(p) for p in sorted(SORT_PHRASES, key=len, reverse=True)) + r")(?![^ ])"
+)
 
 
 def _take_sort(scan: _Scan) -> str | None:
@@ -306,15 +309,19 @@ def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: froz
     for folded, name in names:
         size = len(folded.split())
         for i in range(len(tokens) - size + 1):
-            words = [_person_key(t.key) for t in tokens[i:i + size]]
-            if " ".join(fold(w) for w in words) == folded and scan.free(i, i + size) and \
-                    not any(a <= i < b or a < i + size <= b for a, b, _ in found):
+            words = [_person_key(t.key) for t in tokens[i : i + size]]
+            if (
+                " ".join(fold(w) for w in words) == folded
+                and scan.free(i, i + size)
+                and not any(a <= i < b or a < i + size <= b for a, b, _ in found)
+            ):
                 found.append((i, i + size, name))
     found.sort()
     taken: list[str] = []
     for n, (i, j, name) in enumerate(found):
-        linked = (i > 0 and tokens[i - 1].key in PEOPLE_WITH | PEOPLE_AND) or \
-            (n + 1 < len(found) and found[n + 1][0] == j + 1 and tokens[j].key in PEOPLE_AND)
+        linked = (i > 0 and tokens[i - 1].key in PEOPLE_WITH | PEOPLE_AND) or (
+            n + 1 < len(found) and found[n + 1][0] == j + 1 and tokens[j].key in PEOPLE_AND
+        )
         if not linked and _also_a_place(fold(name), gaz, places):
             continue  # "Jordan" alone: a person or a country, so neither
         if not linked and not tokens[i].capital and fold(name) in COMMON_WORDS:
@@ -344,18 +351,23 @@ def _take_place(scan: _Scan, gaz: Gazetteer, places: frozenset[str]) -> Place | 
     for i in range(len(tokens)):
         for words in _PREPOSITIONS:
             n = len(words)
-            if tuple(t.key for t in tokens[i:i + n]) != words or not scan.free(i, i + n):
+            if tuple(t.key for t in tokens[i : i + n]) != words or not scan.free(i, i + n):
                 continue
+            if words == ("a",) and tokens[i].raw.lower() != "à":
+                continue  # the French "à", not the English article
             found = _place_after(scan, i + n, gaz, places)
             if found is None:
                 continue
-            end, place, common = found
-            scan.take(i, end, "place", kept=lambda key: common)
+            end, place, also_text = found
+            scan.take(i, end, "place", kept=also_text.__contains__)
             return place
     return None
 
 
-def _place_after(scan: _Scan, i: int, gaz: Gazetteer, places: frozenset[str]) -> tuple[int, Place, bool] | None:
+def _place_after(
+    scan: _Scan, i: int, gaz: Gazetteer, places: frozenset[str]
+) -> tuple[int, Place, frozenset[str]] | None:
+    """The place named from word i on: its end, the place, and the words also kept in the text."""
     tokens = scan.tokens
     start = i + 1 if i < len(tokens) and tokens[i].key in _ARTICLES else i
     for size in range(min(_MAX_PLACE_WORDS, len(tokens) - start), 0, -1):
@@ -364,19 +376,30 @@ def _place_after(scan: _Scan, i: int, gaz: Gazetteer, places: frozenset[str]) ->
             continue
         name = fold(" ".join(t.raw.strip(_OUTER) for t in tokens[start:end]))
         place = gaz.lookup_folded(name) if name else None
-        if place is None:
+        if place is None or not _plausible(scan, start, end, name, place, places):
             continue
         capital = tokens[start].capital
-        in_library = name in places
-        common = name in COMMON_WORDS
-        if (common or (place.kind == "city" and place.population < _TOWN_POPULATION)) and not (
-                capital or in_library):
-            continue
-        if capital and end < len(tokens) and tokens[end].owner is None and tokens[end].capital \
-                and not tokens[end].raw[:1] in _OPEN_QUOTES and gaz.lookup_folded(fold(tokens[end].key)) is None:
+        if capital and end < len(tokens) and tokens[end].owner is None and tokens[end].capital:
             return None  # "in Paris Hilton": a name goes on, so not a place
-        return end, place, common and not capital
+        common = name in COMMON_WORDS and not capital
+        return end, place, frozenset(t.key for t in tokens[start:end]) if common else frozenset()
     return None
+
+
+def _plausible(scan: _Scan, start: int, end: int, name: str, place: Place, places: frozenset[str]) -> bool:
+    """Whether words that name a place are meant as one: written with a capital, or the place is big and
+    named as such, or the library holds photos taken there (and an everyday word is not followed by more
+    words of its phrase, as in "in nice weather")."""
+    tokens = scan.tokens
+    capital = tokens[start].capital
+    if name in COMMON_WORDS and not capital:
+        follows = end < len(tokens) and tokens[end].owner is None and tokens[end].key not in _CONNECTORS
+        return name in places and not follows
+    if capital or name in places:
+        return True
+    if place.kind != "city":
+        return True  # "in japan", "in usa", "in california"
+    return place.population >= _TOWN_POPULATION and fold(place.name) == name  # "in london", not an alias
 
 
 # -- kind, connectors ---------------------------------------------------------------------------
@@ -394,7 +417,7 @@ def _take_kind(scan: _Scan) -> str | None:
         if t.key in KIND_NEEDS_OF and not has_of:
             continue
         kinds.add(kind)
-        spans.append((i, i + 2 if has_of else i + 1))
+        spans.append((i, i + 2 if has_of and t.key not in KIND_KEPT else i + 1))
     if len(kinds) != 1:
         return None  # none, or "photos and videos": both kinds, so no filter
     for i, j in spans:

@@ -86,8 +86,15 @@ def _easter(year: int) -> dt.date:
 
 def holiday_range(year: int, key: str) -> Range:
     """The days people take pictures of a holiday, of one year."""
-    fixed = {"christmas": (12, 24, 3), "nye": (12, 31, 2), "newyear": (1, 1, 1), "halloween": (10, 31, 1),
-             "valentine": (2, 14, 1), "july4": (7, 4, 1), "july14": (7, 14, 1)}
+    fixed = {
+        "christmas": (12, 24, 3),
+        "nye": (12, 31, 2),
+        "newyear": (1, 1, 1),
+        "halloween": (10, 31, 1),
+        "valentine": (2, 14, 1),
+        "july4": (7, 4, 1),
+        "july14": (7, 14, 1),
+    }
     if key in fixed:
         month, day, days = fixed[key]
         start = dt.datetime(year, month, day)
@@ -179,7 +186,7 @@ def point(text: str, now: dt.datetime, year: int | None = None) -> Point | None:
 
 
 def _point_range(name: str, g: dict[str, str | None], now: dt.datetime, year: int | None) -> Point | None:
-    y = int(g["y"]) if g.get("y") else None
+    y = int(g["y"] or 0) if g.get("y") else None
     has_year = y is not None
     y = y if y is not None else year
 
@@ -187,11 +194,11 @@ def _point_range(name: str, g: dict[str, str | None], now: dt.datetime, year: in
         return make(y) if y is not None else _recent(now, make, ended=False)
 
     if name in ("iso_day", "dmy", "mdy"):
-        month = int(g["m"]) if g.get("m") else MONTHS[g["mn"] or ""]
+        month = int(g["m"] or 0) if g.get("m") else MONTHS[g["mn"] or ""]
         day = int(g["d"] or 0)
         rng = latest(lambda yy: (dt.datetime(yy, month, day), dt.datetime(yy, month, day) + dt.timedelta(days=1)))
     elif name in ("iso_month", "month_y", "month"):
-        month = int(g["m"]) if g.get("m") else MONTHS[g["mn"] or ""]
+        month = int(g["m"] or 0) if g.get("m") else MONTHS[g["mn"] or ""]
         rng = latest(lambda yy: month_range(yy, month))
     elif name in ("season_y", "season"):
         first = SEASONS[g["s"] or ""]
@@ -247,14 +254,35 @@ def _past(m: re.Match[str], now: dt.datetime) -> Range | None:
     return rolling_start(now, UNITS[m["u"]], _number(m["n"])), None
 
 
-_LAST_WORDS = {"last", "previous", "dernier", "derniere", "passe", "passee", "letzte", "letzten", "letztes",
-               "letzter", "vorige", "vorigen", "voriges", "vergangene", "vergangenen", "vergangenes", "pasado",
-               "pasada", "anterior"}
+_LAST_WORDS = {
+    "last",
+    "previous",
+    "dernier",
+    "derniere",
+    "passe",
+    "passee",
+    "letzte",
+    "letzten",
+    "letztes",
+    "letzter",
+    "vorige",
+    "vorigen",
+    "voriges",
+    "vergangene",
+    "vergangenen",
+    "vergangenes",
+    "pasado",
+    "pasada",
+    "anterior",
+}
 
 
 def _unit_word(word: str) -> str:
-    return "weekend" if word.replace("-", " ") in ("weekend", "week end", "wochenende", "fin de semana") \
+    return (
+        "weekend"
+        if word.replace("-", " ") in ("weekend", "week end", "wochenende", "fin de semana")
         else UNITS.get(word, "day")
+    )
 
 
 def _last_unit(m: re.Match[str], now: dt.datetime) -> Range | None:
@@ -304,15 +332,22 @@ def _rules() -> list[Rule]:
     last = _alt(_LAST_WORDS)
     this = r"(?:this|current|ce|cet|cette|diese|diesen|dieses|diesem|dieser|este|esta)"
     named = f"(?:{SEASON}|{HOLIDAY}|{MONTH})"
-    unit_words = r"week|weekend|week-end|month|year|semaine|mois|annee|an|woche|wochenende|monat|jahr|semana" \
-                 r"|mes|ano|fin de semana"
-    prep = (r"(?:(?:in|on|during|from|at|around|over|for|en|le|la|au|aux|pendant|durant|a|im|in der|am|um|zu|"
-            r"el|en el|durante|del|de|du|of) )?")
+    unit_words = (
+        r"week|weekend|week-end|month|year|semaine|mois|annee|an|woche|wochenende|monat|jahr|semana"
+        r"|mes|ano|fin de semana"
+    )
+    prep = (
+        r"(?:(?:in|on|during|from|at|around|over|for|en|le|la|au|aux|pendant|durant|a|im|in der|am|um|zu|"
+        r"el|en el|durante|del|de|du|of) )?"
+    )
     required = r"(?:in|on|during|from|at|for|en|au|pendant|durant|a|im|am|zu|an|durante|del|de|of) "
     table: list[tuple[str, Callable[[re.Match[str], dt.datetime], Range | None]]] = [
         (rf"(?:between|entre|zwischen) (?P<a>{POINT}) (?:and|et|und|y|e) (?P<b>{POINT})", _between),
-        (rf"(?:from|de|du|von|vom|desde|del) (?P<a>{POINT}) (?:to|until|till|thru|through|a|au|jusqu'a|jusqu'en"
-         rf"|bis|bis zum|hasta|al) (?P<b>{POINT})", _between),
+        (
+            rf"(?:from|de|du|von|vom|desde|del) (?P<a>{POINT}) (?:to|until|till|thru|through|a|au|jusqu'a|jusqu'en"
+            rf"|bis|bis zum|hasta|al) (?P<b>{POINT})",
+            _between,
+        ),
         (rf"(?P<a>{FULL_POINT}) (?:to|through|until|till|bis|hasta|-) (?P<b>{FULL_POINT})", _between),
         (rf"(?P<a>{YEAR})-(?P<b>{YEAR})", _between),
         (rf"(?:since|depuis|seit|desde|desde el) (?P<a>{POINT})", _since),
@@ -321,19 +356,30 @@ def _rules() -> list[Rule]:
         (rf"(?P<n>{NUM}) (?P<u>{UNIT}) ago", _ago),
         (rf"(?:il y a|vor|hace) (?P<n>{NUM}) (?P<u>{UNIT})", _ago),
         (rf"(?:in |during |over |within |from )?(?:the )?(?:last|past) (?P<n>{NUM}) (?P<u>{UNIT})", _past),
-        (rf"(?:ces |les |pendant les |durant les |depuis les )?(?P<n>{NUM}) (?P<u>{UNIT}) (?:derniers|dernieres)",
-         _past),
+        (
+            rf"(?:ces |les |pendant les |durant les |depuis les )?(?P<n>{NUM}) (?P<u>{UNIT}) (?:derniers|dernieres)",
+            _past,
+        ),
         (rf"(?:in den |der |die |seit den )?(?:letzten|vergangenen) (?P<n>{NUM}) (?P<u>{UNIT})", _past),
         (rf"(?:en |durante )?(?:los |las )?(?:ultimos|ultimas) (?P<n>{NUM}) (?P<u>{UNIT})", _past),
         (rf"(?:in the |during the |over the |from |the )?(?P<w>{last}|past|{this}) (?P<u>{unit_words})", _last_unit),
-        (rf"(?:la |le |l'|el |la |en la |en el |au cours de la |au cours du )?(?P<u>{unit_words}) "
-         rf"(?:-ci |ci )?(?P<w>{last})", _last_unit),
-        (r"the day before yesterday|avant hier|avant-hier|vorgestern|anteayer|antier|today|aujourd'hui|heute"
-         r"|hoy|tonight|ce soir|heute abend|esta noche|yesterday|last night|hier soir|hier|gestern abend|gestern"
-         r"|ayer|anoche", _day_word),
+        (
+            rf"(?:la |le |l'|el |la |en la |en el |au cours de la |au cours du )?(?P<u>{unit_words}) "
+            rf"(?:-ci |ci )?(?P<w>{last})",
+            _last_unit,
+        ),
+        (
+            r"the day before yesterday|avant hier|avant-hier|vorgestern|anteayer|antier|today|aujourd'hui|heute"
+            r"|hoy|tonight|ce soir|heute abend|esta noche|yesterday|last night|hier soir|hier|gestern abend|gestern"
+            r"|ayer|anoche",
+            _day_word,
+        ),
         (rf"(?:in |during |from |at |over )?(?:the )?(?P<w>{last}|{this}) (?P<s>{named})", _last_named),
-        (rf"(?:a |au |en |l'|le |la |el |a la |en el |en la |pendant l'|pendant le |durant l'|im |am |zu |an )?"
-         rf"(?P<s>{named}) (?P<w>{last})", _last_named),
+        (
+            rf"(?:a |au |en |l'|le |la |el |a la |en el |en la |pendant l'|pendant le |durant l'|im |am |zu |an )?"
+            rf"(?P<s>{named}) (?P<w>{last})",
+            _last_named,
+        ),
         (rf"(?:in |during |from |at |over )?(?:the )?(?P<s>{named}) (?:of )?(?P<w>last year)", _last_named),
         (rf"{prep}(?P<a>{FULL_POINT})", _full),
         (rf"{required}(?:the |l'|le |la |el )?(?P<a>{MONTH}|{HOLIDAY})", _full),
