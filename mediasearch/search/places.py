@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 from mediasearch.store.base import Store
 
 
-@dataclass(frozen=True)
-class PlaceCount:
-    """A city (with its region and country) and how many indexed files were taken there."""
-
-    city: str
-    region: str
-    country: str
-    files: int
-
-
-def place_counts(store: Store) -> list[PlaceCount]:
-    """The cities of the indexed files, most files first (a video counts once)."""
+def place_counts(store: Store) -> list[tuple[str, str, str, int]]:
+    """(city, region, country, files) of the indexed files, most files first (a video counts once)."""
     where: dict[str, tuple[str, str, str]] = {}
     for rec in store.scroll(fields=("path", "place")):
         place = rec.payload.get("place")
         if isinstance(place, dict) and place.get("city"):
             where[rec.payload["path"]] = (place["city"], place.get("region", ""), place.get("country", ""))
     counts = Counter(where.values())
-    rows = [PlaceCount(city, region, country, n) for (city, region, country), n in counts.items()]
-    return sorted(rows, key=lambda r: (-r.files, r.country, r.city))
+    rows = [(city, region, country, n) for (city, region, country), n in counts.items()]
+    return sorted(rows, key=lambda r: (-r[3], r[2], r[0]))
 
 
 def place_names(store: Store) -> list[str]:

@@ -77,6 +77,8 @@ class ServiceLike(Protocol):
 
     def tags(self) -> dict[str, int]: ...
 
+    def places(self) -> list[dict[str, Any]]: ...
+
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
 
     def media(self, path: str) -> "ServedFile": ...
@@ -125,6 +127,9 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
     _organise_routes(app, service, guarded)
+    from mediasearch.serve.places_routes import places_routes
+
+    places_routes(app, service, guarded, errors)
     return app
 
 
