@@ -22,8 +22,7 @@ def places_routes(
 ) -> None:
     """Add ``GET /places`` to the app."""
 
-    @app.get("/places", dependencies=guarded, response_model=list[PlaceCount], responses=errors(503),
-             tags=["search"])
+    @app.get("/places", dependencies=guarded, response_model=list[PlaceCount], responses=errors(503), tags=["search"])
     def places() -> list[dict[str, Any]]:
         """The cities of the geotagged files (with region and country), most files first."""
         return list(service.places())
