@@ -18,9 +18,9 @@ SPOTS = {"nice": (43.7009, 7.2683), "antibes": (43.5804, 7.1251), "sydney": (-33
 @pytest.mark.parametrize("backend", ["edge", "memory"])
 def test_places_count_files_once_and_filter_by_any_of_their_names(tmp_path: Path, backend: str) -> None:
     from mediasearch.store import collections
-    from mediasearch.store.server import _forget_memory_servers
+    from mediasearch.store.server import forget_memory_servers
 
-    _forget_memory_servers()
+    forget_memory_servers()
     gaz = gazetteer()
     files = [
         ("nice_video.mp4", "nice", 3),
@@ -57,7 +57,7 @@ def test_places_count_files_once_and_filter_by_any_of_their_names(tmp_path: Path
             assert paths("australia") == {"sydney.jpg"}
             assert paths("japan") == set()
     finally:
-        _forget_memory_servers()
+        forget_memory_servers()
 
 
 def test_places_of_a_library_without_gps_say_so(cli: Any, make_image: Any, tmp_path: Path) -> None:
