@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,16 +177,17 @@ def parse_query(
     text: str,
     now: dt.datetime,
     known_people: Sequence[str] = (),
-    known_places: Iterable[str] = (),
+    known_places: Container[str] = (),
     gazetteer: Gazetteer | None = None,
 ) -> ParsedQuery:
     """Parse a one-line query against ``now`` (local time), the library's named people and its places
-    (folded names, as in payload ``places``); ``gazetteer`` defaults to the process's one."""
+    (folded names, as in payload ``places``: asked only about a word that needs them, so it may be
+    lazy); ``gazetteer`` defaults to the process's one."""
     scan = _Scan(text)
     ocr = _take_quotes(scan)
     sort = _take_sort(scan)
     after, before = _take_dates(scan, now)
-    places = frozenset(known_places)
+    places = known_places
     gaz = gazetteer if gazetteer is not None else _default_gazetteer()
     people = _take_people(scan, known_people, gaz, places)
     place = _take_place(scan, gaz, places)
@@ -301,7 +302,7 @@ def _person_key(key: str) -> str:
     return key[:-2] if key.endswith(("'s", "’s")) else key
 
 
-def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: frozenset[str]) -> tuple[str, ...]:
+def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: Container[str]) -> tuple[str, ...]:
     names = sorted({fold(n): n for n in known if fold(n)}.items(), key=lambda kv: -len(kv[0].split()))
     if not names:
         return ()
@@ -334,7 +335,7 @@ def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: froz
     return tuple(taken)
 
 
-def _also_a_place(folded: str, gaz: Gazetteer, places: frozenset[str]) -> bool:
+def _also_a_place(folded: str, gaz: Gazetteer, places: Container[str]) -> bool:
     if folded in places:
         return True
     place = gaz.lookup_folded(folded)
@@ -347,7 +348,7 @@ _PREPOSITIONS = sorted((tuple(p.split()) for p in (*PLACE_NEAR, *PLACE_IN)), key
 _ARTICLES = frozenset({"the", "la", "le", "les", "l'", "der", "die", "dem", "den", "el"})
 
 
-def _take_place(scan: _Scan, gaz: Gazetteer, places: frozenset[str]) -> Place | None:
+def _take_place(scan: _Scan, gaz: Gazetteer, places: Container[str]) -> Place | None:
     tokens = scan.tokens
     for i in range(len(tokens)):
         for words in _PREPOSITIONS:
@@ -366,7 +367,7 @@ def _take_place(scan: _Scan, gaz: Gazetteer, places: frozenset[str]) -> Place | 
 
 
 def _place_after(
-    scan: _Scan, i: int, gaz: Gazetteer, places: frozenset[str]
+    scan: _Scan, i: int, gaz: Gazetteer, places: Container[str]
 ) -> tuple[int, Place, frozenset[str]] | None:
     """The place named from word i on: its end, the place, and the words also kept in the text."""
     tokens = scan.tokens
@@ -387,7 +388,7 @@ def _place_after(
     return None
 
 
-def _plausible(scan: _Scan, start: int, end: int, name: str, place: Place, places: frozenset[str]) -> bool:
+def _plausible(scan: _Scan, start: int, end: int, name: str, place: Place, places: Container[str]) -> bool:
     """Whether words that name a place are meant as one: written with a capital, or the place is big and
     named as such, or the library holds photos taken there (and an everyday word is not followed by more
     words of its phrase, as in "in nice weather")."""
