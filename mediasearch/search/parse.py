@@ -12,6 +12,7 @@ how each case is resolved.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Container, Iterable, Sequence
@@ -50,6 +51,7 @@ _HOLIDAY_WORDS = frozenset(
 )
 _MAX_PLACE_WORDS = 6
 _TOWN_POPULATION = 15_000  # below it (GeoNames' small places), a name needs a capital or the library's photos
+_LOWERCASE_CITY_POPULATION = 100_000  # a city written in lowercase must be this big ("in london", "in nice")
 
 
 @dataclass(frozen=True)
@@ -278,10 +280,18 @@ def _take_sort(scan: _Scan) -> str | None:
 def _take_dates(scan: _Scan, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
     after: dt.datetime | None = None
     before: dt.datetime | None = None
+    bare = parse_dates.RULES[-1][0]  # "in May", "at Christmas": a month or a holiday without a year
     for pattern, handler in parse_dates.RULES:
         for m, i, j in list(scan.find(pattern)):
             if not scan.free(i, j):
                 continue
+            if (
+                pattern is bare
+                and j < len(scan.tokens)
+                and scan.tokens[j].owner is None
+                and scan.tokens[j].key not in _CONNECTORS
+            ):
+                continue  # "at christmas market", "in may flowers": the word describes what follows
             found = handler(m, now)
             if found is None:
                 continue
@@ -389,19 +399,31 @@ def _place_after(
 
 
 def _plausible(scan: _Scan, start: int, end: int, name: str, place: Place, places: Container[str]) -> bool:
-    """Whether words that name a place are meant as one: written with a capital, or the place is big and
-    named as such, or the library holds photos taken there (and an everyday word is not followed by more
-    words of its phrase, as in "in nice weather")."""
+    """Whether words that name a place are meant as one (docs/query-parser.md, "How ambiguity is resolved")."""
     tokens = scan.tokens
     capital = tokens[start].capital
-    if name in COMMON_WORDS and not capital:
-        follows = end < len(tokens) and tokens[end].owner is None and tokens[end].key not in _CONNECTORS
-        return name in places and not follows
-    if capital or name in places:
-        return True
+    # more words of the phrase follow ("in nice weather", "in Santa Claus costume"): the name describes
+    follows = end < len(tokens) and tokens[end].owner is None and tokens[end].key not in _CONNECTORS
+    everyday = name in COMMON_WORDS or name in _everyday_words()
+    if name in places:  # the library holds photos taken there
+        return capital or not (everyday and follows)
     if place.kind != "city":
-        return True  # "in japan", "in usa", "in california"
-    return place.population >= _TOWN_POPULATION and fold(place.name) == name  # "in london", not an alias
+        return capital or not everyday  # "in japan", "in usa", "in california"
+    if capital:
+        return place.population >= _TOWN_POPULATION or not follows
+    after_article = start > 0 and tokens[start - 1].key in _ARTICLES  # "from the wedding"
+    big = place.population >= _LOWERCASE_CITY_POPULATION and fold(place.name) == name  # "in london", no alias
+    return big and not everyday and not after_article
+
+
+@functools.cache
+def _everyday_words() -> frozenset[str]:
+    """The words of the built-in tag vocabulary ("sunset", "wedding", "market"): what pictures show."""
+    from importlib.resources import files
+
+    text = files("mediasearch").joinpath("data", "vocabulary.txt").read_text(encoding="utf-8")
+    lines = (line.split("=")[0].strip().lower() for line in text.splitlines() if not line.startswith("#"))
+    return frozenset(line for line in lines if line)
 
 
 # -- kind, connectors ---------------------------------------------------------------------------
