@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import QueryError, StoreError
 from mediasearch.library.base import Backend
+from mediasearch.library.people import PeopleMethods
 from mediasearch.library.types import (
     Classification,
     DuplicateGroup,
@@ -38,7 +39,7 @@ PathLike = str | os.PathLike[str]
 OnError = Callable[[FileError], None]
 
 
-class Library:
+class Library(PeopleMethods):
     """One home's index and model. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
     def __init__(self, backend: Backend) -> None:

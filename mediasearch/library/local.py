@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
+from mediasearch.library.people import LocalPeople
 from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
 from mediasearch.settings import Settings
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
 
 
-class LocalLibrary:
+class LocalLibrary(LocalPeople):
     """Use cases over a store this process holds."""
 
     def __init__(
@@ -98,6 +99,7 @@ class LocalLibrary:
         self._query = None
 
     def close(self) -> None:
+        self.close_people()
         self._close_query()
         if self._index is not None:
             self._index.close()

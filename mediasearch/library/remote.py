@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
+from mediasearch.library.people import RemotePeople
 from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
 from mediasearch.settings import Settings
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from mediasearch.search.query import Query
 
 
-class RemoteLibrary:
+class RemoteLibrary(RemotePeople):
     """Use cases forwarded to the daemon that owns the home."""
 
     def __init__(self, settings: Settings, client: DaemonClient) -> None:
