@@ -6,6 +6,7 @@ from mediasearch.cli import (
     mcp_command,
     organise_commands,
     people_commands,
+    places_commands,
     store_commands,
     text_commands,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "mcp_command",
     "organise_commands",
     "people_commands",
+    "places_commands",
     "store_commands",
     "text_commands",
 ]

@@ -63,6 +63,10 @@ class Location:
     def to_json(self) -> dict[str, str]:
         return {"city": self.city, "region": self.region, "country": self.country}
 
+    def payload(self) -> dict[str, Any]:
+        """What an item stores: ``place`` (shown) and ``places`` (keyword-indexed, what ``--place`` matches)."""
+        return {"place": self.to_json(), "places": self.names()}
+
 
 def city_km(population: int) -> float:
     """A city's radius: 3 km for a town, ~7 km for 300k people, ~18 km for 2M, at most 40 km."""

@@ -24,6 +24,7 @@ from mediasearch.library.types import (
     Hit,
     IndexReport,
     LabelProb,
+    PlaceCount,
     Status,
     TagReport,
 )
@@ -262,6 +263,10 @@ class Library(PeopleMethods):
     def tags(self) -> dict[str, int]:
         """The tags in the index, with how many files carry each."""
         return self.backend.tags()
+
+    def places(self) -> list[PlaceCount]:
+        """The cities where geotagged files were taken (with region and country), most files first."""
+        return self.backend.places()
 
     def status(self) -> Status:
         """What is indexed, by which model, where, the last run and its failures."""

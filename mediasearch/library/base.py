@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
@@ -40,6 +40,8 @@ class Backend(Protocol):
     def tag(self, vocab: str | None, prompts: str | None) -> TagReport: ...
 
     def tags(self) -> dict[str, int]: ...
+
+    def places(self) -> list[PlaceCount]: ...
 
     def status(self) -> Status: ...
 

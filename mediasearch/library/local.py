@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.people import LocalPeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -327,6 +327,11 @@ class LocalLibrary(LocalPeople):
         from mediasearch.search.tagging import tag_counts
 
         return tag_counts(self._store_only())
+
+    def places(self) -> list[PlaceCount]:
+        from mediasearch.search.places import place_counts
+
+        return [PlaceCount(*row) for row in place_counts(self._store_only())]
 
     def status(self, counts: home.Counts | None = None) -> Status:
         """What is indexed; ``counts`` (of the query collection), when the caller keeps them current,

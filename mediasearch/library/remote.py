@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.people import RemotePeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,6 +66,9 @@ class RemoteLibrary(RemotePeople):
 
     def tags(self) -> dict[str, int]:
         return self.client.tags()
+
+    def places(self) -> list[PlaceCount]:
+        return [PlaceCount(**row) for row in self.client.places()]
 
     def status(self) -> Status:
         return Status.from_json(self.client.status())

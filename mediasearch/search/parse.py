@@ -20,6 +20,7 @@ from typing import Any
 
 from mediasearch.geo.gazetteer import Gazetteer, Place
 from mediasearch.geo.names import fold
+from mediasearch.ocr.text import query_words
 from mediasearch.search import parse_dates
 from mediasearch.search.parse_words import (
     COMMON_WORDS,
@@ -228,7 +229,7 @@ def _take_quotes(scan: _Scan) -> tuple[str, ...]:
                 quoted = " ".join(t.raw for t in tokens[i : close + 1])
                 inner = quoted.strip().strip(_OUTER)
                 start = _trigger_before(scan, i)
-                folded = fold(inner).split()
+                folded = query_words(inner)
                 if folded:
                     scan.take(start, close + 1, "ocr")
                     words.extend(w for w in folded if w not in words)

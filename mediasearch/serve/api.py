@@ -77,6 +77,8 @@ class ServiceLike(Protocol):
 
     def tags(self) -> dict[str, int]: ...
 
+    def places(self) -> list[dict[str, Any]]: ...
+
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
 
     def media(self, path: str) -> "ServedFile": ...
@@ -130,6 +132,10 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     from mediasearch.serve.text_routes import text_routes
 
     text_routes(app, service, guarded, errors(400, 404, 422, 503))
+
+    from mediasearch.serve.places_routes import places_routes
+
+    places_routes(app, service, guarded, errors)
     return app
 
 

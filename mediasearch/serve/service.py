@@ -497,6 +497,10 @@ class Service:
         with self._querying() as lib:
             return lib.tags()
 
+    def places(self) -> list[dict[str, Any]]:
+        with self._querying() as lib:
+            return [asdict(p) for p in lib.places()]
+
     def status(self) -> dict[str, Any]:
         """`status --json`, plus what the daemon is doing; the counts are kept current, not counted."""
         with self._querying() as lib:
