@@ -8,6 +8,7 @@ from mediasearch.cli import (
     people_commands,
     places_commands,
     store_commands,
+    text_commands,
 )
 from mediasearch.cli.core import app, main
 
@@ -21,4 +22,5 @@ __all__ = [
     "people_commands",
     "places_commands",
     "store_commands",
+    "text_commands",
 ]

@@ -33,6 +33,7 @@ from mediasearch.settings import Settings, load_settings
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
 
 PathLike = str | os.PathLike[str]
@@ -247,6 +248,11 @@ class Library(PeopleMethods):
         ``"near"`` ones, verified on pixels (``threshold``: the pixel similarity a copy needs, default 0.95).
         """
         return self.backend.duplicates([os.path.abspath(os.fspath(p)) for p in paths], threshold)
+
+    def text(self, path: PathLike) -> FileText:
+        """What is written in a picture or a video's frames: lines with confidence, box and time (OCR).
+        An indexed file answers from the index once its OCR pass is done; any other file is read now."""
+        return self.backend.text(os.path.abspath(os.fspath(path)))
 
     # -- tags and status --------------------------------------------------------------------------
 

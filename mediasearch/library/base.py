@@ -10,6 +10,7 @@ from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCou
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
     from mediasearch.settings import Settings
 
@@ -33,6 +34,8 @@ class Backend(Protocol):
     def similar(self, path: str, query: Query) -> list[Hit]: ...
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]: ...
+
+    def text(self, path: str) -> FileText: ...
 
     def tag(self, vocab: str | None, prompts: str | None) -> TagReport: ...
 

@@ -22,6 +22,7 @@ from mediasearch.settings import Settings
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.index.plan import StoredFile
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
     from mediasearch.store.base import Store
 
@@ -304,6 +305,11 @@ class LocalLibrary(LocalPeople):
         return [DuplicateGroup(g.paths, g.similarity, g.kind) for g in groups]
 
     # -- tags and status --------------------------------------------------------------------------
+
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import file_text
+
+        return file_text(self._store_only() if self._has_index() else None, path)
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         """Tag everything in the query collection and remember the vocabulary for items indexed later."""

@@ -19,6 +19,7 @@ from mediasearch.settings import Settings
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.library.client import DaemonClient
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
 
 
@@ -53,6 +54,11 @@ class RemoteLibrary(RemotePeople):
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
         return [DuplicateGroup(list(r["paths"]), float(r["similarity"]), str(r["kind"])) for r in rows]
+
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import FileText
+
+        return FileText.from_json(self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         data = self.client.tag(vocab, prompts)

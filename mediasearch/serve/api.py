@@ -85,6 +85,8 @@ class ServiceLike(Protocol):
 
     def duplicates(self, paths: list[str], threshold: float | None = None) -> list[dict[str, Any]]: ...
 
+    def text(self, path: str) -> dict[str, Any]: ...
+
 
 class MissingFileError(QueryError):
     """A file a request names (an image to search by, a vocabulary) is not a file on the daemon's machine."""
@@ -127,6 +129,10 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
     _organise_routes(app, service, guarded)
+    from mediasearch.serve.text_routes import text_routes
+
+    text_routes(app, service, guarded, errors(400, 404, 422, 503))
+
     from mediasearch.serve.places_routes import places_routes
 
     places_routes(app, service, guarded, errors)

@@ -432,6 +432,11 @@ class Service:
         with self._querying() as lib:
             return [asdict(g) for g in lib.duplicates(paths, threshold)]
 
+    def text(self, path: str) -> dict[str, Any]:
+        """The recognised text of ``path``, as `text --json` prints one file."""
+        with self._querying() as lib:
+            return lib.text(path).to_json()
+
     def index(
         self,
         paths: Sequence[str],
