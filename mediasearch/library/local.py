@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.people import LocalPeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.index.plan import StoredFile
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
     from mediasearch.store.base import Store
 
@@ -313,6 +314,11 @@ class LocalLibrary(LocalPeople):
 
     # -- tags and status --------------------------------------------------------------------------
 
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import file_text
+
+        return file_text(self._store_only() if self._has_index() else None, path)
+
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         """Tag everything in the query collection and remember the vocabulary for items indexed later."""
         from mediasearch.search.tagging import Tagger, tag_store
@@ -329,6 +335,11 @@ class LocalLibrary(LocalPeople):
         from mediasearch.search.tagging import tag_counts
 
         return tag_counts(self._store_only())
+
+    def places(self) -> list[PlaceCount]:
+        from mediasearch.search.places import place_counts
+
+        return [PlaceCount(*row) for row in place_counts(self._store_only())]
 
     def status(self, counts: home.Counts | None = None) -> Status:
         """What is indexed; ``counts`` (of the query collection), when the caller keeps them current,
