@@ -125,6 +125,10 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     _index_routes(app, service, guarded)
     _file_routes(app, service, guarded)
     _organise_routes(app, service, guarded)
+    if hasattr(service, "people"):
+        from mediasearch.serve.people_routes import people_routes
+
+        people_routes(app, service, guarded, errors)
     return app
 
 
