@@ -91,7 +91,7 @@ class MissingFileError(QueryError):
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
     name = type(exc).__name__
-    if name in ("NotIndexedError", "MissingFileError"):
+    if name in ("NotIndexedError", "MissingFileError", "UnknownPersonError"):
         return 404
     if name == "NotReadyError":
         return 503

@@ -23,7 +23,7 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
     documented error answers for some status codes)."""
     from fastapi import Query as Param
     from fastapi.responses import Response
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
     from mediasearch.library.people import Person
 
@@ -46,7 +46,9 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
     class RemoveFaceIn(BaseModel):
         model_config = ConfigDict(strict=True)
         path: str = Field(min_length=1, max_length=4096, description="an indexed file")
-        face: int | None = Field(default=None, ge=0, le=1000, description="its N-th face (0: clearest); all if null")
+        face: Annotated[int | None, BeforeValidator(_whole)] = Field(
+            default=None, ge=0, le=1000, description="its N-th face (0: clearest); all if null"
+        )
 
     tags = ["people"]
 
@@ -56,20 +58,30 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
         return people.people(hidden)
 
     @app.post(
-        "/people/{person}/name", dependencies=guarded, response_model=Person, responses=errors(400, 422, 503), tags=tags
+        "/people/{person}/name",
+        dependencies=guarded,
+        response_model=Person,
+        responses=errors(400, 404, 422, 503),
+        tags=tags,
     )
     def name_person(person: person_id, body: NameIn) -> dict[str, Any]:
         """`people name ID NAME`."""
         return people.name_person(person, body.name)
 
     @app.post(
-        "/people/{person}/hide", dependencies=guarded, response_model=Person, responses=errors(400, 422, 503), tags=tags
+        "/people/{person}/hide",
+        dependencies=guarded,
+        response_model=Person,
+        responses=errors(400, 404, 422, 503),
+        tags=tags,
     )
     def hide_person(person: person_id, body: HideIn) -> dict[str, Any]:
         """`people hide ID` (``hidden: false`` shows the person again)."""
         return people.hide_person(person, body.hidden)
 
-    @app.post("/people/merge", dependencies=guarded, response_model=Person, responses=errors(400, 422, 503), tags=tags)
+    @app.post(
+        "/people/merge", dependencies=guarded, response_model=Person, responses=errors(400, 404, 422, 503), tags=tags
+    )
     def merge_people(body: MergeIn) -> dict[str, Any]:
         """`people merge KEEP OTHER`."""
         return people.merge_people(body.keep, body.other)
@@ -78,7 +90,7 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
         "/people/remove-face",
         dependencies=guarded,
         response_model=list[Person],
-        responses=errors(400, 422, 503),
+        responses=errors(400, 404, 422, 503),
         tags=tags,
     )
     def remove_face(body: RemoveFaceIn) -> list[dict[str, Any]]:
@@ -95,3 +107,8 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
     def face(person: person_id, size: Annotated[int, Param(ge=16, le=512)] = 96) -> Response:
         """A JPEG of the person's clearest face, ``size`` pixels square."""
         return Response(people.face(person, size), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+
+def _whole(value: Any) -> Any:
+    """A whole number written as a float (``3.0``) is an integer in JSON Schema: take it as one."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, cast
 
-from mediasearch.errors import QueryError
+from mediasearch.library.people import UnknownPersonError
 
 if TYPE_CHECKING:
     from mediasearch.library.local import LocalLibrary
@@ -54,7 +54,7 @@ class PeopleService:
         with self._querying() as lib:
             found = next((p for p in lib.people(True) if p.id == person), None)
         if found is None or found.cover is None:
-            raise QueryError(f"there is no person {person}: `mediasearch people` lists them")
+            raise UnknownPersonError(f"there is no person {person}: `mediasearch people` lists them")
         picture = self.thumbnail(found.cover.path, FACE_SOURCE_PX, found.cover.timestamp)
         return crop_face(picture, found.cover.box, size)
 
