@@ -146,6 +146,7 @@ class LocalLibrary(LocalPeople):
         store: Store | None = None,
     ) -> IndexReport:
         """One index run, without recording it (see :meth:`complete`)."""
+        from mediasearch.index.failures import FailureLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -156,8 +157,16 @@ class LocalLibrary(LocalPeople):
             return opened.model, home.index_tagger(settings, opened)
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
+        failures = FailureLog(home.failures_path(self.settings))
         return index_paths(
-            list(paths), None, store or opened.store, options, progress, load_model=load_model, exclude=own
+            list(paths),
+            None,
+            store or opened.store,
+            options,
+            progress,
+            load_model=load_model,
+            exclude=own,
+            failures=failures,
         )
 
     def complete(self, report: IndexReport) -> bool:
