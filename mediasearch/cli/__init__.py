@@ -6,7 +6,9 @@ from mediasearch.cli import (
     mcp_command,
     organise_commands,
     people_commands,
+    places_commands,
     store_commands,
+    text_commands,
 )
 from mediasearch.cli.core import app, main
 
@@ -18,5 +20,7 @@ __all__ = [
     "mcp_command",
     "organise_commands",
     "people_commands",
+    "places_commands",
     "store_commands",
+    "text_commands",
 ]

@@ -63,6 +63,10 @@ class Location:
     def to_json(self) -> dict[str, str]:
         return {"city": self.city, "region": self.region, "country": self.country}
 
+    def payload(self) -> dict[str, Any]:
+        """What an item stores: ``place`` (shown) and ``places`` (keyword-indexed, what ``--place`` matches)."""
+        return {"place": self.to_json(), "places": self.names()}
+
 
 def city_km(population: int) -> float:
     """A city's radius: 3 km for a town, ~7 km for 300k people, ~18 km for 2M, at most 40 km."""
@@ -82,13 +86,18 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-def _rank(place: Place) -> tuple[int, int]:
-    """Countries first, then big cities (a city-state's region is usually meant as the city), regions, towns."""
+_ALIAS_DISCOUNT = 20  # a city matched by one of its other names counts as 1/20 of its people
+
+
+def _rank(key: str, place: Place) -> tuple[int, int]:
+    """Countries first, then big cities (a city-state's region is usually meant as the city), regions,
+    towns; a city whose own name is ``key`` before one that merely has it among its other names."""
     if place.kind == "country":
         return (0, -place.population)
-    if place.kind == "city" and place.population >= 100_000:
-        return (1, -place.population)
-    return (2 if place.kind == "region" else 3, -place.population)
+    people = place.population if fold(place.name) == key else place.population // _ALIAS_DISCOUNT
+    if place.kind == "city" and people >= 100_000:
+        return (1, -people)
+    return (2 if place.kind == "region" else 3, -people)
 
 
 class Gazetteer:
@@ -204,8 +213,8 @@ class _NameTable:
         self._add_cities(_json_table("cities15000.json"))
         self._add_towns(towns)
         self._add_areas(towns, countries)
-        for places in self.by_name.values():
-            places.sort(key=_rank)
+        for key, places in self.by_name.items():
+            places.sort(key=lambda p, k=key: _rank(k, p))  # type: ignore[misc]
 
     def _add(self, name: str, place: Place) -> None:
         key = fold(name)
@@ -286,7 +295,7 @@ def _json_table(name: str) -> dict[str, Any]:
     return data
 
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _PER_NAME = 3  # places kept per name: enough to see that a name is ambiguous
 
 

@@ -24,6 +24,7 @@ from mediasearch.library.types import (
     Hit,
     IndexReport,
     LabelProb,
+    PlaceCount,
     Status,
     TagReport,
 )
@@ -32,6 +33,7 @@ from mediasearch.settings import Settings, load_settings
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
 
 PathLike = str | os.PathLike[str]
@@ -250,6 +252,11 @@ class Library(PeopleMethods):
         """
         return self.backend.duplicates([os.path.abspath(os.fspath(p)) for p in paths], threshold)
 
+    def text(self, path: PathLike) -> FileText:
+        """What is written in a picture or a video's frames: lines with confidence, box and time (OCR).
+        An indexed file answers from the index once its OCR pass is done; any other file is read now."""
+        return self.backend.text(os.path.abspath(os.fspath(path)))
+
     # -- tags and status --------------------------------------------------------------------------
 
     def tag(self, vocab: PathLike | None = None, prompts: PathLike | None = None) -> TagReport:
@@ -259,6 +266,10 @@ class Library(PeopleMethods):
     def tags(self) -> dict[str, int]:
         """The tags in the index, with how many files carry each."""
         return self.backend.tags()
+
+    def places(self) -> list[PlaceCount]:
+        """The cities where geotagged files were taken (with region and country), most files first."""
+        return self.backend.places()
 
     def status(self) -> Status:
         """What is indexed, by which model, where, the last run and its failures."""

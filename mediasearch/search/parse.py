@@ -12,14 +12,16 @@ how each case is resolved.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mediasearch.geo.gazetteer import Gazetteer, Place
 from mediasearch.geo.names import fold
+from mediasearch.ocr.text import query_words
 from mediasearch.search import parse_dates
 from mediasearch.search.parse_words import (
     COMMON_WORDS,
@@ -49,6 +51,7 @@ _HOLIDAY_WORDS = frozenset(
 )
 _MAX_PLACE_WORDS = 6
 _TOWN_POPULATION = 15_000  # below it (GeoNames' small places), a name needs a capital or the library's photos
+_LOWERCASE_CITY_POPULATION = 100_000  # a city written in lowercase must be this big ("in london", "in nice")
 
 
 @dataclass(frozen=True)
@@ -176,16 +179,17 @@ def parse_query(
     text: str,
     now: dt.datetime,
     known_people: Sequence[str] = (),
-    known_places: Iterable[str] = (),
+    known_places: Container[str] = (),
     gazetteer: Gazetteer | None = None,
 ) -> ParsedQuery:
     """Parse a one-line query against ``now`` (local time), the library's named people and its places
-    (folded names, as in payload ``places``); ``gazetteer`` defaults to the process's one."""
+    (folded names, as in payload ``places``: asked only about a word that needs them, so it may be
+    lazy); ``gazetteer`` defaults to the process's one."""
     scan = _Scan(text)
     ocr = _take_quotes(scan)
     sort = _take_sort(scan)
     after, before = _take_dates(scan, now)
-    places = frozenset(known_places)
+    places = known_places
     gaz = gazetteer if gazetteer is not None else _default_gazetteer()
     people = _take_people(scan, known_people, gaz, places)
     place = _take_place(scan, gaz, places)
@@ -228,7 +232,7 @@ def _take_quotes(scan: _Scan) -> tuple[str, ...]:
                 quoted = " ".join(t.raw for t in tokens[i : close + 1])
                 inner = quoted.strip().strip(_OUTER)
                 start = _trigger_before(scan, i)
-                folded = fold(inner).split()
+                folded = query_words(inner)
                 if folded:
                     scan.take(start, close + 1, "ocr")
                     words.extend(w for w in folded if w not in words)
@@ -276,10 +280,18 @@ def _take_sort(scan: _Scan) -> str | None:
 def _take_dates(scan: _Scan, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
     after: dt.datetime | None = None
     before: dt.datetime | None = None
+    bare = parse_dates.RULES[-1][0]  # "in May", "at Christmas": a month or a holiday without a year
     for pattern, handler in parse_dates.RULES:
         for m, i, j in list(scan.find(pattern)):
             if not scan.free(i, j):
                 continue
+            if (
+                pattern is bare
+                and j < len(scan.tokens)
+                and scan.tokens[j].owner is None
+                and scan.tokens[j].key not in _CONNECTORS
+            ):
+                continue  # "at christmas market", "in may flowers": the word describes what follows
             found = handler(m, now)
             if found is None:
                 continue
@@ -300,7 +312,7 @@ def _person_key(key: str) -> str:
     return key[:-2] if key.endswith(("'s", "’s")) else key
 
 
-def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: frozenset[str]) -> tuple[str, ...]:
+def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: Container[str]) -> tuple[str, ...]:
     names = sorted({fold(n): n for n in known if fold(n)}.items(), key=lambda kv: -len(kv[0].split()))
     if not names:
         return ()
@@ -333,7 +345,7 @@ def _take_people(scan: _Scan, known: Sequence[str], gaz: Gazetteer, places: froz
     return tuple(taken)
 
 
-def _also_a_place(folded: str, gaz: Gazetteer, places: frozenset[str]) -> bool:
+def _also_a_place(folded: str, gaz: Gazetteer, places: Container[str]) -> bool:
     if folded in places:
         return True
     place = gaz.lookup_folded(folded)
@@ -346,7 +358,7 @@ _PREPOSITIONS = sorted((tuple(p.split()) for p in (*PLACE_NEAR, *PLACE_IN)), key
 _ARTICLES = frozenset({"the", "la", "le", "les", "l'", "der", "die", "dem", "den", "el"})
 
 
-def _take_place(scan: _Scan, gaz: Gazetteer, places: frozenset[str]) -> Place | None:
+def _take_place(scan: _Scan, gaz: Gazetteer, places: Container[str]) -> Place | None:
     tokens = scan.tokens
     for i in range(len(tokens)):
         for words in _PREPOSITIONS:
@@ -365,7 +377,7 @@ def _take_place(scan: _Scan, gaz: Gazetteer, places: frozenset[str]) -> Place | 
 
 
 def _place_after(
-    scan: _Scan, i: int, gaz: Gazetteer, places: frozenset[str]
+    scan: _Scan, i: int, gaz: Gazetteer, places: Container[str]
 ) -> tuple[int, Place, frozenset[str]] | None:
     """The place named from word i on: its end, the place, and the words also kept in the text."""
     tokens = scan.tokens
@@ -386,20 +398,32 @@ def _place_after(
     return None
 
 
-def _plausible(scan: _Scan, start: int, end: int, name: str, place: Place, places: frozenset[str]) -> bool:
-    """Whether words that name a place are meant as one: written with a capital, or the place is big and
-    named as such, or the library holds photos taken there (and an everyday word is not followed by more
-    words of its phrase, as in "in nice weather")."""
+def _plausible(scan: _Scan, start: int, end: int, name: str, place: Place, places: Container[str]) -> bool:
+    """Whether words that name a place are meant as one (docs/query-parser.md, "How ambiguity is resolved")."""
     tokens = scan.tokens
     capital = tokens[start].capital
-    if name in COMMON_WORDS and not capital:
-        follows = end < len(tokens) and tokens[end].owner is None and tokens[end].key not in _CONNECTORS
-        return name in places and not follows
-    if capital or name in places:
-        return True
+    # more words of the phrase follow ("in nice weather", "in Santa Claus costume"): the name describes
+    follows = end < len(tokens) and tokens[end].owner is None and tokens[end].key not in _CONNECTORS
+    everyday = name in COMMON_WORDS or name in _everyday_words()
+    if name in places:  # the library holds photos taken there
+        return capital or not (everyday and follows)
     if place.kind != "city":
-        return True  # "in japan", "in usa", "in california"
-    return place.population >= _TOWN_POPULATION and fold(place.name) == name  # "in london", not an alias
+        return capital or not everyday  # "in japan", "in usa", "in california"
+    if capital:
+        return place.population >= _TOWN_POPULATION or not follows
+    after_article = start > 0 and tokens[start - 1].key in _ARTICLES  # "from the wedding"
+    big = place.population >= _LOWERCASE_CITY_POPULATION and fold(place.name) == name  # "in london", no alias
+    return big and not everyday and not after_article
+
+
+@functools.cache
+def _everyday_words() -> frozenset[str]:
+    """The words of the built-in tag vocabulary ("sunset", "wedding", "market"): what pictures show."""
+    from importlib.resources import files
+
+    text = files("mediasearch").joinpath("data", "vocabulary.txt").read_text(encoding="utf-8")
+    lines = (line.split("=")[0].strip().lower() for line in text.splitlines() if not line.startswith("#"))
+    return frozenset(line for line in lines if line)
 
 
 # -- kind, connectors ---------------------------------------------------------------------------

@@ -286,9 +286,10 @@ PLACE_IN = (
 # Place names that are everyday words, taken as places only when written with a capital or when the
 # library holds photos taken there ("in nice weather", "at reading", "in bath").
 COMMON_WORDS = frozenset(
-    "nice reading bath mobile orange split bay beach bear bed bell bridge canyon cape centre center china "
+    "nice reading bath mobile orange split bay beach bear bed bell bridge canyon cape centre center "
     "city day deal eagle early echo energy fair fall forest garden gold golden grace hope house independence "
     "iron joy lake liberty lincoln long love march may mountain ocean paradise park peace pleasant plain "
     "pool port prairie rock rose sale sandy sea snow spring star sun sunny surprise temple tree union valley "
-    "view village wall water white winter wood young home school church market station street".split()
+    "view village wall water white winter wood young home school church market station street wedding sunset "
+    "party office work night dawn dusk morning evening noon holiday holidays vacation trip camp lake river".split()
 )
