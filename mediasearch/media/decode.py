@@ -29,8 +29,10 @@ __all__ = [
     "MediaMeta",
     "VideoSample",
     "frame_image",
+    "frames_at",
     "load_image",
     "plan_timestamps",
+    "read_metadata",
     "sample_video",
 ]
 
@@ -829,3 +831,47 @@ def _complete_keyframes(
     if error is not None and not more and frames:  # the keyframes were read, the damage came after them
         error = _truncated(frames, keyed.probe.duration)
     return frames, keyed.probe.duration, error
+
+
+# ----------------------------------------------------------------------------- for the enrichers
+
+
+def read_metadata(path: str, kind: str) -> MediaMeta:
+    """A file's metadata without decoding its pixels: an image's EXIF, a video's container tags.
+
+    (The duration of a video is the container's here; ``sample_video`` measures it while decoding.)"""
+    from PIL import Image
+
+    path = os.fspath(path)
+    if kind == "video":
+        probe = _probe_video(path)
+        lat, lon = probe.place or (None, None)
+        return MediaMeta(probe.width, probe.height, probe.date, probe.camera, probe.duration, lat=lat, lon=lon)
+    formats.quiet_logs()
+    try:
+        if formats.extension(path) in formats.RAW_EXTS:
+            return _decode_raw(path, 64)[1]
+        with formats.warnings_to_debug(), Image.open(path, formats=_image_formats(path)) as im:
+            return _image_meta(im.size, im.getexif())
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(_image_failure(exc)) from exc
+
+
+def frames_at(path: str, times: Sequence[float], *, target: int = 224) -> VideoSample:
+    """The frames a video shows at exactly ``times`` (seconds), at a short side of ~``target``; raises
+    MediaError when none can be read."""
+    path = os.fspath(path)
+    probe = _probe_video(path)
+    try:
+        frames, duration, error = _sample_frames(path, probe, 1.0, max(1, len(times)), target, list(times))
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"cannot decode video: {_one_line(str(exc)) or type(exc).__name__}") from exc
+    if not frames:
+        raise MediaError(error or "no video frame could be decoded")
+    lat, lon = probe.place or (None, None)
+    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration, lat=lat, lon=lon)
+    return VideoSample(frames=frames, meta=meta, error=error)
