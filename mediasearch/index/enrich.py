@@ -202,7 +202,8 @@ def _decode(item: Pending, largest: int, sides: set[int], videos: DecoderPool | 
     """The pending points' pixels at each wanted long side, decoded once at the largest."""
     import numpy as np
 
-    from mediasearch.media.decode import frames_at, load_image
+    from mediasearch.media.decode import load_image
+    from mediasearch.media.video import frames_at
 
     times = [ts for _, ts, _ in item.points]
     if item.kind == "video":
@@ -210,7 +211,7 @@ def _decode(item: Pending, largest: int, sides: set[int], videos: DecoderPool | 
         if videos is not None:
             sample = videos.call(
                 item.path,
-                "mediasearch.media.decode:frames_at",
+                "mediasearch.media.video:frames_at",
                 {"times": wanted, "target": largest},
                 frames=len(wanted),
             )

@@ -15,19 +15,21 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.people import LocalPeople
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.index.plan import StoredFile
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
 
 
-class LocalLibrary:
+class LocalLibrary(LocalPeople):
     """Use cases over a store this process holds."""
 
     def __init__(
@@ -97,6 +99,7 @@ class LocalLibrary:
         self._query = None
 
     def close(self) -> None:
+        self.close_people()
         self._close_query()
         if self._index is not None:
             self._index.close()
@@ -280,7 +283,10 @@ class LocalLibrary:
         finally:
             self.reopen_index_store()
         if code == 0:
-            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: {"points": points}})
+            from mediasearch.store.base import GRAPH_SETTINGS
+
+            built = {"points": points, "graph": GRAPH_SETTINGS}
+            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: built})
         return code
 
     def reopen_index_store(self, wait_s: float = 60.0) -> None:
@@ -290,9 +296,14 @@ class LocalLibrary:
 
     def search_index_built(self) -> int | None:
         """How many points the index side's collection held when its HNSW graph was last built, or None
-        if it never was (a store built by `mediasearch index` alone)."""
+        if it never was (a store built by `mediasearch index` alone) or was built with other graph
+        settings than today's (the next build brings it up to date)."""
+        from mediasearch.store.base import GRAPH_SETTINGS
+
         record = (self.index_side.store.get_meta() or {}).get(SEARCH_INDEX_KEY)
-        return int(record["points"]) if isinstance(record, dict) and "points" in record else None
+        if not isinstance(record, dict) or "points" not in record or record.get("graph") != GRAPH_SETTINGS:
+            return None
+        return int(record["points"])
 
     def query_counts(self) -> home.Counts:
         """Files, images, videos and frames of the collection queries use, counted (a full scroll)."""
@@ -330,6 +341,11 @@ class LocalLibrary:
 
     # -- tags and status --------------------------------------------------------------------------
 
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import file_text
+
+        return file_text(self._store_only() if self._has_index() else None, path)
+
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         """Tag everything in the query collection and remember the vocabulary for items indexed later."""
         from mediasearch.search.tagging import Tagger, tag_store
@@ -346,6 +362,11 @@ class LocalLibrary:
         from mediasearch.search.tagging import tag_counts
 
         return tag_counts(self._store_only())
+
+    def places(self) -> list[PlaceCount]:
+        from mediasearch.search.places import place_counts
+
+        return [PlaceCount(*row) for row in place_counts(self._store_only())]
 
     def status(self, counts: home.Counts | None = None) -> Status:
         """What is indexed; ``counts`` (of the query collection), when the caller keeps them current,

@@ -22,9 +22,11 @@ from mediasearch.library import home as home_module
 from mediasearch.library.requests import IndexOptions, Query, StoredFile, Term
 from mediasearch.media import thumbnails
 from mediasearch.media.decode_pool import DecoderPool, DecodeTimeoutError
-from mediasearch.serve import daemon
-from mediasearch.serve.daemon import DaemonOptions, NotIndexedError, NotReadyError, Service, points_changed
+from mediasearch.serve import service as daemon_service
+from mediasearch.serve.changes import points_changed
+from mediasearch.serve.options import DaemonOptions
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
+from mediasearch.serve.service import NotIndexedError, NotReadyError, Service
 from mediasearch.settings import Settings
 
 
@@ -112,7 +114,7 @@ def test_a_query_in_progress_does_not_hold_up_status_or_files(
     lib = tmp_path / "lib"
     photo(lib / "a.png")
     service = start(lib)
-    monkeypatch.setattr(daemon, "QUERY_WAIT_S", 0.5)
+    monkeypatch.setattr(daemon_service, "QUERY_WAIT_S", 0.5)
     assert service.lib is not None
     entered, release = threading.Event(), threading.Event()
     real_search = service.lib.search
@@ -213,13 +215,39 @@ def test_a_collection_indexed_without_its_graph_gets_it_when_served(cli: Any, st
     assert service.status()["files"] == 4
 
 
+def test_a_graph_built_with_other_settings_is_rebuilt_when_served(cli: Any, start: Start, tmp_path: Path) -> None:
+    """A store whose graph an older release built (other m / ef_construct) gets today's graph once served."""
+    from mediasearch.library.local import SEARCH_INDEX_KEY
+    from mediasearch.store.base import GRAPH_SETTINGS
+    from mediasearch.store.collections import active_collection, open_store
+
+    lib = tmp_path / "lib"
+    for i in range(4):
+        photo(lib / f"p{i}.png", seed=i)
+    cli.json("index", str(lib))
+    collection = active_collection(home=cli.home)
+    assert collection is not None
+    with open_store(home=cli.home, collection=collection, dim=None, create=False) as store:
+        store.set_meta({**(store.get_meta() or {}), SEARCH_INDEX_KEY: {"points": 4, "graph": {"m": 16}}})
+    service = start(home=cli.home, optimize_min_points=2)
+    assert service.lib is not None
+    lib_side = service.lib
+
+    def rebuilt() -> bool:
+        record = (lib_side.index_side.store.get_meta() or {}).get(SEARCH_INDEX_KEY, {})
+        return record.get("graph") == GRAPH_SETTINGS and service.state == "ready"
+
+    wait_until(rebuilt, 120, "the HNSW rebuild")
+    assert lib_side.search_index_built() == 4
+
+
 def test_a_store_that_cannot_be_reopened_after_a_build_is_an_error_state_then_recovers(
     start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lib = tmp_path / "lib"
     photo(lib / "a.png")
     service = start(lib)
-    monkeypatch.setattr(daemon, "RECOVER_EVERY_S", 0.2)
+    monkeypatch.setattr(daemon_service, "RECOVER_EVERY_S", 0.2)
     real_reopen, fail = home_module.reopen_store, threading.Event()
     fail.set()
 
