@@ -37,6 +37,8 @@ def index(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Decode again the files that failed before, though they are unchanged."
     ),
+    ocr: bool | None = typer.Option(None, "--ocr/--no-ocr", help="Recognise text in pictures (off deletes it)."),
+    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="Find faces and people (off deletes them)."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'mediasearch[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (implies --ray; default: a local Ray)."),
     ray_actors: int = typer.Option(0, help="Encoder actors on Ray (0: one per GPU, or one)."),
@@ -46,6 +48,7 @@ def index(
     from mediasearch.cli.output import RichProgress, key_values, print_json
 
     overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
+    overrides |= {"ocr": ocr, "faces": faces}
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
         ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
@@ -95,6 +98,9 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     if data.get("skipped_extensions"):  # not failures: files of types mediasearch does not read
         by_ext = data["skipped_extensions"].items()
         rows.append(("skipped (not media)", ", ".join(f".{ext} {count}" for ext, count in by_ext)))
+    signals = data.get("enrichers") or {}
+    if signals:
+        rows.append(("signals", ", ".join(f"{k} {v['done']}/{v['done'] + v['pending']}" for k, v in signals.items())))
     if data.get("daemon"):
         info = data["daemon"]
         rows.append(("daemon", f"pid {info['pid']} at {info['url']}, watching {len(info['roots'])} folders"))

@@ -38,6 +38,7 @@ class IndexSummary:
     frames: int = 0
     seconds: float = 0.0
     errors: list[dict[str, str]] = field(default_factory=list)
+    enriched: dict[str, int] = field(default_factory=dict)  # points each enricher wrote (index.enrich)
     skipped_extensions: dict[str, int] = field(default_factory=dict)  # the `skipped` files by extension
 
     def __post_init__(self) -> None:
@@ -66,6 +67,7 @@ class IndexSummary:
             "seconds": round(self.seconds, 3),
             "errors": self.errors,
             "skipped_extensions": dict(sorted(self.skipped_extensions.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "enriched": self.enriched,
         }
 
     def skip(self, path: str) -> None:
