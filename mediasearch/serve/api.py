@@ -565,6 +565,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         workers: Annotated[int, _whole()] = Field(0, ge=0)
         include_hidden: bool = False
         exact_times: bool = False
+        retry_failed: bool = False
         tag: bool | None = None
         watch: bool = False
         model: str | None = None
@@ -601,7 +602,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         """Bring the index in step with folders (or files); answers `index --json` when done."""
         options = IndexOptions(
             body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
-            exact_times=body.exact_times,
+            exact_times=body.exact_times, retry_failed=body.retry_failed,
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 

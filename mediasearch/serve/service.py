@@ -290,7 +290,7 @@ class Service(PeopleService):
             if done:
                 self.last_change = time.time()
         for err in summary.errors:
-            self.log.warning("skipped %s: %s", err["path"], err["error"])
+            self.log.warning("failed %s: %s", err["path"], err["error"])
         return summary
 
     def _grow(self, added: Counts) -> None:
