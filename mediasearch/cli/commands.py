@@ -34,6 +34,8 @@ def index(
         False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
     ),
     tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    ocr: bool | None = typer.Option(None, "--ocr/--no-ocr", help="Recognise text in pictures (off deletes it)."),
+    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="Find faces and people (off deletes them)."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'mediasearch[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (implies --ray; default: a local Ray)."),
     ray_actors: int = typer.Option(0, help="Encoder actors on Ray (0: one per GPU, or one)."),
@@ -43,6 +45,7 @@ def index(
     from mediasearch.cli.output import RichProgress, key_values, print_json
 
     overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
+    overrides |= {"ocr": ocr, "faces": faces}
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
         ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
@@ -87,6 +90,9 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     last = data["last_run"] or {}
     if last:
         rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+    signals = data.get("enrichers") or {}
+    if signals:
+        rows.append(("signals", ", ".join(f"{k} {v['done']}/{v['done'] + v['pending']}" for k, v in signals.items())))
     if data.get("daemon"):
         info = data["daemon"]
         rows.append(("daemon", f"pid {info['pid']} at {info['url']}, watching {len(info['roots'])} folders"))

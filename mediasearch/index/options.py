@@ -36,6 +36,7 @@ class IndexSummary:
     frames: int = 0
     seconds: float = 0.0
     errors: list[dict[str, str]] = field(default_factory=list)
+    enriched: dict[str, int] = field(default_factory=dict)  # points each enricher wrote (index.enrich)
 
     def error(self, path: str, reason: str, *, failed: bool = True) -> None:
         self.errors.append({"path": display_path(path), "error": reason})
@@ -54,6 +55,7 @@ class IndexSummary:
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "errors": self.errors,
+            "enriched": self.enriched,
         }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediasearch.errors import MediaError
+from mediasearch.index.versions import ENRICHERS_KEY, encoded_record
 from mediasearch.media.discover import (
     FileEntry,
     ancestor_dirs,
@@ -185,6 +186,7 @@ def file_payload(entry: FileEntry, fprint: str, frames_total: int, meta: Any) ->
         "fingerprint": fprint,
         "frames_total": frames_total,
         "tags": [],
+        ENRICHERS_KEY: encoded_record(),
     }
     if meta is not None:
         payload.update(
