@@ -53,6 +53,14 @@ class Reader:
         pass
 
 
+@pytest.fixture(autouse=True)
+def _mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the mechanism: of the real enrichers only metadata runs (the OCR and faces
+    enrichers have their own tests), besides the ones a test plugs."""
+    real = enrichers.installed
+    monkeypatch.setattr(enrichers, "installed", lambda s: [e for e in real(s) if e.name == "metadata"])
+
+
 @pytest.fixture
 def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """``plug(*enrichers)``: these are installed besides the real ones (as an adapter module would be)."""
