@@ -17,7 +17,9 @@ class DaemonOptions:
     roots: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
-    token: str | None = None
+    token: str | None = None  # the admin token (from a file or the environment, never argv); None: random
+    read_token: str | None = None  # the read token (search and view); None: random
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's and this machine's
     rescan_every: float = 86400.0  # seconds; 0: only at start
     debounce: float = 2.0
     poll: bool = False

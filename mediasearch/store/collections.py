@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mediasearch.errors import StoreError
+from mediasearch.errors import StoreError, redact_url
 from mediasearch.store.base import _VALID_NAME, ACTIVE_ALIAS, COLLECTION_PREFIX, Store, _atomic_write
 from mediasearch.store.edge import _open_edge, _store_dir
 from mediasearch.store.server import (
@@ -77,7 +77,7 @@ def set_active_collection(
         with _server_errors(qdrant_url, "switching the active collection"):
             if not client.collection_exists(collection):
                 raise StoreError(
-                    f"cannot make {collection} active: Qdrant {qdrant_url} has no such collection"
+                    f"cannot make {collection} active: Qdrant {redact_url(qdrant_url)} has no such collection"
                 )
             current = [a for a in client.get_aliases().aliases if a.alias_name == ACTIVE_ALIAS]
             drop = m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=ACTIVE_ALIAS))
