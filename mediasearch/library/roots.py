@@ -65,7 +65,8 @@ def checked(path: str, roots: Sequence[str]) -> str:
     """``path``, normalised, if it is absolute and under one of ``roots``; else one line saying how to
     add a root on the daemon's machine."""
     if not path or "\x00" in path or not os.path.isabs(path):
-        raise QueryError(f"give an absolute path, not {path!r}")
+        # Refused like a path outside the roots (never resolved against the daemon's working folder).
+        raise OutsideRootsError(f"give an absolute path under the library roots, not {path!r}")
     path = os.path.normpath(path)
     if not any(is_under(path, r) for r in roots):
         raise OutsideRootsError(

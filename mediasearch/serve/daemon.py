@@ -155,6 +155,17 @@ def _stop_on_signals(service: Service) -> threading.Event:
 
 
 LOCK_FILE = "daemon.lock"
+ORPHAN_WAIT_S = 30.0  # how long a lock held only by a dead daemon's helper processes is waited for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _claim_home(home: Path) -> IO[str]:
@@ -163,17 +174,25 @@ def _claim_home(home: Path) -> IO[str]:
     ``serve`` for the home leaves at once, naming the first, instead of waiting to own the store."""
     path = home / LOCK_FILE
     fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the life of the process
-    try:
-        import fcntl
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while True:
+        try:
+            import fcntl
 
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # no flock (Windows): the port file's check below still holds
-        pass
-    except OSError:
-        fh.seek(0)
-        holder = fh.read().strip()
-        fh.close()
-        raise ConfigError(f"a daemon already serves {home} ({holder or 'starting'}): stop it first") from None
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except ImportError:  # no flock (Windows): the port file's check below still holds
+            break
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            pid = int(holder.split(",")[0].removeprefix("pid ")) if holder.startswith("pid ") else 0
+            # A daemon killed with -9 leaves its forked helpers holding the lock for a moment: wait for them.
+            if pid and not _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            fh.close()
+            raise ConfigError(f"a daemon already serves {home} ({holder or 'starting'}): stop it first") from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}, mediasearch serve")  # the program, never its command line

@@ -91,3 +91,30 @@ def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(serv
     tools, refused = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
     assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "index", "forget"}
     assert refused is not None and "thumbnail" in str(refused)
+
+
+def _error_text(result: Any) -> str:
+    assert getattr(result, "is_error", getattr(result, "isError", False)), result
+    return " ".join(getattr(part, "text", "") for part in result.content)
+
+
+def test_mcp_tool_errors_say_why_and_index_stays_within_the_roots(served: Served, tmp_path: Path) -> None:
+    """`--allow-index` let an assistant index /etc and forget /; domain errors read only "Error executing
+    tool search"."""
+    async def work(session: Any) -> dict[str, Any]:
+        return {
+            "etc": await session.call_tool("index", {"paths": ["/etc"]}),
+            "relative": await session.call_tool("index", {"paths": ["lib"]}),
+            "root": await session.call_tool("forget", {"path": "/"}),
+            "date": await session.call_tool("search", {"text": "a red circle", "after": "2024-02-30"}),
+            "status": await session.call_tool("status", {}),
+        }
+
+    got = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
+    for name in ("etc", "root"):
+        text = _error_text(got[name])
+        assert "outside the library roots" in text and "mediasearch index" in text, text
+    assert "absolute" in _error_text(got["relative"])
+    date = _error_text(got["date"])
+    assert "2024-02-30" in date and date.strip() != "Error executing tool search", date
+    assert _structured(got["status"])["files"] == 6  # nothing was indexed or forgotten

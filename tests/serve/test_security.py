@@ -299,7 +299,7 @@ def test_index_and_forget_stay_within_the_library_roots(guarded: tuple[Daemon, P
         assert status == 403 and "outside the library roots" in answer["error"], answer
         assert "mediasearch index" in answer["error"] and "\n" not in answer["error"]  # how to add a root
     status, answer = _call(daemon, "POST", "/index", {"paths": ["photos"]})
-    assert status == 400 and "absolute" in answer["error"]  # relative: not against the daemon's cwd
+    assert status == 403 and "absolute" in answer["error"]  # relative: not against the daemon's cwd
     status, answer = _call(daemon, "POST", "/index", {"paths": [str(lib / "nothing-here")], "watch": True})
     assert status == 400, answer
     assert str(lib / "nothing-here") not in daemon.status()["daemon"]["roots"]
