@@ -25,6 +25,9 @@ class PeopleIndex:
         self._ids: list[str] = []
         self._sums = np.zeros((0, DIM), dtype=np.float64)
         self._counts = np.zeros(0, dtype=np.int64)
+        # Kept current row by row, so that a face costs one matrix-vector product: |c - v|^2 = |c|^2 - 2 c.v + |v|^2.
+        self._centres = np.zeros((0, DIM), dtype=np.float64)
+        self._squares = np.zeros(0, dtype=np.float64)  # |c|^2; +inf for a person with no face left
         self._row: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -37,12 +40,21 @@ class PeopleIndex:
             row = len(self._ids)
             if row == len(self._counts):  # grow by doubling: adding n people costs O(n)
                 capacity = max(16, 2 * row)
-                self._sums = np.concatenate([self._sums, np.zeros((capacity - row, DIM))])
-                self._counts = np.concatenate([self._counts, np.zeros(capacity - row, dtype=np.int64)])
+                grow = capacity - row
+                self._sums = np.concatenate([self._sums, np.zeros((grow, DIM))])
+                self._centres = np.concatenate([self._centres, np.zeros((grow, DIM))])
+                self._counts = np.concatenate([self._counts, np.zeros(grow, dtype=np.int64)])
+                self._squares = np.concatenate([self._squares, np.full(grow, np.inf)])
             self._row[person] = row
             self._ids.append(person)
         self._sums[row] += vector
         self._counts[row] += 1
+        self._update(row)
+
+    def _update(self, row: int) -> None:
+        count = self._counts[row]
+        self._centres[row] = self._sums[row] / max(1, count)
+        self._squares[row] = float(self._centres[row] @ self._centres[row]) if count > 0 else np.inf
 
     def remove(self, person: str, vector: np.ndarray) -> None:
         """Take a face out of ``person`` (the face was deleted or moved to another person)."""
@@ -50,22 +62,24 @@ class PeopleIndex:
         if row is not None and self._counts[row] > 0:
             self._sums[row] -= vector
             self._counts[row] -= 1
+            if self._counts[row] == 0:
+                self._sums[row] = 0.0  # no rounding left over for the next face
+            self._update(row)
 
     def nearest(self, vector: np.ndarray, exclude: Iterable[str] = ()) -> tuple[str | None, float]:
         """The person whose centre is nearest ``vector`` and its distance (None, inf with nobody)."""
-        live = self._counts[: len(self._ids)] > 0
+        rows = len(self._ids)
+        squares = self._squares[:rows].copy()
         for person in exclude:
             row = self._row.get(person)
             if row is not None:
-                live[row] = False
-        if not live.any():
+                squares[row] = np.inf
+        if not rows or not np.isfinite(squares).any():
             return None, float("inf")
-        count = np.maximum(self._counts[: len(self._ids)], 1)[:, None]
-        centres = self._sums[: len(self._ids)] / count
-        distance = np.linalg.norm(centres - vector, axis=1)
-        distance[~live] = np.inf
+        vector = np.asarray(vector, dtype=np.float64)
+        distance = squares - 2.0 * (self._centres[:rows] @ vector) + float(vector @ vector)
         row = int(distance.argmin())
-        return self._ids[row], float(distance[row])
+        return self._ids[row], float(np.sqrt(max(0.0, distance[row])))
 
     def assign(self, vector: np.ndarray, exclude: Iterable[str] = ()) -> str:
         """The person this face belongs to (joined to it), a new person when nobody is close enough;

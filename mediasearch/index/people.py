@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from mediasearch.errors import QueryError
-from mediasearch.faces.engine import Face
+from mediasearch.faces.engine import Face, FaceEngine
 from mediasearch.faces.grouping import PeopleIndex
 from mediasearch.faces.registry import Registry, RegistryFile
 from mediasearch.store.base import Filter, Store
 from mediasearch.store.faces import FaceRecord, FaceStore, face_id, faces_home
+
+MAX_FACES = 32  # per picture or frame: the clearest ones (a crowd's tiny faces tell nobody apart)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class People:
             index = self._people_index(registry)
             old = [f for f in self.faces.faces(path=path) if f.point == point]
             records = []
-            for number, face in enumerate(found):
+            for number, face in enumerate(found[:MAX_FACES]):
                 fid = face_id(point, number)
                 vector = np.asarray(face.embedding, dtype=np.float64)
                 person = index.assign(vector, exclude=registry.rejected.get(fid, ()))
@@ -97,6 +99,23 @@ class People:
                 for face in self.faces.delete_path(path):
                     index.remove(face.person, face.vector.astype(np.float64))
                     gone += 1
+            if gone:
+                self._prune(registry, index)
+            return gone
+
+    def forget_points(self, points: Iterable[str]) -> int:
+        """Delete the faces of these media points (they left the index). Returns how many went."""
+        with self._lock:
+            registry = self.file.load()
+            index = self._people_index(registry)
+            wanted = [face_id(point, n) for point in points for n in range(MAX_FACES)]
+            gone = 0
+            for start in range(0, len(wanted), 4096):
+                found = self.faces.retrieve(wanted[start : start + 4096])
+                for face in found:
+                    index.remove(face.person, face.vector.astype(np.float64))
+                self.faces.delete([f.id for f in found])
+                gone += len(found)
             if gone:
                 self._prune(registry, index)
             return gone
@@ -242,3 +261,47 @@ def _refresh_point(media: Store, point: str, path: str, faces: FaceStore) -> Non
     """Rewrite a media point's ``people`` from its faces (after one of them moved)."""
     people = [f.person for f in sorted(faces.faces(path=path), key=lambda f: f.face) if f.point == point]
     media.set_payload([point], {"people": list(dict.fromkeys(people))})
+
+
+def faces_of_frames(
+    people: People, engine: FaceEngine, path: str, frames: Iterable[tuple[str, float | None, np.ndarray]]
+) -> dict[str, dict[str, object]]:
+    """Find the faces of a file's pictures (an image's one, a video's frames: point id, time, RGB
+    pixels), group them into people and give each point's payload: ``{"people": ids, "faces": n}``."""
+    out: dict[str, dict[str, object]] = {}
+    for point, timestamp, pixels in frames:
+        found = engine.faces(pixels)
+        ids = people.replace(path, point, timestamp, found)
+        out[point] = {"people": ids, "faces": min(len(found), MAX_FACES)}
+    return out
+
+
+_SHARED: dict[tuple[str, str | None], tuple[People, int]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def acquire_people(home: Path, qdrant_url: str | None = None, api_key: str | None = None) -> People:
+    """The people of a home, shared within this process (an Edge shard has one owner, and the grouping
+    must see every face): the library and the faces enricher hold the same one. Release each
+    acquisition with :func:`release_people`; the last release closes the faces store."""
+    from mediasearch.store.faces import open_faces
+
+    key = (str(Path(home).resolve()), qdrant_url)
+    with _SHARED_LOCK:
+        people, count = _SHARED.get(key, (None, 0))
+        if people is None:
+            people = People(Path(home), open_faces(home=Path(home), qdrant_url=qdrant_url, api_key=api_key))
+        _SHARED[key] = (people, count + 1)
+        return people
+
+
+def release_people(people: People) -> None:
+    """Give back one :func:`acquire_people`; the last one closes the faces store."""
+    with _SHARED_LOCK:
+        for key, (held, count) in list(_SHARED.items()):
+            if held is people:
+                if count > 1:
+                    _SHARED[key] = (held, count - 1)
+                    return
+                del _SHARED[key]
+        people.faces.close()

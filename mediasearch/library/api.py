@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import QueryError, StoreError
 from mediasearch.library.base import Backend
+from mediasearch.library.people import PeopleMethods
 from mediasearch.library.types import (
     Classification,
     DuplicateGroup,
@@ -23,6 +24,7 @@ from mediasearch.library.types import (
     Hit,
     IndexReport,
     LabelProb,
+    PlaceCount,
     Status,
     TagReport,
 )
@@ -31,13 +33,14 @@ from mediasearch.settings import Settings, load_settings
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
 
 PathLike = str | os.PathLike[str]
 OnError = Callable[[FileError], None]
 
 
-class Library:
+class Library(PeopleMethods):
     """One home's index and model. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
     def __init__(self, backend: Backend) -> None:
@@ -250,6 +253,11 @@ class Library:
         """
         return self.backend.duplicates([os.path.abspath(os.fspath(p)) for p in paths], threshold)
 
+    def text(self, path: PathLike) -> FileText:
+        """What is written in a picture or a video's frames: lines with confidence, box and time (OCR).
+        An indexed file answers from the index once its OCR pass is done; any other file is read now."""
+        return self.backend.text(os.path.abspath(os.fspath(path)))
+
     # -- tags and status --------------------------------------------------------------------------
 
     def tag(self, vocab: PathLike | None = None, prompts: PathLike | None = None) -> TagReport:
@@ -259,6 +267,10 @@ class Library:
     def tags(self) -> dict[str, int]:
         """The tags in the index, with how many files carry each."""
         return self.backend.tags()
+
+    def places(self) -> list[PlaceCount]:
+        """The cities where geotagged files were taken (with region and country), most files first."""
+        return self.backend.places()
 
     def status(self) -> Status:
         """What is indexed, by which model, where, the last run and its failures."""

@@ -181,6 +181,9 @@ class DaemonClient:
     def tags(self) -> dict[str, int]:
         return dict(self.call("GET", "/tags"))
 
+    def places(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/places"))
+
     def duplicates(self, paths: Sequence[str], threshold: float | None) -> list[dict[str, Any]]:
         body = {"paths": [os.path.abspath(p) for p in paths], "threshold": threshold}
         return list(self.call("POST", "/duplicates", body, timeout=None))

@@ -15,12 +15,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.people import LocalPeople
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.index.plan import StoredFile
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
     from mediasearch.search.vocabulary import Vocabulary
     from mediasearch.store.base import Store
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
 
 
-class LocalLibrary:
+class LocalLibrary(LocalPeople):
     """Use cases over a store this process holds."""
 
     def __init__(
@@ -98,6 +100,7 @@ class LocalLibrary:
         self._query = None
 
     def close(self) -> None:
+        self.close_people()
         self._close_query()
         if self._index is not None:
             self._index.close()
@@ -304,6 +307,11 @@ class LocalLibrary:
 
     # -- tags and status --------------------------------------------------------------------------
 
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import file_text
+
+        return file_text(self._store_only() if self._has_index() else None, path)
+
     def tag(
         self, vocab: str | None = None, prompts: str | None = None, *, vocabulary: Vocabulary | None = None
     ) -> TagReport:
@@ -324,6 +332,11 @@ class LocalLibrary:
         from mediasearch.search.tagging import tag_counts
 
         return tag_counts(self._store_only())
+
+    def places(self) -> list[PlaceCount]:
+        from mediasearch.search.places import place_counts
+
+        return [PlaceCount(*row) for row in place_counts(self._store_only())]
 
     def status(self, counts: home.Counts | None = None) -> Status:
         """What is indexed; ``counts`` (of the query collection), when the caller keeps them current,

@@ -12,16 +12,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.people import RemotePeople
+from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.library.client import DaemonClient
+    from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
 
 
-class RemoteLibrary:
+class RemoteLibrary(RemotePeople):
     """Use cases forwarded to the daemon that owns the home."""
 
     def __init__(self, settings: Settings, client: DaemonClient) -> None:
@@ -64,6 +66,18 @@ class RemoteLibrary:
         rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
         return [DuplicateGroup(list(r["paths"]), float(r["similarity"]), str(r["kind"])) for r in rows]
 
+    def text(self, path: str) -> FileText:
+        """The daemon answers for indexed files; a file here that is not indexed is read in this process."""
+        from mediasearch.errors import NotIndexedError
+        from mediasearch.library.text import FileText, file_text
+
+        try:
+            return FileText.from_json(self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
+        except NotIndexedError:
+            if not os.path.isfile(path):
+                raise
+        return file_text(None, os.path.abspath(path))
+
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         """A vocabulary file is read here and its labels sent: the daemon reads no file a request names
         (learned prompts excepted, from under its library roots)."""
@@ -76,6 +90,9 @@ class RemoteLibrary:
 
     def tags(self) -> dict[str, int]:
         return self.client.tags()
+
+    def places(self) -> list[PlaceCount]:
+        return [PlaceCount(**row) for row in self.client.places()]
 
     def status(self) -> Status:
         return Status.from_json(self.client.status())

@@ -21,6 +21,7 @@ __all__ = [
     "Hit",
     "IndexReport",
     "LabelProb",
+    "PlaceCount",
     "Status",
     "TagReport",
 ]
@@ -111,3 +112,13 @@ class DuplicateGroup:
     paths: list[str]
     similarity: float
     kind: str
+
+
+@dataclass
+class PlaceCount:
+    """``places --json``: a city where indexed files were taken, its region and country, how many files."""
+
+    city: str
+    region: str
+    country: str
+    files: int

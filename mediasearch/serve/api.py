@@ -92,11 +92,15 @@ class ServiceLike(Protocol):
 
     def tags(self) -> dict[str, int]: ...
 
+    def places(self) -> list[dict[str, Any]]: ...
+
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
 
     def media(self, path: str) -> "ServedFile": ...
 
     def duplicates(self, paths: list[str], threshold: float | None = None) -> list[dict[str, Any]]: ...
+
+    def text(self, path: str) -> dict[str, Any]: ...
 
 
 class MissingFileError(QueryError):
@@ -158,6 +162,13 @@ def create_app(
     _index_routes(app, service, guarded, admin)
     _file_routes(app, service, guarded)
     _organise_routes(app, service, guarded)
+    from mediasearch.serve.text_routes import text_routes
+
+    text_routes(app, service, guarded, errors(400, 404, 422, 503))
+
+    from mediasearch.serve.places_routes import places_routes
+
+    places_routes(app, service, guarded, errors)
     return app
 
 

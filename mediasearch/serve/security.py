@@ -47,7 +47,7 @@ MIN_TOKEN_LENGTH = 16
 
 PUBLIC_PATHS = frozenset({"/health", "/", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
-READ_POSTS = frozenset({"/query", "/similar", "/duplicates"})
+READ_POSTS = frozenset({"/query", "/similar", "/duplicates", "/text"})
 # Routes whose body may carry a picture (an image term's bytes): the larger cap.
 UPLOAD_PATHS = frozenset({"/query"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})

@@ -437,6 +437,13 @@ class Service:
         with self._querying() as lib:
             return [asdict(g) for g in lib.duplicates(paths, threshold)]
 
+    def text(self, path: str) -> dict[str, Any]:
+        """The recognised text of the indexed file ``path``, as `text --json` prints one file (any other
+        path is refused, existing or not: the CLI reads such a file itself)."""
+        real = self.indexed_path(path)
+        with self._querying() as lib:
+            return lib.text(real).to_json()
+
     def index(
         self,
         paths: Sequence[str],
@@ -507,6 +514,10 @@ class Service:
     def tags(self) -> dict[str, int]:
         with self._querying() as lib:
             return lib.tags()
+
+    def places(self) -> list[dict[str, Any]]:
+        with self._querying() as lib:
+            return [asdict(p) for p in lib.places()]
 
     def status(self) -> dict[str, Any]:
         """`status --json`, plus what the daemon is doing; the counts are kept current, not counted."""

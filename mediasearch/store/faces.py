@@ -86,6 +86,10 @@ class FaceStore:
         for record in self.store.scroll(flt, fields=_FIELDS, with_vectors=True):
             yield _face(record)
 
+    def retrieve(self, ids: Sequence[str]) -> list[FaceRecord]:
+        """The faces with these ids that exist."""
+        return [_face(r) for r in self.store.retrieve(list(ids), with_vectors=True)]
+
     def count(self) -> int:
         """How many faces are stored."""
         return self.store.count()

@@ -18,16 +18,16 @@ from mediasearch.faces.registry import RegistryFile
 from mediasearch.index.people import People
 from mediasearch.store import Filter, PointIn, Store, open_store, point_id
 from mediasearch.store.faces import faces_home, open_faces
-from mediasearch.store.server import _forget_memory_servers
+from mediasearch.store.server import forget_memory_servers
 
 
 @pytest.fixture(params=["edge", "memory"])
 def home(request: pytest.FixtureRequest) -> Iterator[tuple[Path, str | None]]:
     fast = "/dev/shm" if Path("/dev/shm").is_dir() else None
     path = Path(tempfile.mkdtemp(prefix="mediasearch-people-", dir=fast))
-    _forget_memory_servers()
+    forget_memory_servers()
     yield path, (":memory:" if request.param == "memory" else None)
-    _forget_memory_servers()
+    forget_memory_servers()
     shutil.rmtree(path, ignore_errors=True)
 
 

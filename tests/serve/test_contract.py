@@ -104,7 +104,7 @@ def test_the_spec_declares_every_status_with_the_error_model(served: Served) -> 
     spec = json.loads(urllib.request.urlopen(f"{served.url}/openapi.json", timeout=30).read())
     error = {"$ref": "#/components/schemas/Error"}
     for route, declared in [("/query", "post"), ("/similar", "post"), ("/status", "get"), ("/index", "post"),
-                            ("/forget", "post"), ("/tag", "post"), ("/tags", "get")]:
+                            ("/forget", "post"), ("/tag", "post"), ("/tags", "get"), ("/places", "get")]:
         responses = spec["paths"][route][declared]["responses"]
         assert responses["200"]["content"]["application/json"]["schema"], route  # a typed answer
         for code in set(responses) - {"200"}:
