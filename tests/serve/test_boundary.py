@@ -101,12 +101,12 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.contextmanager
-def _server(max_connections: int, header_timeout: float) -> Iterator[int]:
+def _server(max_connections: int, header_timeout: float, app: Any = _app) -> Iterator[int]:
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_app, log_config=None, lifespan="off", ws="none",
+    config = uvicorn.Config(app, log_config=None, lifespan="off", ws="none",
                             http=guarded_protocol(max_connections, header_timeout))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -151,3 +151,42 @@ def test_half_open_sockets_neither_lock_clients_out_nor_stay() -> None:
         finally:
             for sock in idle:
                 sock.close()
+
+
+def test_saturation_answers_503_at_once_and_health_still_answers() -> None:
+    """With every request slot taken by slow requests, the next one gets a quick 503, /health its answer."""
+    import asyncio
+
+    from mediasearch.serve.security import Boundary
+
+    release = threading.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while not release.is_set() and scope["path"] == "/slow":
+            await asyncio.sleep(0.01)
+        await _app(scope, receive, send)
+
+    tokens = make_tokens(None, None, loopback=True)
+    app = Boundary(slow, tokens, HostCheck.for_daemon(), max_in_flight=2)
+    auth = f"X-Mediasearch-Token: {tokens.read}\r\n"
+
+    def ask(port: int, path: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n".encode())
+            return b"".join(iter(lambda: client.recv(4096), b""))
+
+    with _server(max_connections=32, header_timeout=5.0, app=app) as port:
+        waiting = [threading.Thread(target=ask, args=(port, "/slow")) for _ in range(2)]
+        for thread in waiting:
+            thread.start()
+        while app._in_flight < 2:  # both slow requests are in
+            time.sleep(0.01)
+        try:
+            busy = ask(port, "/status")
+            assert busy.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in busy.lower(), busy[:200]
+            assert ask(port, "/health").startswith(b"HTTP/1.1 200")
+        finally:
+            release.set()
+            for thread in waiting:
+                thread.join(timeout=10)
+        assert ask(port, "/status").startswith(b"HTTP/1.1 200")
