@@ -257,7 +257,10 @@ class LocalLibrary(LocalPeople):
         finally:
             self.reopen_index_store()
         if code == 0:
-            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: {"points": points}})
+            from mediasearch.store.base import GRAPH_SETTINGS
+
+            built = {"points": points, "graph": GRAPH_SETTINGS}
+            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: built})
         return code
 
     def reopen_index_store(self, wait_s: float = 60.0) -> None:
@@ -267,9 +270,14 @@ class LocalLibrary(LocalPeople):
 
     def search_index_built(self) -> int | None:
         """How many points the index side's collection held when its HNSW graph was last built, or None
-        if it never was (a store built by `mediasearch index` alone)."""
+        if it never was (a store built by `mediasearch index` alone) or was built with other graph
+        settings than today's (the next build brings it up to date)."""
+        from mediasearch.store.base import GRAPH_SETTINGS
+
         record = (self.index_side.store.get_meta() or {}).get(SEARCH_INDEX_KEY)
-        return int(record["points"]) if isinstance(record, dict) and "points" in record else None
+        if not isinstance(record, dict) or "points" not in record or record.get("graph") != GRAPH_SETTINGS:
+            return None
+        return int(record["points"])
 
     def query_counts(self) -> home.Counts:
         """Files, images, videos and frames of the collection queries use, counted (a full scroll)."""

@@ -123,6 +123,13 @@ class Tools:
         with self._library() as lib:
             return dict(lib.tags())
 
+    def text(
+        self, path: Annotated[str, _about("a picture or video (absolute path; indexed, or any on this machine)")]
+    ) -> dict[str, Any]:
+        """What is written in a picture, or in a video's frames: lines with confidence, box and time (OCR)."""
+        with self._library() as lib:
+            return lib.text(path).to_json()
+
     def index(self, paths: Annotated[list[str], _about("folders or files to index (absolute)")]) -> dict[str, Any]:
         """Index folders (or files) under the library's roots: add new ones, update changed ones, drop
         deleted ones. Can take a while."""
@@ -154,7 +161,7 @@ def _limit(limit: int) -> int:
     return limit
 
 
-READ_TOOLS = ("search", "similar", "status", "tags")
+READ_TOOLS = ("search", "similar", "status", "tags", "text")
 WRITE_TOOLS = ("index", "forget")
 
 

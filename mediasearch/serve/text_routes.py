@@ -1,6 +1,7 @@
-"""The daemon's ``POST /text``: what is written in a picture or a video's frames (``text --json``)."""
+"""The daemon's ``POST /text``: what is written in a picture or a video's frames (``text --json``).
 
-from __future__ import annotations
+No ``from __future__ import annotations``: FastAPI reads the route's body model from its annotation.
+"""
 
 import os
 from typing import Any, Protocol

@@ -24,6 +24,8 @@ from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
     GEO_FIELDS,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
     LOCK_RETRY_S,
     TEXT_FIELDS,
@@ -35,6 +37,7 @@ from mediasearch.store.base import (
     check_dim,
     check_free_space,
     first_line,
+    graph_threshold_kb,
     paged,
     payload_selector,
     to_record,
@@ -161,21 +164,31 @@ def _edge_dim(shard_dir: Path) -> int:
 
 
 def _edge_config(dim: int) -> Any:
+    """The shard's layout: also given to every load, which brings an older shard's graph settings up to
+    date (the next optimise rebuilds its graph with them)."""
     import qdrant_edge as qe
 
     # Half precision: an exact scan reads half the bytes (100k x 512: 6 ms instead of 11 here) and the
     # store is half the size; scores move by ~1e-5, far below the gaps that order results.
     params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16)
-    return qe.EdgeConfig(vectors={VECTOR_NAME: params})
+    threshold = graph_threshold_kb(dim)
+    # The graph is memory-mapped (Cold): the page cache holds what searches touch, the process does not.
+    graph = qe.HnswIndexConfig(
+        m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=threshold, memory=qe.Memory.Cold
+    )
+    optimizers = qe.EdgeOptimizersConfig(indexing_threshold=threshold)
+    return qe.EdgeConfig(vectors={VECTOR_NAME: params}, hnsw_config=graph, optimizers=optimizers)
 
 
 def _load_shard(shard_dir: Path, deadline: float) -> Any:
     """Load an existing shard, waiting while another process holds its write-ahead log."""
     import qdrant_edge as qe
 
+    config = _edge_config(_edge_dim(shard_dir))
+
     def attempt() -> Any:
         try:
-            return qe.EdgeShard.load(str(shard_dir))
+            return qe.EdgeShard.load(str(shard_dir), config)
         except Exception as exc:
             if _is_wal_lock_error(exc):
                 return None
@@ -445,7 +458,7 @@ class EdgeStore(StoreBase):
             filter=_edge_filter(flt),
             with_payload=True,
             with_vector=with_vectors,
-            params=qe.SearchParams(exact=self._use_exact(exact)),
+            params=qe.SearchParams(exact=self._use_exact(exact), hnsw_ef=self._search_ef(limit)),
         )
         with self._engine("search"):
             hits = self._shard.query(request)
@@ -478,6 +491,11 @@ class EdgeStore(StoreBase):
         with self._engine("optimize"):
             self._unflushed = True
             return bool(self._shard.optimize())
+
+    def graph_points(self) -> int:
+        """How many points the search graph holds (0 before ``optimize`` builds one)."""
+        with self._engine("info"):
+            return int(self._shard.info().indexed_vectors_count)
 
     def close(self) -> None:
         """Flush, close the shard and release the store to other processes (idempotent)."""

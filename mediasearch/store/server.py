@@ -17,6 +17,8 @@ from mediasearch.errors import StoreError, redact, redact_url
 from mediasearch.store.base import (
     FLOAT_FIELDS,
     GEO_FIELDS,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
     META_KEY,
     TEXT_FIELDS,
@@ -27,6 +29,7 @@ from mediasearch.store.base import (
     StoreBase,
     check_dim,
     first_line,
+    graph_threshold_kb,
     paged,
     payload_selector,
     to_record,
@@ -92,10 +95,21 @@ def _create_collection(client: Any, collection: str, dim: int) -> None:
 
     params = {VECTOR_NAME: m.VectorParams(size=dim, distance=m.Distance.COSINE)}
     try:
-        client.create_collection(collection, vectors_config=params)
+        client.create_collection(collection, vectors_config=params, **_graph_settings(dim))
     except Exception:
         if not client.collection_exists(collection):  # lost a race with another worker: fine
             raise
+
+
+def _graph_settings(dim: int, degree: int = HNSW_M) -> dict[str, Any]:
+    """The graph as the Edge store builds it (``store.base``: m, ef_construct, the switch point)."""
+    from qdrant_client import models as m
+
+    threshold = graph_threshold_kb(dim)
+    return {
+        "hnsw_config": m.HnswConfigDiff(m=degree, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=threshold),
+        "optimizers_config": m.OptimizersConfigDiff(indexing_threshold=threshold),
+    }
 
 
 def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any]) -> None:
@@ -292,7 +306,7 @@ class QdrantStore(StoreBase):
         from qdrant_client import models as m
 
         # The in-memory server is always exact and warns about search params.
-        params = None if self._local else m.SearchParams(exact=self._use_exact(exact))
+        params = None if self._local else m.SearchParams(exact=self._use_exact(exact), hnsw_ef=self._search_ef(limit))
         with self._errors("search"):
             response = self._client.query_points(
                 self.collection,
@@ -355,10 +369,10 @@ class QdrantStore(StoreBase):
         with self._errors("switching bulk-load mode"):
             if on:
                 degree = self._client.get_collection(self.collection).config.hnsw_config.m
-                meta["bulk_load"] = {"m": degree or DEFAULT_HNSW_M}
+                meta["bulk_load"] = {"m": degree or HNSW_M}
                 self._client.update_collection(self.collection, hnsw_config=m.HnswConfigDiff(m=0))
             else:
-                degree = int(meta.pop("bulk_load").get("m") or DEFAULT_HNSW_M)
+                degree = int(meta.pop("bulk_load").get("m") or HNSW_M)
                 self._client.update_collection(self.collection, hnsw_config=m.HnswConfigDiff(m=degree))
         self.set_meta(meta)
         return True
@@ -380,6 +394,11 @@ class QdrantStore(StoreBase):
         """Nothing to do: a server builds its HNSW index in the background."""
         return False
 
+    def graph_points(self) -> int:
+        """How many points the server's search graph holds so far."""
+        with self._errors("info"):
+            return int(self._client.get_collection(self.collection).indexed_vectors_count or 0)
+
     def close(self) -> None:
         """Close the connection (the shared in-memory server stays alive)."""
         if self._client is not None:
@@ -391,7 +410,6 @@ class QdrantStore(StoreBase):
 # Opening, listing and switching collections
 
 QUANTIZATIONS = ("none", "int8", "binary")
-DEFAULT_HNSW_M = 16  # Qdrant's default graph degree; what a bulk load restores when none was recorded
 
 
 @dataclass(frozen=True)
@@ -447,7 +465,7 @@ def create_server_collection(
                 replication_factor=options.replicas,
                 on_disk_payload=options.on_disk,
                 quantization_config=_quantization_config(options.quantization),
-                hnsw_config=m.HnswConfigDiff(m=0) if options.bulk_load else None,
+                **_graph_settings(dim, 0 if options.bulk_load else HNSW_M),
             )
             _ensure_server_indexes(client, collection, {})
     finally:

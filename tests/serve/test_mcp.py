@@ -61,7 +61,7 @@ def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> Non
 
     got = anyio.run(lambda: _session(served, tmp_path, work=work))
     names = {tool.name for tool in got["tools"].tools}
-    assert names == {"search", "similar", "status", "tags"}, names  # read-only by default
+    assert names == {"search", "similar", "status", "tags", "text"}, names  # read-only by default
     search = next(tool for tool in got["tools"].tools if tool.name == "search")
     schema = getattr(search, "input_schema", None) or search.inputSchema
     wanted = {"text", "image", "exclude", "kind", "folder", "tags", "after", "before", "min_score"}
@@ -89,8 +89,25 @@ def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(serv
         return tools, None
 
     tools, refused = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
-    assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "index", "forget"}
+    assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "text", "index", "forget"}
     assert refused is not None and "thumbnail" in str(refused)
+
+
+def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: Path) -> None:
+    """The ``text`` tool: MCP -> the library -> the daemon's POST /text -> the OCR engine."""
+    from mediasearch.lab import textpics
+    from mediasearch.ocr.text import words
+
+    picture = tmp_path / "sign.png"
+    face = next(iter(textpics.fonts()), None)
+    textpics.scene(("welcome", "harbour"), font_path=face, size=56, angle=0.0, dark=False, seed=1).save(picture)
+
+    async def work(session: Any) -> Any:
+        return _structured(await session.call_tool("text", {"path": str(picture)}))
+
+    got = anyio.run(lambda: _session(served, tmp_path, work=work))
+    assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
+    assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
 
 
 def _error_text(result: Any) -> str:
