@@ -56,6 +56,8 @@ def check_binding(host: str, token: str | None) -> None:
     if is_loopback(host):
         return
     if not token:
-        raise ConfigError(f"--host {host} is not loopback: it needs --token (or MEDIASEARCH_TOKEN)")
+        raise ConfigError(
+            f"--host {host} is not loopback: it needs an admin token (--token-file FILE or MEDIASEARCH_TOKEN)"
+        )
     if len(token) < 16:
         raise ConfigError("the token must be at least 16 characters long")

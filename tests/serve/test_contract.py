@@ -42,7 +42,9 @@ def schemathesis(served: Served, *args: str, cwd: Path) -> subprocess.CompletedP
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{served.url}/openapi.json", "--checks", "all",
         "--seed", str(SEED), "--max-examples", str(EXAMPLES), "--workers", "1", "--generation-database", "none",
-        "--header", f"X-Mediasearch-Token: {served.token}", "--request-timeout", "60", *args,
+        "--header", f"X-Mediasearch-Token: {served.token}", "--request-timeout", "60",
+        # No timed assertions: on a loaded machine a query with a 20 MB picture can pass 10 s.
+        "--exclude-checks", "max_response_time", *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, env={**env(), **extra}, cwd=cwd, timeout=600)
 
@@ -56,7 +58,11 @@ def test_schemathesis_checks_all_find_nothing(served: Served, tmp_path: Path) ->
     generated, passed = map(int, counts.groups())
     print(f"\nschemathesis --checks all, seed {SEED}: {generated} generated, {passed} passed")
     assert generated == passed and generated >= 300
-    assert "Tested: 12" in output  # every operation, POST /index included (paths outside the roots: 403)
+    selected = re.search(r"Selected: (\d+)/(\d+)", output)
+    tested = re.search(r"Tested: (\d+)", output)
+    assert selected and tested, output[-3000:]
+    # Every operation, POST /index included (paths outside the roots: 403).
+    assert int(tested.group(1)) == int(selected.group(1)) == int(selected.group(2)) >= 12
     assert served.alive()
 
 

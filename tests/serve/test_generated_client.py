@@ -88,7 +88,7 @@ def test_generated_client_gets_the_error_model(served: Served, generated: Any) -
 
     client = AuthenticatedClient(base_url=served.url, token=served.token, timeout=60.0)
     missing = similar.sync(client=client, body=SimilarRequest(path="/nonexistent/picture.png"))
-    assert isinstance(missing, Error) and missing.kind == "MissingFileError", missing
+    assert isinstance(missing, Error) and missing.kind == "NotIndexedError", missing
     refused = status.sync_detailed(client=AuthenticatedClient(base_url=served.url, token="wrong-token-123456"))
     assert refused.status_code == 401 and isinstance(refused.parsed, Error) and refused.parsed.kind == "Unauthorized"
     assert isinstance(Client, type)

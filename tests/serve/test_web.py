@@ -114,7 +114,8 @@ def page(browser: Any, web_daemon: Daemon) -> Iterator[Any]:
 
 def open_page(tab: Any, daemon: Daemon, fragment: str = "") -> None:
     assert daemon.client is not None
-    tab.goto(f"{daemon.client.info.url}/?token={daemon.client.info.token}{fragment}")
+    # The read token, as `serve` prints it: the page only searches and views.
+    tab.goto(f"{daemon.client.info.url}/?token={daemon.client.info.read_token}{fragment}")
 
 
 def results(tab: Any, mode: str | None = None) -> list[dict[str, str]]:
