@@ -149,6 +149,7 @@ class LocalLibrary(LocalPeople):
     ) -> IndexReport:
         """One index run, without recording it (see :meth:`complete`); ``enrich=False`` leaves the
         enrichment pass (:meth:`enrich`) to the caller (the daemon runs it in the background)."""
+        from mediasearch.index.failures import FailureLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -160,7 +161,10 @@ class LocalLibrary(LocalPeople):
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
         target = store or opened.store
-        summary = index_paths(list(paths), None, target, options, progress, load_model=load_model, exclude=own)
+        failures = FailureLog(home.failures_path(self.settings))
+        summary = index_paths(
+            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures
+        )
         if enrich:
             self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
         return summary
