@@ -34,6 +34,11 @@ def index(
         False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
     ),
     tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Decode again the files that failed before, though they are unchanged."
+    ),
+    ocr: bool | None = typer.Option(None, "--ocr/--no-ocr", help="Recognise text in pictures (off deletes it)."),
+    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="Find faces and people (off deletes them)."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'mediasearch[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (implies --ray; default: a local Ray)."),
     ray_actors: int = typer.Option(0, help="Encoder actors on Ray (0: one per GPU, or one)."),
@@ -43,10 +48,12 @@ def index(
     from mediasearch.cli.output import RichProgress, key_values, print_json
 
     overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
+    overrides |= {"ocr": ocr, "faces": faces}
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
         ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
-        report = lib.index(paths, hidden=hidden, exact_times=exact_times, progress=progress, **ray_kwargs)
+        flags = {"hidden": hidden, "exact_times": exact_times, "retry_failed": retry_failed}
+        report = lib.index(paths, **flags, progress=progress, **ray_kwargs)
     data = report.to_json()
     if as_json:
         print_json(data)
@@ -86,7 +93,14 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         rows.append(("model", f"{model.get('name', '-')} ({model.get('pretrained') or 'bundled weights'})"))
     last = data["last_run"] or {}
     if last:
-        rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+        shown = (k for k in last if k not in ("collection", "skipped_extensions"))
+        rows.append(("last run", ", ".join(f"{k}={last[k]}" for k in shown)))
+    if data.get("skipped_extensions"):  # not failures: files of types mediasearch does not read
+        by_ext = data["skipped_extensions"].items()
+        rows.append(("skipped (not media)", ", ".join(f".{ext} {count}" for ext, count in by_ext)))
+    signals = data.get("enrichers") or {}
+    if signals:
+        rows.append(("signals", ", ".join(f"{k} {v['done']}/{v['done'] + v['pending']}" for k, v in signals.items())))
     if data.get("daemon"):
         info = data["daemon"]
         rows.append(("daemon", f"pid {info['pid']} at {info['url']}, watching {len(info['roots'])} folders"))

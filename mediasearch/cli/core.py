@@ -102,13 +102,15 @@ def open_library(ctx: typer.Context, **overrides: Any) -> Any:
 
 
 def print_errors(errors: Sequence[Any]) -> None:
-    """Files a command skipped, one yellow line each on stderr (``errors``: FileError or dicts)."""
+    """Files a command could not read, one yellow line each on stderr (``errors``: FileError or dicts).
+
+    "failed", not "skipped": that word is the count of files passed over for their extension."""
     from mediasearch.cli.output import console, shown
 
     out = console(stderr=True)
     for err in errors:
         path, reason = (err["path"], err["error"]) if isinstance(err, dict) else (err.path, err.error)
-        out.print(f"[yellow]skipped[/yellow] {shown(path)}: {shown(reason)}", soft_wrap=True)
+        out.print(f"[yellow]failed[/yellow] {shown(path)}: {shown(reason)}", soft_wrap=True)
 
 
 def main() -> None:

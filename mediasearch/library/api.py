@@ -111,6 +111,7 @@ class Library(PeopleMethods):
         workers: int | None = None,
         hidden: bool = False,
         exact_times: bool = False,
+        retry_failed: bool = False,
         tag: bool | None = None,
         progress: Progress | None = None,
         ray: bool = False,
@@ -120,6 +121,7 @@ class Library(PeopleMethods):
         """Add, update and remove entries so that the index matches ``paths`` (folders or files).
 
         ``ray``: decode and encode on a Ray cluster (``ray_address``, or a local one; docs/scale.md).
+        ``retry_failed``: decode again the files that failed before, though they are unchanged.
         """
         from mediasearch.index.options import IndexOptions
 
@@ -131,6 +133,7 @@ class Library(PeopleMethods):
             workers if workers is not None else s.workers,
             hidden,
             exact_times=exact_times,
+            retry_failed=retry_failed,
         )
         if ray or ray_address:
             local = self._local("index --ray")

@@ -146,8 +146,11 @@ class LocalLibrary(LocalPeople):
         tag: bool | None = None,
         progress: Progress | None = None,
         store: Store | None = None,
+        enrich: bool = True,
     ) -> IndexReport:
-        """One index run, without recording it (see :meth:`complete`)."""
+        """One index run, without recording it (see :meth:`complete`); ``enrich=False`` leaves the
+        enrichment pass (:meth:`enrich`) to the caller (the daemon runs it in the background)."""
+        from mediasearch.index.failures import FailureLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -158,9 +161,37 @@ class LocalLibrary(LocalPeople):
             return opened.model, home.index_tagger(settings, opened)
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
-        return index_paths(
-            list(paths), None, store or opened.store, options, progress, load_model=load_model, exclude=own
+        target = store or opened.store
+        failures = FailureLog(home.failures_path(self.settings))
+        summary = index_paths(
+            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures
         )
+        if enrich:
+            self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
+        return summary
+
+    def enrich(
+        self,
+        paths: Sequence[str],
+        summary: IndexReport,
+        *,
+        progress: Progress | None = None,
+        store: Store | None = None,
+        workers: int = 0,
+        cancel: Any = None,
+    ) -> IndexReport:
+        """The enrichment pass over ``paths`` (after their CLIP pass): every enabled enricher on the points
+        that lack its current version; an enricher turned off since the last pass has its data deleted."""
+        from mediasearch.index import enrichers
+        from mediasearch.index.enrich import enrich, sync_enabled
+
+        target = store or self.index_side.store
+        installed = enrichers.installed(self.settings)
+        on = [e for e in installed if enrichers.is_on(self.settings, e.name)]
+        sync_enabled(target, on, installed)
+        present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
+        enrich(target, present, on, summary, progress, workers=workers, cancel=cancel)
+        return summary
 
     def complete(self, report: IndexReport) -> bool:
         """Record a finished run; a new model's collection becomes the one queries use. True when it did."""

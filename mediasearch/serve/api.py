@@ -110,7 +110,7 @@ class MissingFileError(QueryError):
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
     name = type(exc).__name__
-    if name in ("NotIndexedError", "MissingFileError"):
+    if name in ("NotIndexedError", "MissingFileError", "UnknownPersonError"):
         return 404
     if name == "OutsideRootsError":
         return 403
@@ -169,6 +169,10 @@ def create_app(
     from mediasearch.serve.places_routes import places_routes
 
     places_routes(app, service, guarded, errors)
+
+    from mediasearch.serve.people_routes import people_routes
+
+    people_routes(app, service, guarded, errors)
     return app
 
 
@@ -594,6 +598,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any], admin: lis
         workers: Annotated[int, _whole()] = Field(0, ge=0)
         include_hidden: bool = False
         exact_times: bool = False
+        retry_failed: bool = False
         tag: bool | None = None
         watch: bool = False
         model: str | None = None
@@ -636,7 +641,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any], admin: lis
         """Bring the index in step with folders (or files); answers `index --json` when done."""
         options = IndexOptions(
             body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
-            exact_times=body.exact_times,
+            exact_times=body.exact_times, retry_failed=body.retry_failed,
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 

@@ -36,6 +36,7 @@ from mediasearch.media.thumbnails import ThumbnailCache
 from mediasearch.serve.changes import NewFiles, changes, points_changed
 from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, opened_checked
 from mediasearch.serve.options import DaemonOptions
+from mediasearch.serve.people_service import PeopleService
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
 from mediasearch.serve.watcher import Coalescer, Watcher, under
 from mediasearch.settings import Settings
@@ -105,7 +106,7 @@ class _LogProgress:
         pass
 
 
-class Service:
+class Service(PeopleService):
     """What the HTTP API calls: the open store, the warm model, the watched roots, the index worker."""
 
     def __init__(self, settings: Settings, options: DaemonOptions, log: logging.Logger) -> None:
@@ -292,7 +293,7 @@ class Service:
             if done:
                 self.last_change = time.time()
         for err in summary.errors:
-            self.log.warning("skipped %s: %s", err["path"], err["error"])
+            self.log.warning("failed %s: %s", err["path"], err["error"])
         return summary
 
     def _grow(self, added: Counts) -> None:
