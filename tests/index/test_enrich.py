@@ -54,9 +54,9 @@ class Reader:
 
 
 @pytest.fixture(autouse=True)
-def _mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests are about the mechanism: of the real enrichers only metadata runs (the OCR and faces
-    enrichers have their own tests), besides the ones a test plugs."""
+def mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the real enrichers only metadata (part of the CLIP pass): these tests are about the pass; each
+    signal's enricher (places, OCR, faces) is tested with its own package."""
     real = enrichers.installed
     monkeypatch.setattr(enrichers, "installed", lambda s: [e for e in real(s) if e.name == "metadata"])
 
