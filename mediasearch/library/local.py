@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mediasearch.index.plan import StoredFile
     from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
+    from mediasearch.search.vocabulary import Vocabulary
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
@@ -356,14 +357,18 @@ class LocalLibrary(LocalPeople):
 
         return file_text(self._store_only() if self._has_index() else None, path)
 
-    def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        """Tag everything in the query collection and remember the vocabulary for items indexed later."""
+    def tag(
+        self, vocab: str | None = None, prompts: str | None = None, *, vocabulary: Vocabulary | None = None
+    ) -> TagReport:
+        """Tag everything in the query collection and remember the vocabulary for items indexed later;
+        ``vocabulary`` (labels already read, as the daemon receives them) instead of a file."""
         from mediasearch.search.tagging import Tagger, tag_store
         from mediasearch.search.vocabulary import choose_vocabulary
 
         opened = self.query_side
         # Without a file, the vocabulary that suits the model.
-        vocabulary = choose_vocabulary(opened.model, vocab, prompts)
+        if vocabulary is None or prompts is not None:
+            vocabulary = choose_vocabulary(opened.model, vocab, prompts)
         result = tag_store(opened.store, Tagger(opened.model, vocabulary))
         opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
         return TagReport(**result)
