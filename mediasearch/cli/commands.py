@@ -270,7 +270,15 @@ def serve(
     paths: list[Path] = typer.Argument(None, help="Folders to watch, added to those the home remembers."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (not loopback: needs a token)."),
     port: int = typer.Option(0, "--port", help="Port (0: any free one; HOME/daemon.json says which)."),
-    token: str | None = typer.Option(None, "--token", envvar="MEDIASEARCH_TOKEN", help="API token (default: random)."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding the admin token (else MEDIASEARCH_TOKEN, else random)."
+    ),
+    read_token_file: Path | None = typer.Option(
+        None, "--read-token-file", help="File holding the read token (else MEDIASEARCH_READ_TOKEN, else random)."
+    ),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="A Host name to answer besides loopback's and this machine's (repeatable)."
+    ),
     rescan_every: str = typer.Option("1d", "--rescan-every", help="Full rescan interval: 30m, 6h, 1d, or off."),
     debounce: float = typer.Option(2.0, "--debounce", min=0.1, help="Seconds a folder must stay quiet first."),
     poll: bool = typer.Option(False, "--poll", help="Poll the folders instead of using file events."),
@@ -281,6 +289,7 @@ def serve(
     from mediasearch.library.requests import IndexOptions
     from mediasearch.serve.daemon import serve as run
     from mediasearch.serve.options import DaemonOptions, parse_interval
+    from mediasearch.serve.security import read_token_file as token_in
 
     watching = ctx.info_name == "watch"
     if watching and not paths:
@@ -290,7 +299,10 @@ def serve(
         roots=tuple(str(p.absolute()) for p in paths or []),
         host=host,
         port=port,
-        token=token,
+        # Tokens from files or the environment: a command line is readable by every user of the machine.
+        token=token_in(token_file) if token_file else os.environ.get("MEDIASEARCH_TOKEN") or None,
+        read_token=token_in(read_token_file) if read_token_file else os.environ.get("MEDIASEARCH_READ_TOKEN") or None,
+        allowed_hosts=tuple(allow_host),
         rescan_every=parse_interval(rescan_every),
         debounce=debounce,
         poll=poll,
@@ -309,9 +321,9 @@ app.command("watch", help="The daemon, watching PATH... and logging every file i
 
 
 def _announce(info: Any) -> None:
-    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; token in the home's daemon.json", err=True)
-    if sys.stderr.isatty():  # not into logs: the token opens the whole index
-        typer.echo(f"search page: {info.url}/?token={info.token}", err=True)
+    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; tokens in the home's daemon.json", err=True)
+    if sys.stderr.isatty():  # not into logs: the read token opens the whole library
+        typer.echo(f"search page: {info.url}/?token={info.read_token or info.token}", err=True)
 
 
 # -- model ---------------------------------------------------------------------------------------

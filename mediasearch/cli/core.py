@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import typer
 
 from mediasearch import __version__
-from mediasearch.errors import MediaSearchError
+from mediasearch.errors import MediaSearchError, redact
 
 app = typer.Typer(
     name="mediasearch",
@@ -45,7 +45,7 @@ def handles_errors(fn: _F) -> _F:
         try:
             return fn(*args, **kwargs)
         except MediaSearchError as exc:
-            error_line(str(exc))
+            error_line(redact(str(exc)))
             raise typer.Exit(1) from None
         except OSError as exc:  # the home or a file we had to write: unwritable, full disk, ...
             error_line(_os_error_line(exc))

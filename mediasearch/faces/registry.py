@@ -18,6 +18,10 @@ PEOPLE_FILE = "people.json"
 VERSION = 1
 
 
+class UnknownPersonError(QueryError):
+    """A request names a person, or a face, that the library does not have (HTTP 404)."""
+
+
 @dataclass
 class PersonInfo:
     """A user's word on one person."""

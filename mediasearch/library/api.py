@@ -173,7 +173,11 @@ class Library(PeopleMethods):
     def index_with(
         self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
     ) -> IndexReport:
-        """:meth:`index` with the options already assembled."""
+        """:meth:`index` with the options already assembled. Folders indexed on this machine become the
+        home's library roots, which a daemon for the home may then serve and index (`library.roots`)."""
+        from mediasearch.library import roots
+
+        roots.record(self.settings.home, [os.path.abspath(p) for p in paths if os.path.exists(p)])
         return self.backend.index_with(paths, options, tag=tag, progress=progress)
 
     def forget(self, path: PathLike) -> int:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mediasearch.index.plan import StoredFile
     from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
+    from mediasearch.search.vocabulary import Vocabulary
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
@@ -192,6 +193,8 @@ class LocalLibrary(LocalPeople):
         sync_enabled(target, on, installed)
         present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
         enrich(target, present, on, summary, progress, workers=workers, cancel=cancel)
+        if summary.removed or summary.moved or summary.updated:
+            _tidy(on, target)  # side data (faces) of points that went or moved
         return summary
 
     def complete(self, report: IndexReport) -> bool:
@@ -248,6 +251,7 @@ class LocalLibrary(LocalPeople):
 
     def forget(self, path: str) -> int:
         """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
+        from mediasearch.index import enrichers
         from mediasearch.index.mounts import MountLog
         from mediasearch.index.plan import forget as forget_folder
 
@@ -255,7 +259,10 @@ class LocalLibrary(LocalPeople):
         mounts = MountLog(home.mounts_path(self.settings))
         mounts.forget(target)  # a mount point gone for good: no longer protected
         mounts.save()
-        return max((forget_folder(store, target) for store in self.every_collection()), default=0)
+        dropped = max((forget_folder(store, target) for store in self.every_collection()), default=0)
+        if dropped and self._has_index():
+            _tidy(enrichers.enabled(self.settings), self._store_only())
+        return dropped
 
     def every_collection(self) -> Iterator[Store]:
         """Each collection of the home (one per model it was indexed with), the open ones reused."""
@@ -356,14 +363,18 @@ class LocalLibrary(LocalPeople):
 
         return file_text(self._store_only() if self._has_index() else None, path)
 
-    def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        """Tag everything in the query collection and remember the vocabulary for items indexed later."""
+    def tag(
+        self, vocab: str | None = None, prompts: str | None = None, *, vocabulary: Vocabulary | None = None
+    ) -> TagReport:
+        """Tag everything in the query collection and remember the vocabulary for items indexed later;
+        ``vocabulary`` (labels already read, as the daemon receives them) instead of a file."""
         from mediasearch.search.tagging import Tagger, tag_store
         from mediasearch.search.vocabulary import choose_vocabulary
 
         opened = self.query_side
         # Without a file, the vocabulary that suits the model.
-        vocabulary = choose_vocabulary(opened.model, vocab, prompts)
+        if vocabulary is None or prompts is not None:
+            vocabulary = choose_vocabulary(opened.model, vocab, prompts)
         result = tag_store(opened.store, Tagger(opened.model, vocabulary))
         opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
         return TagReport(**result)
@@ -409,3 +420,11 @@ class LocalLibrary(LocalPeople):
         if self._query is not None or (self._index is not None and not self._index.activate_when_done):
             return True
         return active_collection(**home.store_kwargs(self.settings)) is not None
+
+
+def _tidy(enrichers: Sequence[Any], store: Store) -> None:
+    """Let the enrichers that keep data beside the points (faces) follow points removed or moved."""
+    for enricher in enrichers:
+        tidy = getattr(enricher, "tidy", None)
+        if tidy is not None:
+            tidy(store)

@@ -8,6 +8,7 @@ from mediasearch.index.options import IndexOptions
 from mediasearch.index.options import IndexSummary as IndexReport
 from mediasearch.index.plan import StoredFile
 from mediasearch.search.query import Query, Term, parse_date, parse_near, parse_weighted
+from mediasearch.search.vocabulary import Vocabulary, load_vocabulary
 from mediasearch.store.base import EXACT_SEARCH_MAX_POINTS, Store
 
 __all__ = [
@@ -18,7 +19,9 @@ __all__ = [
     "Store",
     "StoredFile",
     "Term",
+    "Vocabulary",
     "parse_date",
+    "load_vocabulary",
     "parse_labels",
     "parse_near",
     "parse_weighted",

@@ -32,11 +32,24 @@ from mediasearch.errors import (
     ModelMismatchError,
     QueryError,
     StoreError,
+    redact,
 )
 from mediasearch.library.client import TOKEN_HEADER
+from mediasearch.serve.security import (
+    ADMIN,
+    DEFAULT_THRESHOLD,
+    MAX_FRAMES,
+    MAX_LABELS,
+    MAX_TERMS,
+    MAX_UPLOAD_BYTES,
+    READ,
+    Boundary,
+    HostCheck,
+    Tokens,
+)
 
 if TYPE_CHECKING:
-    from mediasearch.library.requests import IndexOptions, Query
+    from mediasearch.library.requests import IndexOptions, Query, Vocabulary
     from mediasearch.serve.files import ServedFile
 
 _STATUS_CODES: list[tuple[type[MediaSearchError], int]] = [
@@ -73,7 +86,9 @@ class ServiceLike(Protocol):
 
     def forget(self, path: str) -> dict[str, Any]: ...
 
-    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]: ...
+    def tag(self, vocabulary: "Vocabulary | None", prompts: str | None = None) -> dict[str, Any]: ...
+
+    def indexed_path(self, path: str) -> str: ...
 
     def tags(self) -> dict[str, int]: ...
 
@@ -95,8 +110,10 @@ class MissingFileError(QueryError):
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
     name = type(exc).__name__
-    if name in ("NotIndexedError", "MissingFileError"):
+    if name in ("NotIndexedError", "MissingFileError", "UnknownPersonError"):
         return 404
+    if name == "OutsideRootsError":
+        return 403
     if name == "NotReadyError":
         return 503
     for kind, code in _STATUS_CODES:
@@ -105,28 +122,44 @@ def status_code(exc: MediaSearchError) -> int:
     return 500
 
 
-def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[str, Any]] | None = None) -> Any:
-    """The FastAPI app over ``service``; ``token`` guards everything but health, docs and the page."""
+def create_app(
+    service: ServiceLike,
+    tokens: Tokens | str,
+    *,
+    instance: Callable[[], dict[str, Any]] | None = None,
+    hosts: HostCheck | None = None,
+) -> Any:
+    """The FastAPI app over ``service``, behind the trust boundary (`security.Boundary`): the read token
+    searches and views, the admin token also changes the index; health, the spec and the page are open.
+    A single token (a string) is the admin token, with a random read token beside it."""
     from fastapi import Depends, FastAPI
 
+    if isinstance(tokens, str):
+        tokens = Tokens(tokens, secrets.token_urlsafe(24))
     app = FastAPI(
         title="mediasearch",
         version=__version__,
         description="Semantic search over photo and video folders (the mediasearch daemon).",
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: not on the origin that keeps the token
+        redoc_url=None,
     )
+    app.add_middleware(Boundary, tokens=tokens, hosts=hosts or HostCheck.for_daemon())
 
     _error_handlers(app)
     health_out = _health_model()
 
     @app.get("/health", tags=["daemon"], response_model=health_out)
-    def health() -> dict[str, Any]:
-        """Liveness (no token): the state, and the instance id the port file names."""
-        return {"ok": True, "state": service.state, "message": service.message, **(instance() if instance else {})}
+    async def health() -> dict[str, Any]:
+        """Liveness (no token): the state, and the instance id the port file names. Answered on the event
+        loop, not a worker thread: it stays quick however busy the routes are."""
+        message = redact(service.message)
+        return {"ok": True, "state": service.state, "message": message, **(instance() if instance else {})}
 
-    guarded = [Depends(_token_check(token))]
+    guarded = [Depends(_token_check(tokens, READ))]
+    admin = [Depends(_token_check(tokens, ADMIN))]
     _search_routes(app, service, guarded)
-    _index_routes(app, service, guarded)
+    _index_routes(app, service, guarded, admin)
     _file_routes(app, service, guarded)
     _organise_routes(app, service, guarded)
     from mediasearch.serve.text_routes import text_routes
@@ -136,6 +169,10 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     from mediasearch.serve.places_routes import places_routes
 
     places_routes(app, service, guarded, errors)
+
+    from mediasearch.serve.people_routes import people_routes
+
+    people_routes(app, service, guarded, errors)
     return app
 
 
@@ -147,8 +184,10 @@ def _operation_id(route: Any) -> str:
 ERROR_MEANINGS = {
     400: "a request the daemon cannot run (a bad query, a file that is not what it should be)",
     401: "no valid token",
+    403: "the read token cannot do this (it needs the admin token), or a path outside the library roots",
     404: "a path that is not indexed, or a file the request names that does not exist",
     409: "the request names another model than the daemon's",
+    413: "the request body is larger than its cap (docs/security.md)",
     422: "a request that does not match this schema (or a media file that cannot be decoded)",
     503: "the daemon is starting, stopping or rebuilding its index, or its store failed: try again",
 }
@@ -183,7 +222,7 @@ def _error_handlers(app: Any) -> None:
 
     @app.exception_handler(MediaSearchError)
     def domain_error(request: Request, exc: MediaSearchError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status_code(exc))
+        return JSONResponse({"error": redact(str(exc)), "kind": type(exc).__name__}, status_code=status_code(exc))
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -250,20 +289,19 @@ def _organise_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None
         threshold: float | None = Field(default=None, gt=0, le=1, description="pixel similarity, default 0.95")
 
     @app.post("/duplicates", dependencies=guarded, response_model=list[DuplicateGroup],
-              responses=errors(400, 422, 503), tags=["search"])
+              responses=errors(400, 413, 422, 503), tags=["search"])
     def duplicates(body: DuplicatesIn) -> list[dict[str, Any]]:
         """`duplicates --json`: groups of exact and near copies, largest first."""
         return service.duplicates([os.path.abspath(p) for p in body.paths], body.threshold)
 
 
-def _token_check(token: str) -> Callable[..., None]:
+def _token_check(tokens: Tokens, needed: str) -> Callable[..., None]:
     from fastapi import HTTPException, Security
     from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
     header = APIKeyHeader(name=TOKEN_HEADER, auto_error=False)
     query = APIKeyQuery(name="token", auto_error=False)
     bearer = HTTPBearer(auto_error=False)
-    expected = token.encode("utf-8")
 
     def check(
         from_header: Annotated[str | None, Security(header)],
@@ -271,8 +309,11 @@ def _token_check(token: str) -> Callable[..., None]:
         from_bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> None:
         given = from_header or (from_bearer.credentials if from_bearer else None) or from_query
-        if not given or not secrets.compare_digest(given.encode("utf-8"), expected):
+        role = tokens.role(given)
+        if role is None:
             raise HTTPException(401, f"a valid token is required (header {TOKEN_HEADER}, Bearer, or ?token=)")
+        if needed == ADMIN and role != ADMIN:
+            raise HTTPException(403, "this needs the admin token (the read token searches and views)")
 
     return check
 
@@ -283,7 +324,6 @@ def _when(value: float | str | None) -> float | None:
     return parse_date(value) if isinstance(value, str) else value
 
 
-MAX_UPLOAD_BYTES = 20 << 20
 _UPLOAD_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -309,16 +349,17 @@ def _save_upload(data: str, folder: str, n: int) -> str:
 
 
 @contextlib.contextmanager
-def _query_of(body: Any) -> Iterator["Query"]:
-    """The body's Query; images sent as bytes live in a temporary folder while it runs."""
+def _query_of(body: Any, indexed: Callable[[str], str]) -> Iterator["Query"]:
+    """The body's Query; images sent as bytes live in a temporary folder while it runs, images named
+    by path must be indexed (``indexed`` gives the stored path, or refuses)."""
     if not any(t.data for t in body.terms):
-        yield _to_query(body)
+        yield _to_query(body, indexed)
         return
     with tempfile.TemporaryDirectory(prefix="mediasearch-upload-") as folder:
-        yield _to_query(body, folder)
+        yield _to_query(body, indexed, folder)
 
 
-def _to_query(body: Any, uploads: str | None = None) -> "Query":
+def _to_query(body: Any, indexed: Callable[[str], str], uploads: str | None = None) -> "Query":
     """A validated ``POST /query`` body as a search Query (``text`` first, then ``terms``)."""
     from mediasearch.library.requests import Query, Term
 
@@ -327,7 +368,7 @@ def _to_query(body: Any, uploads: str | None = None) -> "Query":
         if t.data and uploads:
             value = _save_upload(t.data, uploads, n)
         else:
-            value = _existing_file(t.value) if t.kind == "image" else t.value
+            value = indexed(t.value) if t.kind == "image" else t.value
         terms.append(Term(t.kind, value, t.weight))
     return Query(terms=tuple(terms), raw=body.raw, min_score=body.min_score, **_filters(body))
 
@@ -389,7 +430,9 @@ POSITIVE_TERM: dict[str, Any] = {
     "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"minimum": MIN_POSITIVE_WEIGHT}}}]
 }
 NOT_A_QUERY: dict[str, Any] = {"properties": {"text": NULL, "terms": {"not": {"contains": POSITIVE_TERM}}}}
-NOT_A_TAGGING: dict[str, Any] = {"properties": {"vocab": STRING, "prompts": STRING}, "required": ["vocab", "prompts"]}
+NOT_A_TAGGING: dict[str, Any] = {
+    "properties": {"labels": {"type": "array"}, "prompts": STRING}, "required": ["labels", "prompts"]
+}
 
 
 def _date_schema() -> Any:
@@ -469,7 +512,7 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_QUERY})
 
         text: str | None = Field(None, min_length=1)
-        terms: list[Term] = Field(default_factory=list)
+        terms: list[Term] = Field(default_factory=list, max_length=MAX_TERMS)
         raw: bool = False
         limit: Annotated[int, _whole()] = Field(10, ge=1, le=10000)
         kind: Literal["image", "video"] | None = None
@@ -490,7 +533,7 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
             return self
 
     class SimilarRequest(BaseModel):
-        """`mediasearch similar` as JSON: a file (indexed, or any picture or video on the daemon's machine)."""
+        """`mediasearch similar` as JSON: an indexed file."""
 
         model_config = ConfigDict(strict=True)
 
@@ -506,12 +549,12 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         sort: Literal["score", "date"] = "score"
         model: str | None = None
 
-    searching = errors(400, 404, 409, 422, 503)
+    searching = errors(400, 404, 409, 413, 422, 503)
 
     @app.post("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
     def query(body: QueryRequest) -> list[dict[str, Any]]:
         """Nearest items to texts and example images (negative weights subtract), best first."""
-        with _query_of(body) as parsed:
+        with _query_of(body, lambda path: service.indexed_path(path)) as parsed:
             return service.query(parsed, body.model)
 
     @app.get("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
@@ -525,15 +568,9 @@ def _search_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
     @app.post("/similar", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
     def similar(body: SimilarRequest) -> list[dict[str, Any]]:
-        """Items that look like a file (indexed or not), with the query's filters; 404 for a path that is
-        neither indexed nor a file."""
-        parsed = Query(**_filters(body))
-        try:
-            return service.similar(body.path, parsed, body.model)
-        except QueryError as exc:
-            if not os.path.isfile(os.path.abspath(body.path)) and type(exc) is QueryError:
-                raise MissingFileError(str(exc)) from None
-            raise
+        """Items that look like an indexed file, with the query's filters; 404 for any other path (to search
+        by a picture that is not indexed, send its bytes to ``POST /query``)."""
+        return service.similar(body.path, Query(**_filters(body)), body.model)
 
 
 def _text_term(text: str) -> Any:
@@ -542,7 +579,7 @@ def _text_term(text: str) -> Any:
     return Term("text", text)
 
 
-def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
+def _index_routes(app: Any, service: ServiceLike, guarded: list[Any], admin: list[Any]) -> None:
     from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from mediasearch.library.requests import IndexOptions
@@ -556,7 +593,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
 
         paths: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
         frame_interval: float = Field(2.0, gt=0)
-        max_frames: Annotated[int, _whole()] = Field(600, ge=1)
+        max_frames: Annotated[int, _whole()] = Field(600, ge=1, le=MAX_FRAMES)
         batch_size: Annotated[int, _whole()] = Field(0, ge=0)
         workers: Annotated[int, _whole()] = Field(0, ge=0)
         include_hidden: bool = False
@@ -572,18 +609,24 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         path: str = Field(min_length=1)
 
     class TagRequest(BaseModel):
-        """A vocabulary file or a learned-prompts file (on the daemon's machine), not both; neither: built-in."""
+        """A vocabulary (its labels, each with an optional threshold) or a learned-prompts file under the
+        library roots, not both; neither: the built-in vocabulary. No other path is read."""
 
-        model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_TAGGING})
+        model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"not": NOT_A_TAGGING})
 
-        vocab: str | None = Field(default=None, min_length=1, description="a vocabulary file on the daemon's machine")
+        labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+            default=None, min_length=1, max_length=MAX_LABELS, description="the tags to assign"
+        )
+        thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+            default_factory=dict, max_length=MAX_LABELS, description="a label's own threshold (default 0.5)"
+        )
         prompts: str | None = Field(
-            default=None, min_length=1, description="a learned-prompts file on the daemon's machine"
+            default=None, min_length=1, description="a learned-prompts file under the library roots"
         )
 
         @model_validator(mode="after")
         def _not_both(self) -> "TagRequest":
-            if self.vocab is not None and self.prompts is not None:
+            if self.labels is not None and self.prompts is not None:
                 raise ValueError("give a vocabulary or learned prompts, not both")
             return self
 
@@ -592,7 +635,7 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         """`status --json`, plus a ``daemon`` section (roots, watching mode, busy, last rescan)."""
         return service.status()
 
-    @app.post("/index", dependencies=guarded, response_model=IndexReport, responses=errors(400, 409, 422, 503),
+    @app.post("/index", dependencies=admin, response_model=IndexReport, responses=errors(400, 403, 409, 413, 422, 503),
               tags=["index"])
     def index(body: IndexRequest) -> dict[str, Any]:
         """Bring the index in step with folders (or files); answers `index --json` when done."""
@@ -602,20 +645,24 @@ def _index_routes(app: Any, service: ServiceLike, guarded: list[Any]) -> None:
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 
-    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(400, 422, 503),
-              tags=["index"])
+    @app.post("/forget", dependencies=admin, response_model=ForgetReport,
+              responses=errors(400, 403, 404, 413, 422, 503), tags=["index"])
     def forget(body: ForgetRequest) -> dict[str, Any]:
         """Drop a folder (or file) from the index, and stop watching roots under it."""
         return service.forget(body.path)
 
-    @app.post("/tag", dependencies=guarded, response_model=TagReport, responses=errors(400, 404, 422, 503),
+    @app.post("/tag", dependencies=admin, response_model=TagReport, responses=errors(400, 403, 404, 413, 422, 503),
               tags=["index"])
     def tag(body: TagRequest) -> dict[str, Any]:
         """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab`` or ``prompts``); 404 for
         a file that does not exist."""
-        vocab = _existing_file(body.vocab) if body.vocab is not None else None
-        prompts = _existing_file(body.prompts) if body.prompts is not None else None
-        return service.tag(vocab, prompts)
+        from mediasearch.library.requests import Vocabulary
+
+        vocabulary = None
+        if body.labels is not None:
+            labels = tuple(dict.fromkeys(body.labels))
+            vocabulary = Vocabulary(labels, tuple(body.thresholds.get(label, DEFAULT_THRESHOLD) for label in labels))
+        return service.tag(vocabulary, body.prompts)
 
     @app.get("/tags", dependencies=guarded, response_model=dict[str, int], responses=errors(503), tags=["search"])
     def tags() -> dict[str, int]:

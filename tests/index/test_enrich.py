@@ -53,6 +53,14 @@ class Reader:
         pass
 
 
+@pytest.fixture(autouse=True)
+def mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the real enrichers only metadata (part of the CLIP pass): these tests are about the pass; each
+    signal's enricher (places, OCR, faces) is tested with its own package."""
+    real = enrichers.installed
+    monkeypatch.setattr(enrichers, "installed", lambda s: [e for e in real(s) if e.name == "metadata"])
+
+
 @pytest.fixture
 def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """``plug(*enrichers)``: these are installed besides the real ones (as an adapter module would be)."""

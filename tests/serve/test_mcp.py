@@ -108,3 +108,30 @@ def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: P
     got = anyio.run(lambda: _session(served, tmp_path, work=work))
     assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
     assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
+
+
+def _error_text(result: Any) -> str:
+    assert getattr(result, "is_error", getattr(result, "isError", False)), result
+    return " ".join(getattr(part, "text", "") for part in result.content)
+
+
+def test_mcp_tool_errors_say_why_and_index_stays_within_the_roots(served: Served, tmp_path: Path) -> None:
+    """`--allow-index` let an assistant index /etc and forget /; domain errors read only "Error executing
+    tool search"."""
+    async def work(session: Any) -> dict[str, Any]:
+        return {
+            "etc": await session.call_tool("index", {"paths": ["/etc"]}),
+            "relative": await session.call_tool("index", {"paths": ["lib"]}),
+            "root": await session.call_tool("forget", {"path": "/"}),
+            "date": await session.call_tool("search", {"text": "a red circle", "after": "2024-02-30"}),
+            "status": await session.call_tool("status", {}),
+        }
+
+    got = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
+    for name in ("etc", "root"):
+        text = _error_text(got[name])
+        assert "outside the library roots" in text and "mediasearch index" in text, text
+    assert "absolute" in _error_text(got["relative"])
+    date = _error_text(got["date"])
+    assert "2024-02-30" in date and date.strip() != "Error executing tool search", date
+    assert _structured(got["status"])["files"] == 6  # nothing was indexed or forgotten
