@@ -48,6 +48,10 @@ class QueryError(MediaSearchError):
     """A query is malformed (bad date, empty query, unknown file)."""
 
 
+class UnknownNameError(QueryError):
+    """A query names something the home does not hold (a person no face was named after)."""
+
+
 class DataError(MediaSearchError):
     """A fine-tuning or evaluation data set is malformed, or has missing or unreadable files."""
 

@@ -10,7 +10,7 @@ from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, 
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
-    from mediasearch.search.query import Query
+    from mediasearch.search.query import ParsedQuery, Query
     from mediasearch.settings import Settings
 
 
@@ -31,6 +31,8 @@ class Backend(Protocol):
     def search(self, query: Query) -> list[Hit]: ...
 
     def similar(self, path: str, query: Query) -> list[Hit]: ...
+
+    def explain(self, query: Query) -> ParsedQuery: ...
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]: ...
 

@@ -21,7 +21,7 @@ from mediasearch.settings import Settings
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.index.plan import StoredFile
-    from mediasearch.search.query import Query
+    from mediasearch.search.query import ParsedQuery, Query
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
@@ -276,8 +276,10 @@ class LocalLibrary:
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, query: Query) -> list[Hit]:
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search
 
+        query = resolve(self, query)
         opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
         if any(t.kind == "image" for t in query.terms):
             opened = self.query_side
@@ -285,11 +287,19 @@ class LocalLibrary:
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search_vector, similar_vector
 
+        query = resolve(self, query)
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
         return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+
+    def explain(self, query: Query) -> ParsedQuery:
+        """How the query's text is read (dates, place, people...), with its explicit fields winning."""
+        from mediasearch.library.resolve import explain
+
+        return explain(self, query)
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups of exact and near copies among the indexed files under ``paths`` (all when empty).

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.library.client import DaemonClient
-    from mediasearch.search.query import Query
+    from mediasearch.search.query import ParsedQuery, Query
 
 
 class RemoteLibrary:
@@ -38,7 +39,7 @@ class RemoteLibrary:
     ) -> IndexReport:
         request = {**dataclasses.asdict(options), "tag": self.settings.tagging if tag is None else tag}
         data = self.client.index([os.path.abspath(p) for p in paths], request, model=self.settings.model)
-        return IndexReport(**{k: v for k, v in data.items() if k in IndexReport.__dataclass_fields__})
+        return from_json(IndexReport, data)
 
     def forget(self, path: str) -> int:
         return int(self.client.forget(os.path.abspath(path))["files"])
@@ -49,19 +50,21 @@ class RemoteLibrary:
     def similar(self, path: str, query: Query) -> list[Hit]:
         return self.client.similar(path, query, model=self.settings.model)
 
+    def explain(self, query: Query) -> ParsedQuery:
+        return self.client.explain(query, model=self.settings.model)
+
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
-        return [DuplicateGroup(list(r["paths"]), float(r["similarity"]), str(r["kind"])) for r in rows]
+        return [from_json(DuplicateGroup, r) for r in rows]
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        data = self.client.tag(vocab, prompts)
-        return TagReport(files=data["files"], tagged=data["tagged"], tags=data["tags"])
+        return from_json(TagReport, self.client.tag(vocab, prompts))
 
     def tags(self) -> dict[str, int]:
         return self.client.tags()
 
     def status(self) -> Status:
-        return Status.from_json(self.client.status())
+        return from_json(Status, self.client.status())
 
     def load_model(self) -> Any:
         """The settings' model, loaded here: embedding and classifying need no store, so no daemon."""

@@ -1,7 +1,8 @@
 """What the use cases return: dataclasses whose fields are exactly the keys of the matching ``--json`` output.
 
-``IndexReport`` is the indexer's own summary and ``Hit`` the search's own result (re-exported here); the
-rest are defined here. ``dataclasses.asdict`` of any of them is what the CLI prints.
+``IndexReport`` is the indexer's own summary, ``Hit`` the search's own result and ``ParsedQuery`` what a
+one-line query says (re-exported here); the rest are defined here. ``dataclasses.asdict`` of any of
+them is what the CLI prints.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediasearch.index.options import IndexSummary as IndexReport
-from mediasearch.search.query import Hit
+from mediasearch.search.query import Hit, ParsedQuery, PlaceRef
 
 __all__ = [
     "Classification",
@@ -21,6 +22,8 @@ __all__ = [
     "Hit",
     "IndexReport",
     "LabelProb",
+    "ParsedQuery",
+    "PlaceRef",
     "Status",
     "TagReport",
 ]
@@ -51,11 +54,6 @@ class Status:
     tagging: bool = False
     skipped: int = 0  # files the last run passed over for their extension
     daemon: dict[str, Any] | None = None  # set when a daemon owns the home
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Status:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass

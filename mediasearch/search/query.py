@@ -95,6 +95,11 @@ class Query:
     sort: str = "score"
     near: tuple[float, float, float] | None = None  # (lat, lon, km)
     camera: str | None = None
+    ocr: tuple[str, ...] = ()  # words the recognised text must hold, normalised (textnorm.words)
+    people: tuple[str, ...] = ()  # names of people who must all be in the item
+    place: str | None = None  # a place name, lowercase
+    person_ids: tuple[str, ...] = ()  # ``people`` resolved to the home's person ids (by the library)
+    parse_text: bool = False  # read dates, a place, people... out of the first term's text (the library does)
 
     def filter(self, exclude_ids: Sequence[str] = ()) -> Filter:
         return Filter(
@@ -106,6 +111,9 @@ class Query:
             exclude_ids=tuple(exclude_ids),
             near=self.near,
             camera=self.camera or None,
+            ocr=self.ocr,
+            people=self.person_ids,
+            place=self.place,
         )
 
     @property
@@ -125,6 +133,8 @@ class Hit:
     start: float | None = None
     end: float | None = None
     tags: list[str] = field(default_factory=list)
+    text: str | None = None  # the recognised text that matched (a snippet), when the query asked for text
+    people: list[str] = field(default_factory=list)  # names of the people in the item
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,7 +146,36 @@ class Hit:
             "start": self.start,
             "end": self.end,
             "tags": self.tags,
+            "text": self.text,
+            "people": self.people,
         }
+
+
+@dataclass(frozen=True)
+class PlaceRef:
+    """A place a query names: its name and where it is (``km``: the radius that counts as in it)."""
+
+    name: str
+    lat: float
+    lon: float
+    km: float
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """What a one-line query says, read out of its text (``query --explain`` prints it).
+
+    ``text`` is what is left to embed; ``after``/``before`` are dates (``YYYY-MM-DD``); every field
+    the text does not mention is empty. ``search.parse.parse_query`` makes one."""
+
+    text: str | None
+    after: str | None = None
+    before: str | None = None
+    place: PlaceRef | None = None
+    people: tuple[str, ...] = ()
+    kind: str | None = None
+    ocr: tuple[str, ...] = ()
+    sort: str | None = None
 
 
 def text_vector(model: Embedder, text: str, *, raw: bool) -> np.ndarray:

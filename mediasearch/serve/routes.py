@@ -1,0 +1,210 @@
+"""The HTTP API's routes, by job: searching, indexing, files (thumbnails, originals, the page), organising.
+
+Request bodies are the models of ``schemas.py``; the query fields come from the one query
+specification and become a search ``Query`` through ``library.requests.query_of``, as the command
+line's do. Deliberately without ``from __future__ import annotations``: FastAPI reads the signatures.
+"""
+
+import hashlib
+import os
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+
+from mediasearch import queryspec
+from mediasearch.errors import QueryError
+from mediasearch.serve import schemas
+from mediasearch.serve.assets import NOSNIFF, WEB_ASSETS, asset_response, unchanged
+from mediasearch.serve.errors import MissingFileError, errors
+from mediasearch.serve.uploads import existing_file, request_terms
+
+if TYPE_CHECKING:
+    from mediasearch.library.requests import IndexOptions, Query
+    from mediasearch.serve.files import ServedFile
+
+THUMBNAIL_CACHING = "private, max-age=600, stale-while-revalidate=86400"
+
+
+class ServiceLike(Protocol):
+    """What the API needs from the daemon (`daemon.Service`); tests may hand in a stub."""
+
+    state: str
+    message: str
+
+    def query(self, query: "Query", model: str | None = None) -> list[dict[str, Any]]: ...
+
+    def explain(self, query: "Query", model: str | None = None) -> dict[str, Any]: ...
+
+    def similar(self, path: str, query: "Query", model: str | None = None) -> list[dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def index(
+        self,
+        paths: list[str],
+        options: "IndexOptions",
+        *,
+        tagging: bool | None = None,
+        watch: bool = False,
+        model: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    def forget(self, path: str) -> dict[str, Any]: ...
+
+    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]: ...
+
+    def tags(self) -> dict[str, int]: ...
+
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
+
+    def media(self, path: str) -> "ServedFile": ...
+
+    def duplicates(self, paths: list[str], threshold: float | None = None) -> list[dict[str, Any]]: ...
+
+
+def search_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
+    from fastapi import Query as Param
+
+    from mediasearch.library.requests import ParsedQuery, query_of
+    from mediasearch.library.types import Hit
+
+    searching = errors(400, 404, 409, 422, 503)
+
+    @app.post("/query", dependencies=guarded, response_model=list[Hit] | ParsedQuery, responses=searching,
+              tags=["search"])
+    def query(body: schemas.QueryRequest) -> Any:
+        """Nearest items to texts and example images (negative weights subtract), best first; with
+        ``explain``, how the text was read instead."""
+        values = schemas.spec_values(body, queryspec.QUERY_FIELDS)
+        for path in values["image"] + values["not_image"]:
+            existing_file(path)
+        with request_terms(body.terms) as terms:
+            parsed = query_of(values, terms=terms)
+            if values["explain"]:
+                return service.explain(parsed, body.model)
+            return service.query(parsed, body.model)
+
+    @app.get("/query", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
+    def query_get(
+        q: Annotated[str, Param(min_length=1, max_length=queryspec.MAX_TEXT)],
+        limit: Annotated[int, Param(ge=1, le=queryspec.MAX_LIMIT)] = 10,
+        kind: Literal["image", "video"] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The same for a plain text (the search page uses it)."""
+        return service.query(query_of({"text": q, "limit": limit, "kind": kind}))
+
+    @app.post("/similar", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
+    def similar(body: schemas.SimilarRequest) -> list[dict[str, Any]]:
+        """Items that look like a file (indexed or not), with the query's filters; 404 for a path that is
+        neither indexed nor a file."""
+        parsed = query_of(schemas.spec_values(body, queryspec.SIMILAR_FIELDS), similar=True)
+        try:
+            return service.similar(body.path, parsed, body.model)
+        except QueryError as exc:
+            if not os.path.isfile(os.path.abspath(body.path)) and type(exc) is QueryError:
+                raise MissingFileError(str(exc)) from None
+            raise
+
+
+def index_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
+    from mediasearch.library.requests import IndexOptions
+    from mediasearch.library.types import ForgetReport, IndexReport, Status, TagReport
+
+    @app.get("/status", dependencies=guarded, response_model=Status, responses=errors(503), tags=["daemon"])
+    def status() -> dict[str, Any]:
+        """`status --json`, plus a ``daemon`` section (roots, watching mode, busy, last rescan)."""
+        return service.status()
+
+    @app.post("/index", dependencies=guarded, response_model=IndexReport, responses=errors(400, 409, 422, 503),
+              tags=["index"])
+    def index(body: schemas.IndexRequest) -> dict[str, Any]:
+        """Bring the index in step with folders (or files); answers `index --json` when done."""
+        options = IndexOptions(
+            body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
+            exact_times=body.exact_times,
+        )
+        return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
+
+    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(400, 422, 503),
+              tags=["index"])
+    def forget(body: schemas.ForgetRequest) -> dict[str, Any]:
+        """Drop a folder (or file) from the index, and stop watching roots under it."""
+        return service.forget(body.path)
+
+    @app.post("/tag", dependencies=guarded, response_model=TagReport, responses=errors(400, 404, 422, 503),
+              tags=["index"])
+    def tag(body: schemas.TagRequest) -> dict[str, Any]:
+        """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab`` or ``prompts``); 404 for
+        a file that does not exist."""
+        vocab = existing_file(body.vocab) if body.vocab is not None else None
+        prompts = existing_file(body.prompts) if body.prompts is not None else None
+        return service.tag(vocab, prompts)
+
+    @app.get("/tags", dependencies=guarded, response_model=dict[str, int], responses=errors(503), tags=["search"])
+    def tags() -> dict[str, int]:
+        """The tags in the index, with how many files carry each."""
+        return service.tags()
+
+
+def file_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
+    from fastapi import Header, HTTPException
+    from fastapi import Query as Param
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+
+    from mediasearch.serve.files import descriptor_response
+
+    jpeg: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/jpeg": {}}, "description": "the thumbnail"},
+        304: {"description": "unchanged"},
+    }
+    original: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/*": {}, "video/*": {}}, "description": "the file"},
+        206: {"description": "the part of the file a Range asked for"},
+    }
+
+    @app.get("/thumbnail", dependencies=guarded, tags=["search"], response_class=Response,
+             responses={**jpeg, **errors(404, 422, 503)})
+    def thumbnail(
+        path: str,
+        size: Annotated[int, Param(ge=16, le=2048)] = 256,
+        t: Annotated[float | None, Param(ge=0, description="a video's frame at this second")] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """A JPEG of an indexed file, EXIF-rotated; for a video, its frame at ``t`` (404 for any path
+        that is not in the index)."""
+        data = service.thumbnail(path, size, t)
+        tag = '"' + hashlib.sha256(data).hexdigest()[:24] + '"'
+        headers = {"Cache-Control": THUMBNAIL_CACHING, "ETag": tag}
+        if unchanged(tag, if_none_match):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    @app.get("/media", dependencies=guarded, tags=["search"], response_class=FileResponse,
+             responses={**original, **errors(404, 422, 503)})
+    def media(path: str) -> FileResponse:
+        """The original of an indexed file (404 for any other path), with HTTP ranges for seeking."""
+        served = service.media(path)
+        try:
+            return descriptor_response(served, {"Cache-Control": "private, max-age=600", **NOSNIFF})
+        except BaseException:
+            served.close()
+            raise
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        return asset_response("index.html", if_none_match)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        if name not in WEB_ASSETS:
+            raise HTTPException(404, "no such file")
+        return asset_response(name, if_none_match)
+
+
+def organise_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
+    """Organising a library: duplicates."""
+    from mediasearch.library.types import DuplicateGroup
+
+    @app.post("/duplicates", dependencies=guarded, response_model=list[DuplicateGroup],
+              responses=errors(400, 422, 503), tags=["search"])
+    def duplicates(body: schemas.DuplicatesIn) -> list[dict[str, Any]]:
+        """`duplicates --json`: groups of exact and near copies, largest first."""
+        return service.duplicates([os.path.abspath(p) for p in body.paths], body.threshold)
