@@ -28,6 +28,7 @@ _PUBLIC = {
     "LabelProb": "mediasearch.library.types",
     "Embedding": "mediasearch.library.types",
     "FileError": "mediasearch.library.types",
+    "Person": "mediasearch.library.people",
     "Settings": "mediasearch.settings",
     "MediaSearchError": "mediasearch.errors",
 }
@@ -41,6 +42,7 @@ __all__ = [
     "LabelProb",
     "Library",
     "MediaSearchError",
+    "Person",
     "Settings",
     "Status",
     "TagReport",
@@ -50,6 +52,7 @@ __all__ = [
 if TYPE_CHECKING:
     from mediasearch.errors import MediaSearchError
     from mediasearch.library.api import Library
+    from mediasearch.library.people import Person
     from mediasearch.library.types import (
         Classification,
         Embedding,

@@ -48,6 +48,10 @@ class QueryError(MediaSearchError):
     """A query is malformed (bad date, empty query, unknown file)."""
 
 
+class MissingFileError(QueryError):
+    """A file a request names (an image to search by, a vocabulary, a file to read) does not exist."""
+
+
 class UnknownNameError(QueryError):
     """A query names something the home does not hold (a person no face was named after)."""
 

@@ -218,8 +218,8 @@ def serve(
 ) -> None:
     """Run the daemon: watch folders, rescan on a schedule, answer queries over HTTP (Ctrl-C stops)."""
     from mediasearch.library.requests import IndexOptions
-    from mediasearch.serve.daemon import DaemonOptions, parse_interval
     from mediasearch.serve.daemon import serve as run
+    from mediasearch.serve.options import DaemonOptions, parse_interval
 
     watching = ctx.info_name == "watch"
     if watching and not paths:

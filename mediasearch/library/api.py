@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from mediasearch.errors import QueryError, StoreError
 from mediasearch.library.base import Backend
+from mediasearch.library.people import PeopleMethods
 from mediasearch.library.types import (
     Classification,
     DuplicateGroup,
     Embedding,
+    Explanation,
     FileError,
     Hit,
     IndexReport,
     LabelProb,
+    PlaceCount,
     Status,
     TagReport,
 )
@@ -31,13 +34,14 @@ from mediasearch.settings import Settings, load_settings
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
-    from mediasearch.search.query import ParsedQuery, Query
+    from mediasearch.library.text import FileText
+    from mediasearch.search.query import Query
 
 PathLike = str | os.PathLike[str]
 OnError = Callable[[FileError], None]
 
 
-class Library:
+class Library(PeopleMethods):
     """One home's index and model. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
 
     def __init__(self, backend: Backend) -> None:
@@ -180,7 +184,7 @@ class Library:
     def query(self, text: str | None = None, *, explain: Literal[False] = False, **fields: Any) -> list[Hit]: ...
 
     @overload
-    def query(self, text: str | None = None, *, explain: Literal[True], **fields: Any) -> ParsedQuery: ...
+    def query(self, text: str | None = None, *, explain: Literal[True], **fields: Any) -> Explanation: ...
 
     def query(  # type: ignore[misc]  # the overloads pass the other fields through **fields
         self,
@@ -207,7 +211,7 @@ class Library:
         place: str | None = None,
         person: Sequence[str] = (),
         ocr: Sequence[str] = (),
-    ) -> list[Hit] | ParsedQuery:
+    ) -> list[Hit] | Explanation:
         """Items nearest to a text, example images, or both; ``negatives`` subtract. The fields are those of
         ``library.queryspec`` (``mediasearch query --help`` describes each).
 
@@ -216,7 +220,7 @@ class Library:
         the point (EXIF GPS); ``camera`` keeps those whose camera has every word of it; ``ocr`` those whose
         recognised text holds these words; ``person`` those in which all these people are; ``place``
         those taken there. Dates, a place and people written in ``text`` are read out of it unless
-        ``literal``; ``explain`` returns that reading (a ``ParsedQuery``) instead of searching.
+        ``literal``; ``explain`` returns that reading (an ``Explanation``) instead of searching.
         """
         from mediasearch.library.requests import query_of
 
@@ -271,6 +275,11 @@ class Library:
         """
         return self.backend.duplicates([os.path.abspath(os.fspath(p)) for p in paths], threshold)
 
+    def text(self, path: PathLike) -> FileText:
+        """What is written in a picture or a video's frames: lines with confidence, box and time (OCR).
+        An indexed file answers from the index once its OCR pass is done; any other file is read now."""
+        return self.backend.text(os.path.abspath(os.fspath(path)))
+
     # -- tags and status --------------------------------------------------------------------------
 
     def tag(self, vocab: PathLike | None = None, prompts: PathLike | None = None) -> TagReport:
@@ -280,6 +289,10 @@ class Library:
     def tags(self) -> dict[str, int]:
         """The tags in the index, with how many files carry each."""
         return self.backend.tags()
+
+    def places(self) -> list[PlaceCount]:
+        """The cities where geotagged files were taken (with region and country), most files first."""
+        return self.backend.places()
 
     def status(self) -> Status:
         """What is indexed, by which model, where, the last run and its failures."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
     from mediasearch.index.options import IndexOptions, Progress
-    from mediasearch.search.query import ParsedQuery, Query
+    from mediasearch.library.text import FileText
+    from mediasearch.search.query import Query
     from mediasearch.settings import Settings
 
 
@@ -32,13 +33,17 @@ class Backend(Protocol):
 
     def similar(self, path: str, query: Query) -> list[Hit]: ...
 
-    def explain(self, query: Query) -> ParsedQuery: ...
+    def explain(self, query: Query) -> Explanation: ...
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]: ...
+
+    def text(self, path: str) -> FileText: ...
 
     def tag(self, vocab: str | None, prompts: str | None) -> TagReport: ...
 
     def tags(self) -> dict[str, int]: ...
+
+    def places(self) -> list[PlaceCount]: ...
 
     def status(self) -> Status: ...
 

@@ -24,7 +24,8 @@ from mediasearch.errors import MediaSearchError
 from mediasearch.fsutil import atomic_write
 
 if TYPE_CHECKING:
-    from mediasearch.search.query import Hit, ParsedQuery, Query
+    from mediasearch.library.types import Explanation
+    from mediasearch.search.query import Hit, Query
 
 PORT_FILE = "daemon.json"
 HEALTH_TIMEOUT_S = 3.0
@@ -157,12 +158,12 @@ class DaemonClient:
         rows = self.call("POST", "/query", {**query_to_json(query), "model": model})
         return [from_json(Hit, row) for row in rows]
 
-    def explain(self, query: Query, model: str | None = None) -> ParsedQuery:
+    def explain(self, query: Query, model: str | None = None) -> Explanation:
+        from mediasearch.library.types import Explanation
         from mediasearch.library.wire import from_json
-        from mediasearch.search.query import ParsedQuery
 
         body = {**query_to_json(query), "explain": True, "model": model}
-        return from_json(ParsedQuery, self.call("POST", "/query", body))
+        return from_json(Explanation, self.call("POST", "/query", body))
 
     def similar(self, path: str, query: Query, model: str | None = None) -> list[Hit]:
         from mediasearch.library.wire import from_json
@@ -188,6 +189,9 @@ class DaemonClient:
 
     def tags(self) -> dict[str, int]:
         return dict(self.call("GET", "/tags"))
+
+    def places(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/places"))
 
     def duplicates(self, paths: Sequence[str], threshold: float | None) -> list[dict[str, Any]]:
         body = {"paths": [os.path.abspath(p) for p in paths], "threshold": threshold}

@@ -15,19 +15,21 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.people import LocalPeople
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.index.plan import StoredFile
-    from mediasearch.search.query import ParsedQuery, Query
+    from mediasearch.library.text import FileText
+    from mediasearch.search.query import Query
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
 
 
-class LocalLibrary:
+class LocalLibrary(LocalPeople):
     """Use cases over a store this process holds."""
 
     def __init__(
@@ -97,6 +99,7 @@ class LocalLibrary:
         self._query = None
 
     def close(self) -> None:
+        self.close_people()
         self._close_query()
         if self._index is not None:
             self._index.close()
@@ -295,7 +298,13 @@ class LocalLibrary:
         vec, own = similar_vector(opened.store, opened.model, path)
         return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
 
-    def explain(self, query: Query) -> ParsedQuery:
+    def place_names(self) -> list[str]:
+        """The folded names of the places the indexed files were taken in (for the one-line parse)."""
+        from mediasearch.search.places import place_names
+
+        return place_names(self._store_only()) if self._has_index() else []
+
+    def explain(self, query: Query) -> Explanation:
         """How the query's text is read (dates, place, people...), with its explicit fields winning."""
         from mediasearch.library.resolve import explain
 
@@ -313,6 +322,11 @@ class LocalLibrary:
 
     # -- tags and status --------------------------------------------------------------------------
 
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import file_text
+
+        return file_text(self._store_only() if self._has_index() else None, path)
+
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         """Tag everything in the query collection and remember the vocabulary for items indexed later."""
         from mediasearch.search.tagging import Tagger, tag_store
@@ -329,6 +343,11 @@ class LocalLibrary:
         from mediasearch.search.tagging import tag_counts
 
         return tag_counts(self._store_only())
+
+    def places(self) -> list[PlaceCount]:
+        from mediasearch.search.places import place_counts
+
+        return [PlaceCount(*row) for row in place_counts(self._store_only())]
 
     def status(self, counts: home.Counts | None = None) -> Status:
         """What is indexed; ``counts`` (of the query collection), when the caller keeps them current,

@@ -12,17 +12,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, Status, TagReport
+from mediasearch.library.people import RemotePeople
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.options import IndexOptions, Progress
     from mediasearch.library.client import DaemonClient
-    from mediasearch.search.query import ParsedQuery, Query
+    from mediasearch.library.text import FileText
+    from mediasearch.search.query import Query
 
 
-class RemoteLibrary:
+class RemoteLibrary(RemotePeople):
     """Use cases forwarded to the daemon that owns the home."""
 
     def __init__(self, settings: Settings, client: DaemonClient) -> None:
@@ -50,18 +52,26 @@ class RemoteLibrary:
     def similar(self, path: str, query: Query) -> list[Hit]:
         return self.client.similar(path, query, model=self.settings.model)
 
-    def explain(self, query: Query) -> ParsedQuery:
+    def explain(self, query: Query) -> Explanation:
         return self.client.explain(query, model=self.settings.model)
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
         return [from_json(DuplicateGroup, r) for r in rows]
 
+    def text(self, path: str) -> FileText:
+        from mediasearch.library.text import FileText
+
+        return from_json(FileText, self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
+
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
         return from_json(TagReport, self.client.tag(vocab, prompts))
 
     def tags(self) -> dict[str, int]:
         return self.client.tags()
+
+    def places(self) -> list[PlaceCount]:
+        return [from_json(PlaceCount, row) for row in self.client.places()]
 
     def status(self) -> Status:
         return from_json(Status, self.client.status())

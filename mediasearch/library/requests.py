@@ -14,18 +14,17 @@ from typing import Any
 
 from mediasearch import queryspec, textnorm
 from mediasearch.clip.zeroshot import parse_labels
+from mediasearch.geo.names import fold
 from mediasearch.index.options import IndexOptions
 from mediasearch.index.options import IndexSummary as IndexReport
 from mediasearch.index.plan import StoredFile
-from mediasearch.search.query import ParsedQuery, PlaceRef, Query, Term, parse_date, parse_near, parse_weighted
+from mediasearch.search.query import Query, Term, parse_date, parse_near, parse_weighted
 from mediasearch.store.base import EXACT_SEARCH_MAX_POINTS, Store
 
 __all__ = [
     "EXACT_SEARCH_MAX_POINTS",
     "IndexOptions",
     "IndexReport",
-    "ParsedQuery",
-    "PlaceRef",
     "Query",
     "Store",
     "StoredFile",
@@ -42,8 +41,9 @@ def query_of(values: Mapping[str, Any], *, similar: bool = False, terms: tuple[T
     """The search Query for a query's values (the spec's names; missing ones take their defaults).
 
     Texts may be weighted ('2:dog'); image paths are made absolute; ``ocr`` words are normalised as
-    the OCR enricher stores them; a ``place`` is lowercased. ``similar``: only the fields `similar`
-    takes (the filters, the limit and the order). ``terms``: more weighted terms (the HTTP API's), last."""
+    the OCR enricher stores them; a ``place`` is folded as the places enricher stores names.
+    ``similar``: only the fields `similar` takes (the filters, the limit and the order). ``terms``: more
+    weighted terms (the HTTP API's), last."""
     fields = queryspec.SIMILAR_FIELDS if similar else queryspec.QUERY_FIELDS
     queryspec.validate(values, fields)
     v = {**queryspec.defaults(fields), **{k: x for k, x in values.items() if x is not None}}
@@ -64,7 +64,7 @@ def query_of(values: Mapping[str, Any], *, similar: bool = False, terms: tuple[T
         camera=v["camera"] or None,
         ocr=tuple(w for text in v["ocr"] for w in textnorm.words(text)),
         people=tuple(name.strip() for name in v["person"]),
-        place=v["place"].strip().lower() if v["place"] else None,
+        place=fold(v["place"]) if v["place"] else None,
         parse_text=not similar and not literal,
     )
 

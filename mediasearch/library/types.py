@@ -1,7 +1,7 @@
 """What the use cases return: dataclasses whose fields are exactly the keys of the matching ``--json`` output.
 
-``IndexReport`` is the indexer's own summary, ``Hit`` the search's own result and ``ParsedQuery`` what a
-one-line query says (re-exported here); the rest are defined here. ``dataclasses.asdict`` of any of
+``IndexReport`` is the indexer's own summary and ``Hit`` the search's own result (re-exported here); the
+rest are defined here. ``dataclasses.asdict`` of any of
 them is what the CLI prints.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediasearch.index.options import IndexSummary as IndexReport
-from mediasearch.search.query import Hit, ParsedQuery, PlaceRef
+from mediasearch.search.query import Hit
 
 __all__ = [
     "Classification",
@@ -22,7 +22,8 @@ __all__ = [
     "Hit",
     "IndexReport",
     "LabelProb",
-    "ParsedQuery",
+    "Explanation",
+    "PlaceCount",
     "PlaceRef",
     "Status",
     "TagReport",
@@ -109,3 +110,39 @@ class DuplicateGroup:
     paths: list[str]
     similarity: float
     kind: str
+
+
+@dataclass
+class PlaceCount:
+    """``places --json``: a city where indexed files were taken, its region and country, how many files."""
+
+    city: str
+    region: str
+    country: str
+    files: int
+
+
+@dataclass
+class PlaceRef:
+    """A place a query names: its name and the circle that stands for it (``km`` from its centre)."""
+
+    name: str
+    lat: float
+    lon: float
+    km: float
+
+
+@dataclass
+class Explanation:
+    """``query --explain``: how the one-line query is read, with the explicit options winning. ``text`` is
+    what CLIP searches; ``after``/``before`` are local ISO times; every field the query does not give is
+    empty."""
+
+    text: str | None
+    after: str | None = None
+    before: str | None = None
+    place: PlaceRef | None = None
+    people: list[str] = field(default_factory=list)
+    kind: str | None = None
+    ocr: list[str] = field(default_factory=list)
+    sort: str | None = None

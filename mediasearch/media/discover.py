@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from mediasearch.errors import MediaError
+from mediasearch.media.formats import RAW_EXTS
 
 __all__ = [
     "IMAGE_EXTS",
@@ -41,12 +42,12 @@ SkipCallback = Callable[[str], None]
 # Extensions are lower case, without the dot; use `media_kind` rather than testing them by hand.
 # A format whose optional package is missing (JPEG XL) is still listed: the file is reported with
 # what to install, instead of being passed over in silence. README's table of formats lists them all.
-_BASE_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
+_BASE_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jp2", "j2k", "jpf", "jpx"})
 _PLUGIN_IMAGE_EXTS = frozenset({"avif", "heic", "heif", "hif", "jxl"})
-_RAW_EXTS = frozenset({"dng", "cr2", "cr3", "nef", "nrw", "arw", "raf", "orf", "rw2", "pef", "srw"})
-IMAGE_EXTS: frozenset[str] = _BASE_IMAGE_EXTS | _PLUGIN_IMAGE_EXTS | _RAW_EXTS
+IMAGE_EXTS: frozenset[str] = _BASE_IMAGE_EXTS | _PLUGIN_IMAGE_EXTS | RAW_EXTS
 VIDEO_EXTS: frozenset[str] = frozenset(
-    {"mp4", "mov", "m4v", "mkv", "webm", "avi", "mts", "m2ts", "m2t", "ts", "3gp", "3g2", "wmv", "mpg", "mpeg"}
+    {"mp4", "mov", "m4v", "mkv", "webm", "avi", "mts", "m2ts", "m2t", "ts", "3gp", "3g2", "wmv", "asf", "flv"}
+    | {"mpg", "mpeg"}
 )
 _TS_PACKET = 188  # MPEG transport stream packets start with the sync byte 0x47
 

@@ -17,12 +17,13 @@ import io
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mediasearch.errors import MediaError
 
@@ -52,7 +53,7 @@ LOG = logging.getLogger("mediasearch.media")
 
 HEIF_EXTS = frozenset({"heic", "heif", "hif"})
 JXL_EXTS = frozenset({"jxl"})
-RAW_EXTS = frozenset({"dng", "cr2", "cr3", "nef", "nrw", "arw", "raf", "orf", "rw2", "pef", "srw"})
+RAW_EXTS = frozenset({"dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "raf", "orf", "rw2", "pef", "srw"})
 PREVIEW_FACTOR = 2  # a RAW's embedded preview is used when its short side is at least this times the target
 _RAW_HEAD = 128 * 1024  # a RAW's TIFF header, IFD0 and EXIF IFD sit near its start
 _TIFF_MAGIC = {b"II*\x00", b"MM\x00*"}
@@ -68,12 +69,39 @@ def extension(path: str) -> str:
 # --------------------------------------------------------------------------------------- plugins
 
 
-def plugin_formats(path: str) -> tuple[str, ...]:
-    """The Pillow formats a plugin adds for this file's extension, registering the plugin on first use."""
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+_AVIF_BRANDS = (b"avif", b"avis")
+_JXL_MAGIC = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+_JP2_MAGIC = (b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")
+HEAD_BYTES = 64  # enough of a file's start to tell its format
+
+
+def sniff(head: bytes) -> str | None:
+    """The Pillow format a file's first bytes name, for the formats a wrong extension would hide:
+    "HEIF", "AVIF", "JXL" or "JPEG2000"; None for anything else (Pillow tells the rest apart itself)."""
+    if head[4:8] == b"ftyp":
+        brands = [head[i : i + 4] for i in range(8, min(len(head), 40), 4) if i != 12]  # major, then compatible
+        if any(b in _AVIF_BRANDS for b in brands[:1]):
+            return "AVIF"
+        if any(b in _HEIF_BRANDS for b in brands):
+            return "HEIF"
+        if any(b in _AVIF_BRANDS for b in brands):
+            return "AVIF"
+    if head.startswith(_JXL_MAGIC):
+        return "JXL"
+    if head.startswith(_JP2_MAGIC):
+        return "JPEG2000"
+    return None
+
+
+def plugin_formats(path: str, head: bytes = b"") -> tuple[str, ...]:
+    """The Pillow formats a plugin adds for this file, by its extension or by its first bytes (a HEIC
+    or a JPEG XL named .jpg), registering the plugin on first use."""
     ext = extension(path)
-    if ext in HEIF_EXTS and register_heif():
+    found = sniff(head)
+    if (ext in HEIF_EXTS or found == "HEIF") and register_heif():
         return ("HEIF",)
-    if ext in JXL_EXTS and register_jxl():
+    if (ext in JXL_EXTS or found == "JXL") and register_jxl():
         return ("JXL",)
     return ()
 
@@ -107,6 +135,78 @@ def register_jxl() -> bool:
     except ImportError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------- PNG text
+
+PNG_TEXT_LIMIT = 1024 * 1024  # text chunks larger than this (compressed) are passed over
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def png_without_big_text(source: BinaryIO) -> BinaryIO | None:
+    """The PNG in ``source`` as Pillow should see it: without its text chunks over `PNG_TEXT_LIMIT`
+    (Pillow refuses a file whose text would decompress past its limit, though every viewer shows
+    the picture); None when there is no such chunk. The file is read in place, not copied."""
+    source.seek(0)
+    if source.read(8) != _PNG_SIGNATURE:
+        return None
+    kept: list[tuple[int, int]] = [(0, 8)]
+    offset, dropped = 8, False
+    while True:
+        header = source.read(8)
+        if len(header) < 8:
+            break
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        end = offset + 12 + length
+        if kind in _PNG_TEXT_CHUNKS and length > PNG_TEXT_LIMIT:
+            dropped = True
+        else:
+            kept.append((offset, end))
+        if kind == b"IEND":
+            break
+        offset = end
+        source.seek(offset)
+    source.seek(0)
+    return io.BufferedReader(_Spliced(source, kept)) if dropped else None
+
+
+class _Spliced(io.RawIOBase):
+    """A read-only view of ``ranges`` of a file, one after the other."""
+
+    def __init__(self, source: BinaryIO, ranges: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self._source, self._ranges, self._pos = source, ranges, 0
+        self._length = sum(end - start for start, end in ranges)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view, done, skipped = memoryview(buffer).cast("B"), 0, 0
+        for start, end in self._ranges:
+            span = end - start
+            if self._pos < skipped + span and done < len(view):
+                inner = self._pos - skipped
+                self._source.seek(start + inner)
+                got = self._source.readinto(view[done : done + min(span - inner, len(view) - done)])  # type: ignore[attr-defined]
+                done += got or 0
+                self._pos += got or 0
+                if not got:
+                    break
+            skipped += span
+        return done
 
 
 # --------------------------------------------------------------------------------------- logs
@@ -225,26 +325,61 @@ class RawPicture:
     image: Image.Image
     size: tuple[int, int]
     exif: Mapping[int, Any]
+    camera: str | None = None  # from a CIFF heap (Canon CRW), which has no TIFF tags
 
 
-def read_raw(path: str, target: int) -> RawPicture:
-    """Decode a RAW file: its embedded preview when that is at least `PREVIEW_FACTOR` times `target`
-    on the short side (no demosaicing at all), else LibRaw's half-size demosaic."""
+def read_raw(path: str, target: int, source: BinaryIO | None = None) -> RawPicture:
+    """Decode a RAW file (read from ``source`` when given, the file already open): its embedded
+    preview when that is at least `PREVIEW_FACTOR` times `target` on the short side (no demosaicing
+    at all), else LibRaw's half-size demosaic."""
     import rawpy
 
     quiet_logs()
+    if source is not None:
+        source.seek(0)
     try:
-        with warnings_to_debug(), _C_STDERR.muted(), rawpy.imread(path) as raw:
+        with warnings_to_debug(), _C_STDERR.muted(), rawpy.imread(source if source is not None else path) as raw:
             sizes = raw.sizes
             size = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
             preview = _raw_preview(raw, target, size)
             image = preview if preview is not None else _raw_demosaic(raw)
     except rawpy.LibRawError as exc:
         raise MediaError(_raw_failure(exc)) from exc
-    exif = _raw_tags(path)
+    head, tail = _raw_ends(path, source)
+    exif = _raw_tags(head)
     if not exif and preview is not None:
         exif = preview.getexif()  # Fujifilm's RAF keeps its EXIF in the embedded JPEG
-    return RawPicture(image, size, exif)
+    return RawPicture(image, size, exif, ciff_camera(head, tail))
+
+
+def _raw_ends(path: str, source: BinaryIO | None) -> tuple[bytes, bytes]:
+    """The first and the last `_RAW_HEAD` bytes of the file (b"" where it cannot be read)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            f = source if source is not None else stack.enter_context(open(path, "rb"))
+            f.seek(0)
+            head = f.read(_RAW_HEAD)
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - _RAW_HEAD))
+            return head, f.read(_RAW_HEAD)
+    except OSError:
+        return b"", b""
+
+
+_CIFF_CAMERA = re.compile(rb"([A-Za-z][ -~]{1,31})\x00([A-Za-z][ -~]{1,63})\x00")
+
+
+def ciff_camera(head: bytes, tail: bytes) -> str | None:
+    """Make and model of a CIFF file (Canon CRW: "II", a header length, "HEAPCCDR"): its
+    CanonRawMakeModel record holds "Canon\\0Canon EOS D60\\0"; it sits in the image-properties heap,
+    which the format puts after the picture data, at the end of the file."""
+    if head[:2] != b"II" or head[6:14] != b"HEAPCCDR":
+        return None
+    for match in _CIFF_CAMERA.finditer(tail):
+        make, model = (part.decode("ascii") for part in match.groups())
+        if model.lower().startswith(make.lower()):
+            return model
+    return None
 
 
 def _raw_preview(raw: Any, target: int, size: tuple[int, int]) -> Image.Image | None:
@@ -298,15 +433,11 @@ def _raw_demosaic(raw: Any) -> Image.Image:
     return Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
 
 
-def _raw_tags(path: str) -> Mapping[int, Any]:
-    """IFD0 of a TIFF-based RAW (DNG, CR2, NEF, ARW, ORF, RW2, PEF, SRW) or of a CR3's CMT1 box."""
+def _raw_tags(head: bytes) -> Mapping[int, Any]:
+    """IFD0 of a TIFF-based RAW (DNG, CR2, NEF, ARW, ORF, RW2, PEF, SRW) or of a CR3's CMT1 box, from
+    the file's first bytes."""
     from PIL import Image
 
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_RAW_HEAD)
-    except OSError:
-        return {}
     if head[:4] in _TIFF_LIKE:
         head = b"II*\x00" + head[4:]
     elif head[:4] not in _TIFF_MAGIC:
@@ -340,23 +471,29 @@ def _raw_failure(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------- deep TIFFs
 
 
-def read_deep_tiff(path: str, max_pixels: int | None) -> Image.Image:
+def read_deep_tiff(source: BinaryIO, max_bytes: int | None = None) -> Image.Image:
     """The first page of a TIFF that Pillow refuses (float, 32-bit or 64-bit samples), scaled to 8 bits.
 
-    Raises `MediaError` when tifffile cannot read it either, or it is over `max_pixels`.
+    Raises `MediaError` when tifffile cannot read it either, or its samples take over ``max_bytes``
+    (by default the decoders' memory budget, `memory.DECODE_BUDGET_BYTES`).
     """
+    from mediasearch.media import memory
+
+    budget = memory.DECODE_BUDGET_BYTES if max_bytes is None else max_bytes
     try:
         import tifffile
     except ImportError as exc:
         raise MediaError("this TIFF needs the tifffile package: pip install tifffile") from exc
     quiet_logs()
     try:
-        with warnings_to_debug(), tifffile.TiffFile(path) as tif:
+        with warnings_to_debug(), tifffile.TiffFile(source) as tif:
             page = tif.pages.first
             width, height = int(page.imagewidth), int(page.imagelength)
             # every sample counts: a "volume" page (ImageDepth) would be read whole
-            if max_pixels is not None and math.prod(page.shape) > 4 * max_pixels:
-                raise MediaError(f"image too large (decompression bomb guard): {width}x{height}")
+            itemsize = page.dtype.itemsize if page.dtype is not None else 8
+            needed = math.prod(page.shape) * itemsize * 2  # the samples and their 8-bit copy
+            if needed > budget:
+                raise MediaError(memory.bomb_message((width, height), needed))
             data, axes, photometric = page.asarray(), page.axes, int(page.photometric)
     except MediaError:
         raise
@@ -387,8 +524,10 @@ def _samples_image(data: np.ndarray, axes: str, photometric: int) -> Image.Image
 
 
 def scale_to_8bit(values: np.ndarray) -> np.ndarray:
-    """uint8 from any sample type: unsigned integers by their type's range, floats in [0, 1] by 255,
-    anything else (signed, out-of-range floats) stretched from its lowest to its highest value."""
+    """uint8 from any sample type (the one scaler for deep TIFFs and Pillow's 16/32-bit and float modes):
+    unsigned integers by their type's range; non-negative signed integers as 8-bit when they stay
+    within 255, as 16-bit when within 65535 (Pillow's "I" mode holds 16-bit PNGs); floats in [0, 1]
+    by 255; anything else stretched from its lowest to its highest value."""
     import numpy as np
 
     if values.dtype == np.uint8:
@@ -398,7 +537,11 @@ def scale_to_8bit(values: np.ndarray) -> np.ndarray:
     else:
         finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        if values.dtype.kind == "f" and low >= 0 and high <= 1:
+        if values.dtype.kind == "i" and low >= 0 and high <= 255:
+            scaled = finite
+        elif values.dtype.kind == "i" and low >= 0 and high <= 65535:
+            scaled = finite * (255 / 65535)
+        elif values.dtype.kind == "f" and low >= 0 and high <= 1:
             scaled = finite * 255
         else:
             scaled = (finite - low) * (255 / max(high - low, 1e-12))

@@ -76,7 +76,7 @@ def read_jpeg(path: str) -> tuple[JpegBytes, MediaMeta] | None:
     """A JPEG's bytes and metadata, without decoding its pixels; None for anything that is not a JPEG."""
     from PIL import Image
 
-    from mediasearch.media.decode import _image_meta
+    from mediasearch.media.metadata import image_meta as _image_meta
 
     with open(path, "rb") as fh:
         data = fh.read()

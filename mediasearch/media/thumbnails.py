@@ -83,22 +83,11 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def _image_from(source: BinaryIO, path: str, size: int) -> Image.Image:
-    """An image decoded from an open file as ``load_image`` decodes one by path (formats by the name)."""
-    import warnings
+    """An image decoded from an open file exactly as ``load_image`` decodes one by path (every format,
+    camera RAW included, chosen by the name and the content)."""
+    from mediasearch.media.decode import load_image
 
-    from PIL import Image
-
-    from mediasearch.media.decode import _decode_opened, _image_failure, _image_formats
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source, formats=_image_formats(path)) as im:
-                return _decode_opened(im, size)[0]
-    except MediaError:
-        raise
-    except Exception as exc:
-        raise MediaError(_image_failure(exc)) from exc
+    return load_image(path, target=size, source=source)[0]
 
 
 def _jpeg(image: Image.Image, size: int) -> bytes:
@@ -152,16 +141,13 @@ def _frame_at(container: Any, stream: Any, at: float) -> Any:
 
 
 def _frame_image(frame: Any, size: int) -> Image.Image:
-    from PIL import Image
 
-    from mediasearch.media.decode import frame_image
+    from mediasearch.media.video import frame_image, orientation_of
 
     width, height = frame.width, frame.height
     scale = min(1.0, 2 * size / max(width, height, 1))  # thumbnail() finishes the job with a good filter
     image = frame_image(frame, max(2, round(width * scale)), max(2, round(height * scale)))  # HDR tone-mapped
-    turns = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
-    method = turns.get(int(round(getattr(frame, "rotation", 0) or 0)) % 360)
-    return image.transpose(method) if method is not None else image
+    return orientation_of(frame).apply(image)
 
 
 class ThumbnailCache:

@@ -99,7 +99,7 @@ class Query:
     people: tuple[str, ...] = ()  # names of people who must all be in the item
     place: str | None = None  # a place name, lowercase
     person_ids: tuple[str, ...] = ()  # ``people`` resolved to the home's person ids (by the library)
-    parse_text: bool = False  # read dates, a place, people... out of the first term's text (the library does)
+    parse_text: bool = False  # read dates, a place, people... out of the first term's text (library.resolve)
 
     def filter(self, exclude_ids: Sequence[str] = ()) -> Filter:
         return Filter(
@@ -149,33 +149,6 @@ class Hit:
             "text": self.text,
             "people": self.people,
         }
-
-
-@dataclass(frozen=True)
-class PlaceRef:
-    """A place a query names: its name and where it is (``km``: the radius that counts as in it)."""
-
-    name: str
-    lat: float
-    lon: float
-    km: float
-
-
-@dataclass(frozen=True)
-class ParsedQuery:
-    """What a one-line query says, read out of its text (``query --explain`` prints it).
-
-    ``text`` is what is left to embed; ``after``/``before`` are dates (``YYYY-MM-DD``); every field
-    the text does not mention is empty. ``search.parse.parse_query`` makes one."""
-
-    text: str | None
-    after: str | None = None
-    before: str | None = None
-    place: PlaceRef | None = None
-    people: tuple[str, ...] = ()
-    kind: str | None = None
-    ocr: tuple[str, ...] = ()
-    sort: str | None = None
 
 
 def text_vector(model: Embedder, text: str, *, raw: bool) -> np.ndarray:
@@ -279,8 +252,9 @@ def search_vector(
     for hit in ranked:
         if hit.kind == "video":
             _moment(store, hit, vec)
-    if query.sort == "date":
-        ranked.sort(key=lambda h: (dates.get(h.path) is None, -(dates.get(h.path) or 0.0)))
+    if query.sort in ("date", "oldest"):  # newest first, or oldest first; undated last either way
+        sign = -1.0 if query.sort == "date" else 1.0
+        ranked.sort(key=lambda h: (dates.get(h.path) is None, sign * (dates.get(h.path) or 0.0)))
     return ranked
 
 

@@ -48,6 +48,13 @@ def create_app(service: ServiceLike, token: str, *, instance: Callable[[], dict[
     routes.index_routes(app, service, guarded)
     routes.file_routes(app, service, guarded)
     routes.organise_routes(app, service, guarded)
+    from mediasearch.serve.text_routes import text_routes
+
+    text_routes(app, service, guarded, errors(400, 404, 422, 503))
+
+    from mediasearch.serve.places_routes import places_routes
+
+    places_routes(app, service, guarded, errors)
     return app
 
 

@@ -8,10 +8,13 @@ from mediasearch.errors import (
     DataError,
     MediaError,
     MediaSearchError,
+    MissingFileError,
     ModelMismatchError,
     QueryError,
     StoreError,
 )
+
+__all__ = ["MissingFileError", "add_error_handlers", "error_model", "errors", "status_code"]
 
 _STATUS_CODES: list[tuple[type[MediaSearchError], int]] = [
     (QueryError, 400),
@@ -31,10 +34,6 @@ ERROR_MEANINGS = {
     503: "the daemon is starting, stopping or rebuilding its index, or its store failed: try again",
 }
 _PHRASES = {s.value for s in HTTPStatus}
-
-
-class MissingFileError(QueryError):
-    """A file a request names (an image to search by, a vocabulary) is not a file on the daemon's machine."""
 
 
 def status_code(exc: MediaSearchError) -> int:

@@ -53,22 +53,26 @@ class ServiceLike(Protocol):
 
     def tags(self) -> dict[str, int]: ...
 
+    def places(self) -> list[dict[str, Any]]: ...
+
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes: ...
 
     def media(self, path: str) -> "ServedFile": ...
 
     def duplicates(self, paths: list[str], threshold: float | None = None) -> list[dict[str, Any]]: ...
 
+    def text(self, path: str) -> dict[str, Any]: ...
+
 
 def search_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
     from fastapi import Query as Param
 
-    from mediasearch.library.requests import ParsedQuery, query_of
-    from mediasearch.library.types import Hit
+    from mediasearch.library.requests import query_of
+    from mediasearch.library.types import Explanation, Hit
 
     searching = errors(400, 404, 409, 422, 503)
 
-    @app.post("/query", dependencies=guarded, response_model=list[Hit] | ParsedQuery, responses=searching,
+    @app.post("/query", dependencies=guarded, response_model=list[Hit] | Explanation, responses=searching,
               tags=["search"])
     def query(body: schemas.QueryRequest) -> Any:
         """Nearest items to texts and example images (negative weights subtract), best first; with

@@ -292,3 +292,27 @@ class Error(BaseModel):
     error: str
     kind: str = Field(description="the error's class, e.g. QueryError, NotIndexedError, ValidationError")
     detail: list[dict[str, Any]] | None = Field(default=None, description="what failed validation (422)")
+
+
+class TextIn(BaseModel):
+    """``POST /text``: a picture or a video on the daemon's machine."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096, description="a picture or a video")
+
+
+class LineOut(BaseModel):
+    text: str
+    conf: float
+    box: list[float] = Field(description="left, top, right, bottom, in [0, 1] of the picture")
+    timestamp: float | None = Field(description="seconds into a video; null for a picture")
+
+
+class FileTextOut(BaseModel):
+    """``text --json`` for one file: its recognised lines, in reading order."""
+
+    path: str
+    kind: str
+    source: str = Field(description='"index" (the OCR pass stored it) or "read" (read now)')
+    lines: list[LineOut]

@@ -22,15 +22,16 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from mediasearch.errors import StoreError, StoreFullError
+from mediasearch.errors import ModelMismatchError, StoreError, StoreFullError
 from mediasearch.fsutil import atomic_write
 
 VECTOR_NAME = "clip"
@@ -55,9 +56,8 @@ AUTO_FLUSH_S = 5.0
 MIN_FREE_BYTES = 128 << 20  # a new segment alone maps a 32 MiB vector chunk and a 32 MiB log file
 LOCK_RETRY_S = 0.1
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8a-9c41-2e7d0b9a4f13")  # fixed forever: ids depend on it
-_MEMORY_SERVERS: dict[str, Any] = {}  # ":memory:" -> QdrantClient, shared like one server would be
-_S = TypeVar("_S", bound="_StoreBase")
-_VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}")
+_S = TypeVar("_S", bound="StoreBase")
+VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}")
 
 
 @dataclass(frozen=True)
@@ -97,22 +97,9 @@ class Filter:
     people: tuple[str, ...] = ()  # person ids: every one of them in payload "people"
     place: str | None = None  # a lowercase place name in payload "places"
 
-    def equalities(self) -> list[tuple[str, str]]:
-        """(payload key, value) pairs that must match exactly."""
-        pairs = [("kind", self.kind), ("path", self.path), ("root", self.root)]
-        if self.dir_prefix is not None:
-            pairs.append(("dirs", normalize_dir(self.dir_prefix)))
-        pairs.extend(("tags", tag) for tag in self.tags)
-        pairs.extend(("people", person) for person in self.people)
-        if self.place is not None:
-            pairs.append(("places", self.place))
-        return [(key, value) for key, value in pairs if value is not None]
-
     def is_empty(self) -> bool:
-        """True when the filter lets everything through."""
-        no_dates = self.after is None and self.before is None
-        no_place = self.near is None and not self.camera and not self.ocr
-        return not self.equalities() and no_dates and not self.exclude_ids and no_place
+        """True when the filter lets everything through (every field None or empty)."""
+        return all(getattr(self, f.name) in (None, "", ()) for f in dataclass_fields(self))
 
 
 class Store(Protocol):
@@ -180,36 +167,69 @@ def normalize_dir(path: str) -> str:
     return os.path.normpath(path)
 
 
-def _vector_list(vector: np.ndarray, dim: int) -> list[float]:
+def vector_list(vector: np.ndarray, dim: int) -> list[float]:
     array = np.asarray(vector, dtype=np.float32)
     if array.shape != (dim,):
         raise StoreError(f"vector of shape {array.shape} does not fit a store of {dim}-d vectors")
     return array.tolist()
 
 
-def _vector_array(vector: Any) -> np.ndarray | None:
+def vector_array(vector: Any) -> np.ndarray | None:
     if isinstance(vector, dict):
         vector = vector.get(VECTOR_NAME)
     return None if vector is None else np.asarray(vector, dtype=np.float32)
 
 
-def _first_line(exc: BaseException) -> str:
+def to_record(point: Any) -> Record:
+    """A point as either engine returns it (record or scored point) as a ``Record``."""
+    score = getattr(point, "score", None)
+    payload = dict(point.payload or {})
+    return Record(str(point.id), payload, vector_array(point.vector), None if score is None else float(score))
+
+
+def paged(fetch: Callable[[Any], tuple[Sequence[Any], Any]]) -> Iterator[Record]:
+    """Every record of a scroll: ``fetch(offset)`` gives one page and the next offset (None at the end)."""
+    offset: Any = None
+    while True:
+        found, offset = fetch(offset)
+        yield from (to_record(point) for point in found)
+        if offset is None:
+            return
+
+
+def payload_selector(fields: Sequence[str] | None, include: Callable[[list[str]], Any]) -> Any:
+    """What payload to return: all (None), none (empty), or ``include(fields)`` in the engine's type."""
+    if fields is None:
+        return True
+    return include(list(fields)) if fields else False
+
+
+def check_dim(location: str, stored: int, wanted: int | None) -> None:
+    """ModelMismatchError when a model of ``wanted`` dims opens a store of ``stored`` dims."""
+    if wanted is not None and wanted != stored:
+        raise ModelMismatchError(
+            f"the index at {location} holds {stored}-d vectors but the model makes {wanted}-d vectors; "
+            "index with the model that built it, or build a new index"
+        )
+
+
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_small_file(path: Path, text: str) -> None:
     """Write a small file so that readers see the old or the new content, never a torn one, and a
     power cut after the call keeps the new one (``fsutil.atomic_write``); errors as StoreError."""
     try:
         atomic_write(path, text)
     except OSError as exc:
-        raise _write_error(path, exc) from exc
+        raise write_error(path, exc) from exc
 
 
-def _write_error(path: Path, exc: BaseException) -> StoreError:
+def write_error(path: Path, exc: BaseException) -> StoreError:
     """A failed write as a one-line StoreError; a full disk as StoreFullError."""
-    text = _first_line(exc)
+    text = first_line(exc)
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "os error 28" in text:
         return StoreFullError(f"the disk holding {path} is full: free some space and run the command again")
     return StoreError(f"cannot write {path}: {getattr(exc, 'strerror', None) or text}")
@@ -229,7 +249,7 @@ def check_free_space(path: Path, needed: int | None = None) -> None:
         )
 
 
-class _StoreBase:
+class StoreBase:
     """What both backends share: context manager and the exact-or-HNSW search choice."""
 
     def close(self) -> None:

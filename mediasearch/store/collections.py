@@ -7,15 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mediasearch.errors import StoreError
-from mediasearch.store.base import _VALID_NAME, ACTIVE_ALIAS, COLLECTION_PREFIX, Store, _atomic_write
-from mediasearch.store.edge import _open_edge, _store_dir
+from mediasearch.store.base import ACTIVE_ALIAS, COLLECTION_PREFIX, VALID_NAME, Store, write_small_file
+from mediasearch.store.edge import edge_store_dir, open_edge
 from mediasearch.store.server import (
     CollectionOptions,
-    _open_server,
-    _release_client,
-    _server_client,
-    _server_errors,
     create_server_collection,
+    open_server,
+    release_client,
+    server_client,
+    server_errors,
 )
 
 
@@ -35,24 +35,24 @@ def open_store(
     the stored one raises ModelMismatchError. An Edge store held by another process is waited
     for up to ``wait_s`` seconds, then StoreLockedError.
     """
-    if not _VALID_NAME.fullmatch(collection):
+    if not VALID_NAME.fullmatch(collection):
         raise StoreError(f"invalid collection name {collection!r}: use letters, digits, '_', '-' and '.'")
     if qdrant_url:
-        return _open_server(qdrant_url, api_key, collection, dim, create)
-    return _open_edge(Path(home), collection, dim, create, wait_s)
+        return open_server(qdrant_url, api_key, collection, dim, create)
+    return open_edge(Path(home), collection, dim, create, wait_s)
 
 
 def active_collection(*, home: Path, qdrant_url: str | None = None, api_key: str | None = None) -> str | None:
     """The collection that queries use (set when an index build completes), or None."""
     if qdrant_url:
-        client = _server_client(qdrant_url, api_key)
+        client = server_client(qdrant_url, api_key)
         try:
-            with _server_errors(qdrant_url, "reading aliases"):
+            with server_errors(qdrant_url, "reading aliases"):
                 aliases = client.get_aliases().aliases
         finally:
-            _release_client(qdrant_url, client)
+            release_client(qdrant_url, client)
         return next((a.collection_name for a in aliases if a.alias_name == ACTIVE_ALIAS), None)
-    path = _store_dir(Path(home)) / "ACTIVE"
+    path = edge_store_dir(Path(home)) / "ACTIVE"
     try:
         name = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -65,45 +65,41 @@ def set_active_collection(
 ) -> None:
     """Point queries at ``collection`` (atomically: a query sees the old one or the new one)."""
     if not qdrant_url:
-        store_dir = _store_dir(Path(home))
+        store_dir = edge_store_dir(Path(home))
         if not (store_dir / collection / "edge_config.json").is_file():
             raise StoreError(f"cannot make {collection} active: there is no such store in {store_dir}")
-        _atomic_write(store_dir / "ACTIVE", collection + "\n")
+        write_small_file(store_dir / "ACTIVE", collection + "\n")
         return
     from qdrant_client import models as m
 
-    client = _server_client(qdrant_url, api_key)
+    client = server_client(qdrant_url, api_key)
     try:
-        with _server_errors(qdrant_url, "switching the active collection"):
+        with server_errors(qdrant_url, "switching the active collection"):
             if not client.collection_exists(collection):
-                raise StoreError(
-                    f"cannot make {collection} active: Qdrant {qdrant_url} has no such collection"
-                )
+                raise StoreError(f"cannot make {collection} active: Qdrant {qdrant_url} has no such collection")
             current = [a for a in client.get_aliases().aliases if a.alias_name == ACTIVE_ALIAS]
             drop = m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=ACTIVE_ALIAS))
             create = m.CreateAliasOperation(
                 create_alias=m.CreateAlias(collection_name=collection, alias_name=ACTIVE_ALIAS)
             )
             # One request, so the alias never points nowhere.
-            client.update_collection_aliases(
-                change_aliases_operations=[drop, create] if current else [create]
-            )
+            client.update_collection_aliases(change_aliases_operations=[drop, create] if current else [create])
     finally:
-        _release_client(qdrant_url, client)
+        release_client(qdrant_url, client)
 
 
 def list_collections(*, home: Path, qdrant_url: str | None = None, api_key: str | None = None) -> list[str]:
     """Names of mediasearch collections: Edge shards under ``home``, or server collections
     whose name starts with ``COLLECTION_PREFIX``."""
     if qdrant_url:
-        client = _server_client(qdrant_url, api_key)
+        client = server_client(qdrant_url, api_key)
         try:
-            with _server_errors(qdrant_url, "listing collections"):
+            with server_errors(qdrant_url, "listing collections"):
                 names = [c.name for c in client.get_collections().collections]
         finally:
-            _release_client(qdrant_url, client)
+            release_client(qdrant_url, client)
         return sorted(n for n in names if n.startswith(COLLECTION_PREFIX))
-    store_dir = _store_dir(Path(home))
+    store_dir = edge_store_dir(Path(home))
     if not store_dir.is_dir():
         return []
     return sorted(p.name for p in store_dir.iterdir() if (p / "edge_config.json").is_file())
@@ -120,7 +116,7 @@ def create_collection(
 ) -> None:
     """Create a server collection laid out for a cluster (shards, replicas, on-disk, quantization,
     bulk load). An Edge store is one local shard with none of these: that is a StoreError."""
-    if not _VALID_NAME.fullmatch(collection):
+    if not VALID_NAME.fullmatch(collection):
         raise StoreError(f"invalid collection name {collection!r}: use letters, digits, '_', '-' and '.'")
     if not qdrant_url:
         raise StoreError(

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from mediasearch.errors import MediaSearchError, ModelMismatchError, StoreError, StoreFullError, StoreLockedError
+from mediasearch.errors import MediaSearchError, StoreError, StoreFullError, StoreLockedError
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
@@ -30,14 +30,18 @@ from mediasearch.store.base import (
     Filter,
     PointIn,
     Record,
-    _atomic_write,
-    _first_line,
-    _StoreBase,
-    _vector_array,
-    _vector_list,
-    _write_error,
+    StoreBase,
+    check_dim,
     check_free_space,
+    first_line,
+    paged,
+    payload_selector,
+    to_record,
+    vector_list,
+    write_error,
+    write_small_file,
 )
+from mediasearch.store.filters import translate
 
 
 class _OwnerLock:
@@ -133,7 +137,8 @@ def _retry_until(attempt: Callable[[], Any], deadline: float) -> Any:
 # Edge: opening
 
 
-def _store_dir(home: Path) -> Path:
+def edge_store_dir(home: Path) -> Path:
+    """Where the Edge shards of a home live."""
     return Path(home) / "store"
 
 
@@ -142,7 +147,7 @@ def _edge_dim(shard_dir: Path) -> int:
         config = json.loads((shard_dir / "edge_config.json").read_text(encoding="utf-8"))
         return int(config["vectors"][VECTOR_NAME]["size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"{shard_dir} is not a mediasearch store ({_first_line(exc)})") from exc
+        raise StoreError(f"{shard_dir} is not a mediasearch store ({first_line(exc)})") from exc
 
 
 def _edge_config(dim: int) -> Any:
@@ -152,14 +157,6 @@ def _edge_config(dim: int) -> Any:
     # store is half the size; scores move by ~1e-5, far below the gaps that order results.
     params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16)
     return qe.EdgeConfig(vectors={VECTOR_NAME: params})
-
-
-def _check_dim(location: str, stored: int, wanted: int | None) -> None:
-    if wanted is not None and wanted != stored:
-        raise ModelMismatchError(
-            f"the index at {location} holds {stored}-d vectors but the model makes {wanted}-d vectors; "
-            "index with the model that built it, or build a new index"
-        )
 
 
 def _load_shard(shard_dir: Path, deadline: float) -> Any:
@@ -172,7 +169,7 @@ def _load_shard(shard_dir: Path, deadline: float) -> Any:
         except Exception as exc:
             if _is_wal_lock_error(exc):
                 return None
-            raise StoreError(f"cannot open the store at {shard_dir}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot open the store at {shard_dir}: {first_line(exc)}") from exc
 
     shard = _retry_until(attempt, deadline)
     if shard is None:
@@ -212,7 +209,7 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
 
     if (shard_dir / "edge_config.json").is_file():
         stored = _edge_dim(shard_dir)
-        _check_dim(f"edge:{shard_dir}", stored, dim)
+        check_dim(f"edge:{shard_dir}", stored, dim)
         shard = _load_shard(shard_dir, deadline)
         _clear_temp_segments(shard_dir)
     elif not create:
@@ -224,26 +221,26 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
         try:
             shard = qe.EdgeShard.create(str(shard_dir), _edge_config(dim))
         except Exception as exc:
-            raise StoreError(f"cannot create the store at {shard_dir}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot create the store at {shard_dir}: {first_line(exc)}") from exc
     try:
         _ensure_edge_indexes(shard)
     except Exception as exc:
         shard.close()
-        raise StoreError(f"cannot index payload fields in {shard_dir}: {_first_line(exc)}") from exc
+        raise StoreError(f"cannot index payload fields in {shard_dir}: {first_line(exc)}") from exc
     return shard, stored
 
 
-def _open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
-    store_dir = _store_dir(home)
+def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
+    folder = edge_store_dir(home)
     try:
-        store_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the store directory {store_dir}: {exc.strerror or exc}") from exc
-    shard_dir = store_dir / collection
+        raise StoreError(f"cannot create the store directory {folder}: {exc.strerror or exc}") from exc
+    shard_dir = folder / collection
     if create:
-        check_free_space(store_dir)
+        check_free_space(folder)
     deadline = time.monotonic() + max(0.0, wait_s)
-    lock = _OwnerLock(store_dir / f"{collection}.owner")
+    lock = _OwnerLock(folder / f"{collection}.owner")
     if not _retry_until(lambda: lock.try_acquire() or None, deadline):
         raise _locked_error(shard_dir, lock.holder())
     try:
@@ -258,35 +255,44 @@ def _open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_
 # Edge: the store
 
 
-def _edge_filter(flt: Filter | None) -> Any:
-    if flt is None or flt.is_empty():
-        return None
-    import qdrant_edge as qe
+class EdgeConditions:
+    """``filters.Conditions`` in Qdrant Edge's types."""
 
-    must: list[Any] = [qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in flt.equalities()]
-    if flt.after is not None or flt.before is not None:
-        must.append(qe.FieldCondition("date", range=qe.RangeFloat(gte=flt.after, lt=flt.before)))
-    if flt.near is not None:
-        lat, lon, km = flt.near
-        must.append(qe.FieldCondition("geo", geo_radius=qe.GeoRadius(qe.GeoPoint(lon=lon, lat=lat), km * 1000.0)))
-    if flt.camera:
-        must.append(qe.FieldCondition("camera", match=qe.MatchText(flt.camera)))
-    must.extend(qe.FieldCondition("ocr_text", match=qe.MatchText(word)) for word in flt.ocr)
-    must_not: list[Any] = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else []
-    return qe.Filter(must=must or None, must_not=must_not or None)
+    def __init__(self) -> None:
+        import qdrant_edge
+
+        self.qe: Any = qdrant_edge
+
+    def match(self, key: str, value: str) -> Any:
+        return self.qe.FieldCondition(key, match=self.qe.MatchValue(value))
+
+    def text(self, key: str, words: str) -> Any:
+        return self.qe.FieldCondition(key, match=self.qe.MatchText(words))
+
+    def range(self, key: str, gte: float | None, lt: float | None) -> Any:
+        return self.qe.FieldCondition(key, range=self.qe.RangeFloat(gte=gte, lt=lt))
+
+    def geo(self, key: str, lat: float, lon: float, metres: float) -> Any:
+        return self.qe.FieldCondition(key, geo_radius=self.qe.GeoRadius(self.qe.GeoPoint(lon=lon, lat=lat), metres))
+
+    def not_ids(self, ids: tuple[str, ...]) -> Any:
+        return self.qe.HasIdCondition(set(ids))
+
+    def combine(self, must: list[Any], must_not: list[Any]) -> Any:
+        return self.qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _edge_filter(flt: Filter | None) -> Any:
+    return None if flt is None or flt.is_empty() else translate(flt, EdgeConditions())
 
 
 def _edge_payload_selector(fields: Sequence[str] | None) -> Any:
-    if fields is None:
-        return True
-    if not fields:
-        return False
     import qdrant_edge as qe
 
-    return qe.PayloadSelector.Include(list(fields))
+    return payload_selector(fields, qe.PayloadSelector.Include)
 
 
-class EdgeStore(_StoreBase):
+class EdgeStore(StoreBase):
     """A Qdrant Edge shard under ``home/store/<collection>/``, owned by this process."""
 
     def __init__(self, shard: Any, shard_dir: Path, collection: str, dim: int, lock: _OwnerLock) -> None:
@@ -311,9 +317,9 @@ class EdgeStore(_StoreBase):
         except Exception as exc:
             if type(exc) is not Exception:  # the engine raises bare Exception; others are bugs
                 raise
-            if isinstance(_write_error(self._dir, exc), StoreFullError):
-                raise _write_error(self._dir, exc) from exc
-            raise StoreError(f"store at {self._dir}: {what} failed: {_first_line(exc)}") from exc
+            if isinstance(write_error(self._dir, exc), StoreFullError):
+                raise write_error(self._dir, exc) from exc
+            raise StoreError(f"store at {self._dir}: {what} failed: {first_line(exc)}") from exc
 
     def _update(self, what: str, operation: Any) -> None:
         check_free_space(self._dir)
@@ -335,13 +341,13 @@ class EdgeStore(_StoreBase):
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read {path}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot read {path}: {first_line(exc)}") from exc
         return meta if isinstance(meta, dict) else None
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         """Replace the collection's metadata (atomically)."""
         path = self._dir.with_name(f"{self.collection}.meta.json")
-        _atomic_write(path, json.dumps(meta, indent=2, sort_keys=True))
+        write_small_file(path, json.dumps(meta, indent=2, sort_keys=True))
 
     def upsert(self, points: Sequence[PointIn]) -> None:
         """Insert or replace points (by id)."""
@@ -349,7 +355,7 @@ class EdgeStore(_StoreBase):
             return
         import qdrant_edge as qe
 
-        batch = [qe.Point(p.id, {VECTOR_NAME: _vector_list(p.vector, self.dim)}, p.payload) for p in points]
+        batch = [qe.Point(p.id, {VECTOR_NAME: vector_list(p.vector, self.dim)}, p.payload) for p in points]
         self._update("upsert", qe.UpdateOperation.upsert_points(batch))
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -380,7 +386,7 @@ class EdgeStore(_StoreBase):
             return []
         with self._engine("retrieve"):
             found = self._shard.retrieve(list(ids), True, with_vectors)
-        return [Record(str(r.id), dict(r.payload or {}), _vector_array(r.vector)) for r in found]
+        return [to_record(r) for r in found]
 
     def scroll(
         self,
@@ -393,22 +399,16 @@ class EdgeStore(_StoreBase):
         """Every matching point, in id order; ``fields`` limits the payload keys returned."""
         import qdrant_edge as qe
 
-        offset: Any = None
         selector, edge_filter = _edge_payload_selector(fields), _edge_filter(flt)
-        while True:
+
+        def fetch(offset: Any) -> tuple[Any, Any]:
             request = qe.ScrollRequest(
-                offset=offset,
-                limit=batch,
-                filter=edge_filter,
-                with_payload=selector,
-                with_vector=with_vectors,
+                offset=offset, limit=batch, filter=edge_filter, with_payload=selector, with_vector=with_vectors
             )
             with self._engine("scroll"):
-                found, offset = self._shard.scroll(request)
-            for r in found:
-                yield Record(str(r.id), dict(r.payload or {}), _vector_array(r.vector))
-            if offset is None:
-                return
+                return self._shard.scroll(request)
+
+        return paged(fetch)
 
     def search(
         self,
@@ -430,7 +430,7 @@ class EdgeStore(_StoreBase):
 
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest(_vector_list(vector, self.dim), using=VECTOR_NAME),
+            query=qe.Query.Nearest(vector_list(vector, self.dim), using=VECTOR_NAME),
             filter=_edge_filter(flt),
             with_payload=True,
             with_vector=with_vectors,
@@ -438,9 +438,7 @@ class EdgeStore(_StoreBase):
         )
         with self._engine("search"):
             hits = self._shard.query(request)
-        return [
-            Record(str(h.id), dict(h.payload or {}), _vector_array(h.vector), float(h.score)) for h in hits
-        ]
+        return [to_record(h) for h in hits]
 
     def count(self, flt: Filter | None = None) -> int:
         """How many points match ``flt`` (all points when None)."""

@@ -15,7 +15,6 @@ import numpy as np
 
 from mediasearch.errors import StoreError
 from mediasearch.store.base import (
-    _MEMORY_SERVERS,
     FLOAT_FIELDS,
     GEO_FIELDS,
     KEYWORD_FIELDS,
@@ -25,32 +24,37 @@ from mediasearch.store.base import (
     Filter,
     PointIn,
     Record,
-    _first_line,
-    _StoreBase,
-    _vector_array,
-    _vector_list,
+    StoreBase,
+    check_dim,
+    first_line,
+    paged,
+    payload_selector,
+    to_record,
+    vector_list,
 )
-from mediasearch.store.edge import _check_dim
+from mediasearch.store.filters import translate
+
+_MEMORY_SERVERS: dict[str, Any] = {}  # ":memory:" -> QdrantClient, shared like one server would be
 
 
 @contextlib.contextmanager
-def _server_errors(url: str, what: str) -> Iterator[None]:
+def server_errors(url: str, what: str) -> Iterator[None]:
     """Turn qdrant-client failures into a StoreError with one plain line."""
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     try:
         yield
     except ResponseHandlingException as exc:
-        reason = _first_line(exc.source) if exc.source is not None else _first_line(exc)
+        reason = first_line(exc.source) if exc.source is not None else first_line(exc)
         raise StoreError(f"cannot reach Qdrant at {url}: {reason}") from exc
     except UnexpectedResponse as exc:
         content = exc.content.decode("utf-8", "replace")[:200] if exc.content else ""
         raise StoreError(f"Qdrant at {url}: {what} failed: HTTP {exc.status_code} {content}".strip()) from exc
     except ValueError as exc:  # the in-process (":memory:") server reports errors this way
-        raise StoreError(f"Qdrant at {url}: {what} failed: {_first_line(exc)}") from exc
+        raise StoreError(f"Qdrant at {url}: {what} failed: {first_line(exc)}") from exc
 
 
-def _server_client(url: str, api_key: str | None) -> Any:
+def server_client(url: str, api_key: str | None) -> Any:
     """A client for ``url``; ":memory:" gives this process's shared in-memory server."""
     from qdrant_client import QdrantClient
 
@@ -60,17 +64,17 @@ def _server_client(url: str, api_key: str | None) -> Any:
         return _MEMORY_SERVERS[url]
     # Our own probe below reports an unreachable server in one line (the version check would warn).
     client = QdrantClient(url=url, api_key=api_key, timeout=30, check_compatibility=False)
-    with _server_errors(url, "connect"):
+    with server_errors(url, "connect"):
         client.get_collections()
     return client
 
 
-def _release_client(url: str, client: Any) -> None:
+def release_client(url: str, client: Any) -> None:
     if url != ":memory:":
         client.close()
 
 
-def _forget_memory_servers() -> None:
+def forget_memory_servers() -> None:
     """Drop the in-memory servers (tests use this to start from nothing)."""
     _MEMORY_SERVERS.clear()
 
@@ -108,12 +112,10 @@ def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any])
                 client.create_payload_index(collection, field, field_schema=kind)
 
 
-def _open_server(
-    url: str, api_key: str | None, collection: str, dim: int | None, create: bool
-) -> QdrantStore:
-    client = _server_client(url, api_key)
+def open_server(url: str, api_key: str | None, collection: str, dim: int | None, create: bool) -> QdrantStore:
+    client = server_client(url, api_key)
     try:
-        with _server_errors(url, f"opening {collection}"):
+        with server_errors(url, f"opening {collection}"):
             if not client.collection_exists(collection):
                 if not create:
                     raise StoreError(f"there is no collection {collection} at Qdrant {url}")
@@ -122,44 +124,53 @@ def _open_server(
                 _create_collection(client, collection, dim)
             info = client.get_collection(collection)
             stored = _server_dim(url, collection, info)
-            _check_dim(f"qdrant:{url}/{collection}", stored, dim)
+            check_dim(f"qdrant:{url}/{collection}", stored, dim)
             _ensure_server_indexes(client, collection, info.payload_schema or {})
     except BaseException:
-        _release_client(url, client)
+        release_client(url, client)
         raise
     return QdrantStore(client, url, collection, stored)
 
 
-def _server_filter(flt: Filter | None) -> Any:
-    if flt is None or flt.is_empty():
-        return None
-    from qdrant_client import models as m
+class ServerConditions:
+    """``filters.Conditions`` in qdrant-client's models (a server, or the in-process one)."""
 
-    must: list[Any] = [m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in flt.equalities()]
-    if flt.after is not None or flt.before is not None:
-        must.append(m.FieldCondition(key="date", range=m.Range(gte=flt.after, lt=flt.before)))
-    if flt.near is not None:
-        lat, lon, km = flt.near
-        radius = m.GeoRadius(center=m.GeoPoint(lat=lat, lon=lon), radius=km * 1000.0)
-        must.append(m.FieldCondition(key="geo", geo_radius=radius))
-    if flt.camera:
-        must.append(m.FieldCondition(key="camera", match=m.MatchText(text=flt.camera)))
-    must.extend(m.FieldCondition(key="ocr_text", match=m.MatchText(text=word)) for word in flt.ocr)
-    must_not: list[Any] = [m.HasIdCondition(has_id=list(flt.exclude_ids))] if flt.exclude_ids else []
-    return m.Filter(must=must or None, must_not=must_not or None)
+    def __init__(self) -> None:
+        from qdrant_client import models
+
+        self.m: Any = models
+
+    def match(self, key: str, value: str) -> Any:
+        return self.m.FieldCondition(key=key, match=self.m.MatchValue(value=value))
+
+    def text(self, key: str, words: str) -> Any:
+        return self.m.FieldCondition(key=key, match=self.m.MatchText(text=words))
+
+    def range(self, key: str, gte: float | None, lt: float | None) -> Any:
+        return self.m.FieldCondition(key=key, range=self.m.Range(gte=gte, lt=lt))
+
+    def geo(self, key: str, lat: float, lon: float, metres: float) -> Any:
+        radius = self.m.GeoRadius(center=self.m.GeoPoint(lat=lat, lon=lon), radius=metres)
+        return self.m.FieldCondition(key=key, geo_radius=radius)
+
+    def not_ids(self, ids: tuple[str, ...]) -> Any:
+        return self.m.HasIdCondition(has_id=list(ids))
+
+    def combine(self, must: list[Any], must_not: list[Any]) -> Any:
+        return self.m.Filter(must=must or None, must_not=must_not or None)
+
+
+def _server_filter(flt: Filter | None) -> Any:
+    return None if flt is None or flt.is_empty() else translate(flt, ServerConditions())
 
 
 def _server_payload_selector(fields: Sequence[str] | None) -> Any:
-    if fields is None:
-        return True
-    if not fields:
-        return False
     from qdrant_client import models as m
 
-    return m.PayloadSelectorInclude(include=list(fields))
+    return payload_selector(fields, lambda include: m.PayloadSelectorInclude(include=include))
 
 
-class QdrantStore(_StoreBase):
+class QdrantStore(StoreBase):
     """A collection on a Qdrant server or cluster (or the in-process ":memory:" server)."""
 
     def __init__(self, client: Any, url: str, collection: str, dim: int) -> None:
@@ -174,7 +185,7 @@ class QdrantStore(_StoreBase):
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         if self._client is None:
             raise StoreError(f"the store at {self.location} is closed")
-        return _server_errors(self._url, what)
+        return server_errors(self._url, what)
 
     def _size_estimate(self) -> int:
         stamp, size = self._count_cache
@@ -204,7 +215,7 @@ class QdrantStore(_StoreBase):
         from qdrant_client import models as m
 
         structs = [
-            m.PointStruct(id=p.id, vector={VECTOR_NAME: _vector_list(p.vector, self.dim)}, payload=p.payload)
+            m.PointStruct(id=p.id, vector={VECTOR_NAME: vector_list(p.vector, self.dim)}, payload=p.payload)
             for p in points
         ]
         with self._errors("upsert"):
@@ -238,10 +249,8 @@ class QdrantStore(_StoreBase):
         if not ids:
             return []
         with self._errors("retrieve"):
-            found = self._client.retrieve(
-                self.collection, list(ids), with_payload=True, with_vectors=with_vectors
-            )
-        return [Record(str(r.id), dict(r.payload or {}), _vector_array(r.vector)) for r in found]
+            found = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)
+        return [to_record(r) for r in found]
 
     def scroll(
         self,
@@ -252,11 +261,11 @@ class QdrantStore(_StoreBase):
         batch: int = 1024,
     ) -> Iterator[Record]:
         """Every matching point, in id order; ``fields`` limits the payload keys returned."""
-        offset: Any = None
         selector, server_filter = _server_payload_selector(fields), _server_filter(flt)
-        while True:
+
+        def fetch(offset: Any) -> tuple[Any, Any]:
             with self._errors("scroll"):
-                found, offset = self._client.scroll(
+                return self._client.scroll(
                     self.collection,
                     scroll_filter=server_filter,
                     limit=batch,
@@ -264,10 +273,8 @@ class QdrantStore(_StoreBase):
                     with_payload=selector,
                     with_vectors=with_vectors,
                 )
-            for r in found:
-                yield Record(str(r.id), dict(r.payload or {}), _vector_array(r.vector))
-            if offset is None:
-                return
+
+        return paged(fetch)
 
     def search(
         self,
@@ -288,7 +295,7 @@ class QdrantStore(_StoreBase):
         with self._errors("search"):
             response = self._client.query_points(
                 self.collection,
-                query=_vector_list(vector, self.dim),
+                query=vector_list(vector, self.dim),
                 using=VECTOR_NAME,
                 limit=limit,
                 query_filter=_server_filter(flt),
@@ -296,17 +303,12 @@ class QdrantStore(_StoreBase):
                 with_vectors=with_vectors,
                 search_params=params,
             )
-        return [
-            Record(str(h.id), dict(h.payload or {}), _vector_array(h.vector), float(h.score))
-            for h in response.points
-        ]
+        return [to_record(h) for h in response.points]
 
     def count(self, flt: Filter | None = None) -> int:
         """How many points match ``flt`` (all points when None)."""
         with self._errors("count"):
-            return int(
-                self._client.count(self.collection, count_filter=_server_filter(flt), exact=True).count
-            )
+            return int(self._client.count(self.collection, count_filter=_server_filter(flt), exact=True).count)
 
     def facet(self, key: str, flt: Filter | None = None, limit: int = 1000) -> dict[str, int]:
         """Point counts per value of an indexed keyword field (kind, dirs, path, root, tags)."""
@@ -379,7 +381,7 @@ class QdrantStore(_StoreBase):
     def close(self) -> None:
         """Close the connection (the shared in-memory server stays alive)."""
         if self._client is not None:
-            _release_client(self._url, self._client)
+            release_client(self._url, self._client)
             self._client = None
 
 
@@ -426,9 +428,9 @@ def create_server_collection(
     from qdrant_client import models as m
 
     options.check()
-    client = _server_client(url, api_key)
+    client = server_client(url, api_key)
     try:
-        with _server_errors(url, f"creating {collection}"):
+        with server_errors(url, f"creating {collection}"):
             if client.collection_exists(collection):
                 raise StoreError(f"collection {collection} exists at Qdrant {url}: its layout cannot change")
             datatype = m.Datatype.FLOAT16 if options.float16 else None
@@ -446,4 +448,4 @@ def create_server_collection(
             )
             _ensure_server_indexes(client, collection, {})
     finally:
-        _release_client(url, client)
+        release_client(url, client)

@@ -16,7 +16,7 @@ from mediasearch.index.distributed import EncoderActor, _groups
 from mediasearch.index.options import IndexOptions
 from mediasearch.index.pipeline import decode_file
 from mediasearch.media.discover import discover
-from mediasearch.store.server import _forget_memory_servers
+from mediasearch.store.server import forget_memory_servers
 
 pytest.importorskip("ray")
 
@@ -45,9 +45,9 @@ def ray_cluster() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_memory_server() -> Iterator[None]:
-    _forget_memory_servers()
+    forget_memory_servers()
     yield
-    _forget_memory_servers()
+    forget_memory_servers()
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_ray_into_server_path_gives_the_sequential_index(
     ray_cluster: None, media_library: Path, demo_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
     want_report, want, _ = build(demo_settings(tmp_path / "seq", qdrant_url=":memory:"), media_library)
-    _forget_memory_servers()  # the same collection, from nothing
+    forget_memory_servers()  # the same collection, from nothing
     got_report, got, _ = build(demo_settings(tmp_path / "ray", qdrant_url=":memory:"), media_library, ray=True)
     assert got_report == want_report
     assert_same_points(got, want)

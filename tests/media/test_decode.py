@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mediasearch.errors import MediaError
-from mediasearch.media import decode
+from mediasearch.media import video
 from mediasearch.media.decode import NEUTRAL_GREY, MediaMeta, load_image, plan_timestamps, sample_video
 
 RED = (200, 30, 30)
@@ -136,8 +136,9 @@ def test_placeholder_exif_date_is_ignored(make_image: Callable[..., Path]) -> No
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("bomb", "image too large (decompression bomb guard): 30000x30000"),
-        ("bomb_warning", "image too large (decompression bomb guard): 10000x10000"),
+        ("bomb", "image too large (decompression bomb guard): 30000x30000, 4.0 GB to decode"),
+        # 100 megapixels of grey fit the decoders' memory budget: the empty file is then truncated
+        ("bomb_warning", "truncated image"),
         ("truncated_jpeg", "truncated image"),
         ("text_as_jpg", "cannot identify image file"),
         ("empty", "cannot identify image file"),
@@ -153,13 +154,20 @@ def test_broken_images_raise_one_line_media_error(
     assert one_line_error(excinfo) == message
 
 
-def test_pillow_pixel_limit_is_honoured(make_image: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from PIL import Image
+def test_the_bomb_guard_bounds_memory_not_pixels(
+    make_image: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same 64x48 picture is refused as a PNG (decoded whole) under a budget that a JPEG of it
+    fits (decoded at 1/8 scale by the DCT), and the message says what it would have taken."""
+    from mediasearch.media import memory
 
-    path = make_image("a.png", size=(64, 48))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 3072 pixels: over 1x (a warning in Pillow)
-    with pytest.raises(MediaError, match=r"decompression bomb guard\): 64x48$"):
-        load_image(str(path))
+    png = make_image("a.png", size=(640, 480))
+    jpeg = make_image("a.jpg", size=(640, 480))
+    monkeypatch.setattr(memory, "DECODE_BUDGET_BYTES", memory.decode_cost((640, 480), "RGB") - 1)
+    with pytest.raises(MediaError, match=r"decompression bomb guard\): 640x480, 0.0 GB to decode$"):
+        load_image(str(png), target=32)
+    image, meta = load_image(str(jpeg), target=32)
+    assert (meta.width, meta.height) == (640, 480) and min(image.size) < 480
 
 
 def test_unreadable_paths_raise_media_error(tmp_path: Path) -> None:
@@ -272,7 +280,7 @@ def test_pyav_path_matches_decord(make_video: Callable[..., Path], monkeypatch: 
     def no_decord() -> object:
         raise ImportError("No module named 'decord'")
 
-    monkeypatch.setattr(decode, "_decord", no_decord)
+    monkeypatch.setattr(video, "_decord", no_decord)
     with_pyav = sample_video(path, interval=1.5)
     assert with_pyav.error is None
     assert with_pyav.meta == with_decord.meta

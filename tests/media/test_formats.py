@@ -23,7 +23,7 @@ from PIL import Image
 
 from mediasearch.errors import MediaError
 from mediasearch.lab.shapes import COLOURS, render
-from mediasearch.media import decode, formats
+from mediasearch.media import formats, video
 from mediasearch.media.decode import load_image, sample_video
 from mediasearch.media.discover import IMAGE_EXTS, VIDEO_EXTS, discover
 
@@ -252,7 +252,7 @@ def test_phone_rotation_is_applied_on_every_path(
 ) -> None:
     if decoder == "pyav":
         monkeypatch.setitem(sys.modules, "decord", None)
-        decode._decord.cache_clear()
+        video._decord.cache_clear()
     try:
         shown = marked((240, 320) if rotation != 180 else (320, 240))
         path = write_video(
@@ -266,7 +266,7 @@ def test_phone_rotation_is_applied_on_every_path(
                 assert frame.image.size == shown.size
                 assert near(pixels[4, 4], (255, 255, 255), 50) and near(pixels[-5, -5], RED, 50), (exact, frame)
     finally:
-        decode._decord.cache_clear()
+        video._decord.cache_clear()
 
 
 def _pq_encode(srgb: tuple[int, int, int]) -> np.ndarray:
@@ -315,11 +315,11 @@ def test_ten_bit_video_converts_on_both_paths(tmp_path: Path, monkeypatch: pytes
     path = write_video(tmp_path / "ten.mp4", [marked((160, 120))] * 2, fmt="mp4", pix_fmt="yuv420p10le")
     with_decord = sample_video(str(path), interval=0.5, exact=True)
     monkeypatch.setitem(sys.modules, "decord", None)
-    decode._decord.cache_clear()
+    video._decord.cache_clear()
     try:
         with_pyav = sample_video(str(path), interval=0.5, exact=True)
     finally:
-        decode._decord.cache_clear()
+        video._decord.cache_clear()
     for sample in (with_decord, with_pyav):
         assert len(sample.frames) == 4
         assert all(near(np.asarray(f.image)[-5, -5], RED, 12) for f in sample.frames)

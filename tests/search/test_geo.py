@@ -113,9 +113,10 @@ def test_python_api_takes_near_and_camera(demo_settings: Any, demo_model: Any, p
 def test_both_store_backends_filter_by_place_and_camera(tmp_path: Path, backend: str) -> None:
     from mediasearch.store import collections
     from mediasearch.store.base import Filter, PointIn, point_id
-    from mediasearch.store.server import _forget_memory_servers
+    from mediasearch.store.filters import terms
+    from mediasearch.store.server import forget_memory_servers
 
-    _forget_memory_servers()
+    forget_memory_servers()
     url = ":memory:" if backend == "memory" else None
     points = [
         ("paris", "Canon EOS R5", {"lat": 48.8584, "lon": 2.2945}),
@@ -146,9 +147,9 @@ def test_both_store_backends_filter_by_place_and_camera(tmp_path: Path, backend:
             assert names(Filter(camera="iPhone 12")) == {"sydney", "unplaced"}
             assert names(Filter(camera="canon eos")) == {"paris"}
             assert names(Filter(camera="iPhone 12", near=(-34.0, 151.0, 50.0))) == {"sydney"}
-            assert not Filter(camera="").equalities() and Filter(camera="").is_empty()
+            assert not terms(Filter(camera="")) and Filter(camera="").is_empty()
     finally:
-        _forget_memory_servers()
+        forget_memory_servers()
 
 
 def test_a_phone_video_keeps_its_iso6709_location(tmp_path: Path) -> None:

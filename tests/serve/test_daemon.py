@@ -243,7 +243,7 @@ def test_mount_type_and_network_detection(tmp_path: Path) -> None:
 
 def test_intervals_and_binding_rules() -> None:
     from mediasearch.errors import ConfigError
-    from mediasearch.serve.daemon import check_binding, parse_interval
+    from mediasearch.serve.options import check_binding, parse_interval
 
     assert [parse_interval(t) for t in ("90", "30s", "15m", "6h", "1d", "off")] == [90, 30, 900, 21600, 86400, 0]
     with pytest.raises(ConfigError):
@@ -259,7 +259,7 @@ def test_intervals_and_binding_rules() -> None:
 
 def test_changes_between_snapshots() -> None:
     from mediasearch.index.plan import StoredFile
-    from mediasearch.serve.daemon import changes
+    from mediasearch.serve.changes import changes
 
     def sf(path: str, size: int = 1, fp: str = "f", mtime: float = 1.0) -> StoredFile:
         return StoredFile(path, size, mtime, fp, 1, "image", ids=[path])
@@ -312,7 +312,7 @@ class _StubService:
         ]
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
-        from mediasearch.serve.daemon import NotIndexedError
+        from mediasearch.serve.service import NotIndexedError
 
         raise NotIndexedError(f"{path} is not in the index")
 

@@ -29,7 +29,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from mediasearch.library import home
 from mediasearch.search.query import Query, Term
-from mediasearch.serve.daemon import DaemonOptions, NotReadyError, Service
+from mediasearch.serve.options import DaemonOptions
+from mediasearch.serve.service import NotReadyError, Service
 from mediasearch.settings import load_settings
 
 FOLDERS = ("a", "a/inner", "b")

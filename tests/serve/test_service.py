@@ -22,9 +22,11 @@ from mediasearch.library import home as home_module
 from mediasearch.library.requests import IndexOptions, Query, StoredFile, Term
 from mediasearch.media import thumbnails
 from mediasearch.media.decode_pool import DecoderPool, DecodeTimeoutError
-from mediasearch.serve import daemon
-from mediasearch.serve.daemon import DaemonOptions, NotIndexedError, NotReadyError, Service, points_changed
+from mediasearch.serve import service as daemon_service
+from mediasearch.serve.changes import points_changed
+from mediasearch.serve.options import DaemonOptions
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
+from mediasearch.serve.service import NotIndexedError, NotReadyError, Service
 from mediasearch.settings import Settings
 
 
@@ -112,7 +114,7 @@ def test_a_query_in_progress_does_not_hold_up_status_or_files(
     lib = tmp_path / "lib"
     photo(lib / "a.png")
     service = start(lib)
-    monkeypatch.setattr(daemon, "QUERY_WAIT_S", 0.5)
+    monkeypatch.setattr(daemon_service, "QUERY_WAIT_S", 0.5)
     assert service.lib is not None
     entered, release = threading.Event(), threading.Event()
     real_search = service.lib.search
@@ -219,7 +221,7 @@ def test_a_store_that_cannot_be_reopened_after_a_build_is_an_error_state_then_re
     lib = tmp_path / "lib"
     photo(lib / "a.png")
     service = start(lib)
-    monkeypatch.setattr(daemon, "RECOVER_EVERY_S", 0.2)
+    monkeypatch.setattr(daemon_service, "RECOVER_EVERY_S", 0.2)
     real_reopen, fail = home_module.reopen_store, threading.Event()
     fail.set()
 

@@ -18,7 +18,7 @@ from mediasearch import Library
 from mediasearch.errors import StoreError
 from mediasearch.store.collections import open_store
 from mediasearch.store.migrate import copy_points
-from mediasearch.store.server import _forget_memory_servers
+from mediasearch.store.server import forget_memory_servers
 
 SERVER = os.environ.get("MEDIASEARCH_TEST_QDRANT_URL")
 Points = dict[str, tuple[dict[str, Any], np.ndarray]]
@@ -38,9 +38,9 @@ def shape_photos(folder: Path, n: int) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_memory_server() -> Iterator[None]:
-    _forget_memory_servers()
+    forget_memory_servers()
     yield
-    _forget_memory_servers()
+    forget_memory_servers()
 
 
 @pytest.fixture

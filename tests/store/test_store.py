@@ -21,7 +21,7 @@ from mediasearch import store as st
 from mediasearch.errors import ModelMismatchError, StoreError, StoreLockedError
 from mediasearch.media.discover import ancestor_dirs
 from mediasearch.store.base import AUTO_FLUSH_S, Filter, PointIn, Store
-from mediasearch.store.server import _forget_memory_servers
+from mediasearch.store.server import forget_memory_servers
 
 DIM = 8
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +45,9 @@ def home() -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def _fresh_memory_server() -> Iterator[None]:
-    _forget_memory_servers()
+    forget_memory_servers()
     yield
-    _forget_memory_servers()
+    forget_memory_servers()
 
 
 @pytest.fixture(params=["edge", "memory"])

@@ -1,0 +1,214 @@
+"""The OCR engine: PP-OCRv4 detection and recognition (rapidocr-onnxruntime's bundled ONNX models).
+
+Detection runs on a reduced copy of the picture (long side ``DET_SIDE``); only where it finds boxes
+are the lines cut out of the larger picture, turned upright by the angle classifier and recognised,
+so a picture without text costs one detector pass. Sessions are built once per thread count and
+shared; onnxruntime runs them on at most ``threads`` cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mediasearch.errors import MediaError
+from mediasearch.lane import usable_cpus
+from mediasearch.ocr.junk import keep_line
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+DET_SIDE = 960  # detector input, long side: 12 MP photos cost a 960x720 pass
+FINE_SIDE = 1920  # a second detection at this size where the first found only small text
+FINE_BELOW = 14  # px: lines lower than this in the first pass are read again from the larger pass
+REC_SIDE = 2560  # lines are cut out of the picture reduced to at most this long side
+DET_BOX_THRESH = 0.5  # mean text probability inside a box for the detector to keep it
+DET_UNCLIP = 1.6  # how far a box grows around the text core (PaddleOCR's default)
+MIN_SIDE = 32  # smaller pictures are padded up to this before detection
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One recognised line: its text, the recogniser's confidence, and its box normalised to the
+    picture (left, top, right, bottom in [0, 1])."""
+
+    text: str
+    conf: float
+    box: tuple[float, float, float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The payload / JSON form: {"text", "conf", "box"}."""
+        return {"text": self.text, "conf": round(self.conf, 3), "box": [round(v, 4) for v in self.box]}
+
+
+class OcrEngine:
+    """Reads the text in pictures; ``threads`` bounds the cores onnxruntime uses (default: at most 2)."""
+
+    def __init__(self, *, threads: int | None = None, det_side: int = DET_SIDE) -> None:
+        self.threads = max(1, threads if threads is not None else min(2, usable_cpus()))
+        self.det_side = det_side
+        self._parts = _parts(self.threads)
+
+    def read(self, picture: Image.Image | np.ndarray) -> list[TextLine]:
+        """The lines written in ``picture`` (PIL image or RGB array), top to bottom; junk left out."""
+        rgb = _as_rgb(picture)
+        height, width = rgb.shape[:2]
+        if min(height, width) < 2:
+            return []
+        big, _ = _reduced(rgb, REC_SIDE)
+        boxes = self.detect_boxes(big)
+        if not boxes:
+            return []
+        crops = [_crop(big, box) for box in boxes]
+        parts = self._parts
+        with parts.lock:
+            crops, _, _ = parts.cls(crops)
+            results, _ = parts.rec(crops)
+        lines = []
+        for box, (text, conf, *_rest) in zip(boxes, results, strict=True):
+            line = TextLine(str(text).strip(), float(conf), _normalised(box, big.shape[1], big.shape[0]))
+            if keep_line(line.text, line.conf):
+                lines.append(line)
+        return lines
+
+    def detect_boxes(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Quadrilaterals (4x2 float32, in ``rgb``'s pixels) around the text, top to bottom."""
+        import numpy as np
+
+        boxes, scale = self._detect(rgb, self.det_side)
+        if boxes and scale < 1.0 and self.det_side < FINE_SIDE:
+            # Small print (a document, a receipt, a page) is found but cut into pieces or missed at the
+            # first size: detect again at a larger one. Pictures without text never get here.
+            low = min(float(box[:, 1].max() - box[:, 1].min()) for box in boxes)
+            if low < FINE_BELOW:
+                boxes, scale = self._detect(rgb, FINE_SIDE)
+        if not boxes:
+            return []
+        out = [np.asarray(box, dtype=np.float32) / scale for box in boxes]
+        height, width = rgb.shape[:2]
+        for box in out:
+            box[:, 0] = box[:, 0].clip(0, width - 1)
+            box[:, 1] = box[:, 1].clip(0, height - 1)
+        return _reading_order(out)
+
+    def _detect(self, rgb: np.ndarray, side: int) -> tuple[list[np.ndarray], float]:
+        small, scale = _reduced(rgb, side)
+        small = _padded(small)
+        parts = self._parts
+        with parts.lock:
+            boxes, _ = parts.det(small[:, :, ::-1])  # the Paddle models read BGR
+        return ([] if boxes is None else list(boxes)), scale
+
+
+@dataclass
+class _Parts:
+    det: Any
+    cls: Any
+    rec: Any
+    lock: threading.Lock
+
+
+@functools.lru_cache(maxsize=4)
+def _parts(threads: int) -> _Parts:
+    """The detector, angle classifier and recogniser, built once per thread count."""
+    try:
+        from rapidocr_onnxruntime import RapidOCR
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise MediaError(f"OCR needs the rapidocr-onnxruntime package ({exc})") from exc
+    ocr = RapidOCR(
+        intra_op_num_threads=threads,
+        inter_op_num_threads=1,
+        det_limit_type="max",
+        det_limit_side_len=FINE_SIDE * 2,  # inputs arrive reduced already; never upscaled here
+        det_box_thresh=DET_BOX_THRESH,
+        det_unclip_ratio=DET_UNCLIP,
+    )
+    # One session per part, used by one thread at a time (onnxruntime sessions are thread-safe, but
+    # two concurrent runs on 2 cores only contend).
+    return _Parts(ocr.text_det, ocr.text_cls, ocr.text_rec, threading.Lock())
+
+
+def _as_rgb(picture: Image.Image | np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    if isinstance(picture, np.ndarray):
+        array = picture
+    else:
+        array = np.asarray(picture.convert("RGB"))
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[2] < 3:
+        raise MediaError(f"OCR needs an RGB picture, got an array of shape {array.shape}")
+    return np.ascontiguousarray(array[:, :, :3].astype(np.uint8, copy=False))
+
+
+def _reduced(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """``rgb`` shrunk so its long side is at most ``side`` (area averaging), and the scale used."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    scale = min(1.0, side / max(height, width))
+    if scale >= 1.0:
+        return rgb, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _padded(rgb: np.ndarray) -> np.ndarray:
+    """Pad a tiny picture with its edge colour so the detector (strides of 32) can read it."""
+    import numpy as np
+
+    height, width = rgb.shape[:2]
+    if height >= MIN_SIDE and width >= MIN_SIDE:
+        return rgb
+    pad = ((0, max(0, MIN_SIDE - height)), (0, max(0, MIN_SIDE - width)), (0, 0))
+    return np.pad(rgb, pad, mode="edge")
+
+
+def _crop(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The line inside ``box``, warped upright (BGR for the recogniser); tall crops turned 90 degrees."""
+    import cv2
+    import numpy as np
+
+    width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    width, height = max(width, 1), max(height, 1)
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(box.astype(np.float32), target)
+    crop = cv2.warpPerspective(
+        rgb[:, :, ::-1], matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
+    )
+    if height / width >= 1.5:
+        crop = np.rot90(crop)
+    return np.ascontiguousarray(crop)
+
+
+def _normalised(box: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+    xs, ys = box[:, 0], box[:, 1]
+    return (
+        float(xs.min()) / width,
+        float(ys.min()) / height,
+        min(1.0, float(xs.max() + 1) / width),
+        min(1.0, float(ys.max() + 1) / height),
+    )
+
+
+def _reading_order(boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Top to bottom; boxes whose tops are within half a line of each other, left to right."""
+    ordered = sorted(boxes, key=lambda b: (float(b[:, 1].min()), float(b[:, 0].min())))
+    rows: list[list[np.ndarray]] = []
+    for box in ordered:
+        top = float(box[:, 1].min())
+        height = float(box[:, 1].max()) - top
+        if rows:
+            row_top = float(rows[-1][0][:, 1].min())
+            row_height = float(rows[-1][0][:, 1].max()) - row_top
+            if abs(top - row_top) < 0.5 * max(1.0, min(height, row_height)):
+                rows[-1].append(box)
+                continue
+        rows.append([box])
+    return [box for row in rows for box in sorted(row, key=lambda b: float(b[:, 0].min()))]
