@@ -47,6 +47,10 @@ class Settings:
     batch_size: int = 0  # 0: chosen for the device (model.default_batch_size)
     workers: int = 0
     tagging: bool = False
+    # Signals (index.enrichers): off deletes the signal's data at the next index run.
+    ocr: bool = True
+    faces: bool = True
+    places: bool = True
 
     @property
     def config_path(self) -> Path:
@@ -72,6 +76,9 @@ _FIELD_TYPES: dict[str, type] = {
     "batch_size": int,
     "workers": int,
     "tagging": bool,
+    "ocr": bool,
+    "faces": bool,
+    "places": bool,
 }
 
 

@@ -36,6 +36,11 @@ def index(
         False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
     ),
     tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Decode again the files that failed before, though they are unchanged."
+    ),
+    ocr: bool | None = typer.Option(None, "--ocr/--no-ocr", help="Recognise text in pictures (off deletes it)."),
+    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="Find faces and people (off deletes them)."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'mediasearch[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (implies --ray; default: a local Ray)."),
     ray_actors: int = typer.Option(0, help="Encoder actors on Ray (0: one per GPU, or one)."),
@@ -45,10 +50,12 @@ def index(
     from mediasearch.cli.output import RichProgress, key_values, print_json
 
     overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
+    overrides |= {"ocr": ocr, "faces": faces}
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
         ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
-        report = lib.index(paths, hidden=hidden, exact_times=exact_times, progress=progress, **ray_kwargs)
+        flags = {"hidden": hidden, "exact_times": exact_times, "retry_failed": retry_failed}
+        report = lib.index(paths, **flags, progress=progress, **ray_kwargs)
     data = report.to_json()
     if as_json:
         print_json(data)
@@ -88,7 +95,14 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         rows.append(("model", f"{model.get('name', '-')} ({model.get('pretrained') or 'bundled weights'})"))
     last = data["last_run"] or {}
     if last:
-        rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+        shown = (k for k in last if k not in ("collection", "skipped_extensions"))
+        rows.append(("last run", ", ".join(f"{k}={last[k]}" for k in shown)))
+    if data.get("skipped_extensions"):  # not failures: files of types mediasearch does not read
+        by_ext = data["skipped_extensions"].items()
+        rows.append(("skipped (not media)", ", ".join(f".{ext} {count}" for ext, count in by_ext)))
+    signals = data.get("enrichers") or {}
+    if signals:
+        rows.append(("signals", ", ".join(f"{k} {v['done']}/{v['done'] + v['pending']}" for k, v in signals.items())))
     if data.get("daemon"):
         info = data["daemon"]
         rows.append(("daemon", f"pid {info['pid']} at {info['url']}, watching {len(info['roots'])} folders"))
@@ -209,7 +223,15 @@ def serve(
     paths: list[Path] = typer.Argument(None, help="Folders to watch, added to those the home remembers."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (not loopback: needs a token)."),
     port: int = typer.Option(0, "--port", help="Port (0: any free one; HOME/daemon.json says which)."),
-    token: str | None = typer.Option(None, "--token", envvar="MEDIASEARCH_TOKEN", help="API token (default: random)."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding the admin token (else MEDIASEARCH_TOKEN, else random)."
+    ),
+    read_token_file: Path | None = typer.Option(
+        None, "--read-token-file", help="File holding the read token (else MEDIASEARCH_READ_TOKEN, else random)."
+    ),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="A Host name to answer besides loopback's and this machine's (repeatable)."
+    ),
     rescan_every: str = typer.Option("1d", "--rescan-every", help="Full rescan interval: 30m, 6h, 1d, or off."),
     debounce: float = typer.Option(2.0, "--debounce", min=0.1, help="Seconds a folder must stay quiet first."),
     poll: bool = typer.Option(False, "--poll", help="Poll the folders instead of using file events."),
@@ -220,6 +242,7 @@ def serve(
     from mediasearch.library.requests import IndexOptions
     from mediasearch.serve.daemon import serve as run
     from mediasearch.serve.options import DaemonOptions, parse_interval
+    from mediasearch.serve.security import read_token_file as token_in
 
     watching = ctx.info_name == "watch"
     if watching and not paths:
@@ -229,7 +252,10 @@ def serve(
         roots=tuple(str(p.absolute()) for p in paths or []),
         host=host,
         port=port,
-        token=token,
+        # Tokens from files or the environment: a command line is readable by every user of the machine.
+        token=token_in(token_file) if token_file else os.environ.get("MEDIASEARCH_TOKEN") or None,
+        read_token=token_in(read_token_file) if read_token_file else os.environ.get("MEDIASEARCH_READ_TOKEN") or None,
+        allowed_hosts=tuple(allow_host),
         rescan_every=parse_interval(rescan_every),
         debounce=debounce,
         poll=poll,
@@ -248,9 +274,9 @@ app.command("watch", help="The daemon, watching PATH... and logging every file i
 
 
 def _announce(info: Any) -> None:
-    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; token in the home's daemon.json", err=True)
-    if sys.stderr.isatty():  # not into logs: the token opens the whole index
-        typer.echo(f"search page: {info.url}/?token={info.token}", err=True)
+    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; tokens in the home's daemon.json", err=True)
+    if sys.stderr.isatty():  # not into logs: the read token opens the whole library
+        typer.echo(f"search page: {info.url}/?token={info.read_token or info.token}", err=True)
 
 
 # -- model ---------------------------------------------------------------------------------------

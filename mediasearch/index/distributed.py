@@ -344,7 +344,7 @@ class _RayRun:
 
     def _finish(self, e: Encoded) -> None:
         if e.fatal:
-            self.summary.error(e.entry.path, e.error or "cannot decode")
+            self.summary.decode_failed(e.entry, e.error or "cannot decode")
             self.progress.advance(files=1)
             return
         if self.direct:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mediasearch.errors import QueryError, UnknownNameError
 from mediasearch.faces.engine import Face, FaceEngine
 from mediasearch.faces.grouping import PeopleIndex
-from mediasearch.faces.registry import Registry, RegistryFile
+from mediasearch.faces.registry import Registry, RegistryFile, UnknownPersonError
 from mediasearch.store.base import Filter, Store
 from mediasearch.store.faces import FaceRecord, FaceStore, face_id, faces_home
 
@@ -160,14 +159,15 @@ class People:
         return [registry.name(p) for p in ids if not registry.info(p).hidden]
 
     def resolve(self, names: Iterable[str]) -> tuple[str, ...]:
-        """Person ids for names given to ``query --person`` (a name, or an id); UnknownNameError for
+        """Person ids for names given to ``query --person`` (a name, or an id); UnknownPersonError for
         anyone unknown."""
         registry = self.file.load()
         ids = []
         for name in names:
             person = registry.resolve(name)
             if person is None or not any(True for _ in self.faces.faces(person=person)):
-                raise UnknownNameError(f"nobody called {name!r}: `mediasearch people` lists the people and their names")
+                listed = "`mediasearch people` lists the people and their names"
+                raise UnknownPersonError(f"nobody called {name!r}: {listed}")
             ids.append(person)
         return tuple(dict.fromkeys(ids))
 
@@ -192,13 +192,13 @@ class People:
     def merge(self, keep: str, other: str, media: Store | None) -> int:
         """Move every face of ``other`` into ``keep`` (and the media payloads that name ``other``);
         ``keep`` takes ``other``'s name if it had none. Returns the faces moved."""
-        if keep == other:
-            raise QueryError("merge needs two different people")
         with self._lock:
             self._require(keep)
+            if keep == other:
+                return 0
             moved = list(self.faces.faces(person=other))
             if not moved:
-                raise QueryError(f"there is no person {other}: `mediasearch people` lists them")
+                raise UnknownPersonError(f"there is no person {other}: `mediasearch people` lists them")
             registry = self.file.load()
             index = self._people_index(registry)
             self.faces.set_person([f.id for f in moved], keep)
@@ -220,10 +220,10 @@ class People:
         with self._lock:
             faces = sorted(self.faces.faces(path=path), key=lambda f: (f.timestamp or 0.0, f.face))
             if not faces:
-                raise QueryError(f"no face is known in {path}")
+                raise UnknownPersonError(f"no face is known in {path}")
             if number is not None:
                 if not 0 <= number < len(faces):
-                    raise QueryError(f"{path} has {len(faces)} face(s): --face takes 0 to {len(faces) - 1}")
+                    raise UnknownPersonError(f"{path} has {len(faces)} face(s): --face takes 0 to {len(faces) - 1}")
                 faces = [faces[number]]
             registry = self.file.load()
             index = self._people_index(registry)
@@ -244,7 +244,7 @@ class People:
 
     def _require(self, person: str) -> None:
         if not any(True for _ in self.faces.faces(person=person)):
-            raise QueryError(f"there is no person {person}: `mediasearch people` lists them")
+            raise UnknownPersonError(f"there is no person {person}: `mediasearch people` lists them")
 
 
 def _id_order(person: str) -> tuple[int, str]:

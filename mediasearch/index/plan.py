@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediasearch.errors import MediaError
+from mediasearch.index.versions import ENRICHERS_KEY, encoded_record
 from mediasearch.media.discover import (
     FileEntry,
     ancestor_dirs,
@@ -78,6 +79,8 @@ class Plan:
     moves: list[tuple[FileEntry, StoredFile]] = field(default_factory=list)
     removed: list[StoredFile] = field(default_factory=list)
     unreadable: list[tuple[FileEntry, str]] = field(default_factory=list)  # found, but could not be read
+    read_roots: list[str] = field(default_factory=list)  # the roots whose files were listed
+    protected: list[str] = field(default_factory=list)  # paths under them whose files were not (unreadable)
 
 
 def file_key(path: str) -> str:
@@ -138,7 +141,7 @@ def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], prote
     ``stored`` is what the store holds under the same roots as ``entries``; one plan over all of them,
     so that a file moved from one root to another is a move.
     """
-    plan = Plan()
+    plan = Plan(protected=list(protected))
     seen: set[str] = set()
     new: list[FileEntry] = []
     for entry in entries:
@@ -185,6 +188,7 @@ def file_payload(entry: FileEntry, fprint: str, frames_total: int, meta: Any) ->
         "fingerprint": fprint,
         "frames_total": frames_total,
         "tags": [],
+        ENRICHERS_KEY: encoded_record(),
     }
     if meta is not None:
         payload.update(

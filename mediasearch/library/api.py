@@ -112,6 +112,7 @@ class Library(PeopleMethods):
         workers: int | None = None,
         hidden: bool = False,
         exact_times: bool = False,
+        retry_failed: bool = False,
         tag: bool | None = None,
         progress: Progress | None = None,
         ray: bool = False,
@@ -121,6 +122,7 @@ class Library(PeopleMethods):
         """Add, update and remove entries so that the index matches ``paths`` (folders or files).
 
         ``ray``: decode and encode on a Ray cluster (``ray_address``, or a local one; docs/scale.md).
+        ``retry_failed``: decode again the files that failed before, though they are unchanged.
         """
         from mediasearch.index.options import IndexOptions
 
@@ -132,6 +134,7 @@ class Library(PeopleMethods):
             workers if workers is not None else s.workers,
             hidden,
             exact_times=exact_times,
+            retry_failed=retry_failed,
         )
         if ray or ray_address:
             local = self._local("index --ray")
@@ -171,7 +174,11 @@ class Library(PeopleMethods):
     def index_with(
         self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
     ) -> IndexReport:
-        """:meth:`index` with the options already assembled."""
+        """:meth:`index` with the options already assembled. Folders indexed on this machine become the
+        home's library roots, which a daemon for the home may then serve and index (`library.roots`)."""
+        from mediasearch.library import roots
+
+        roots.record(self.settings.home, [os.path.abspath(p) for p in paths if os.path.exists(p)])
         return self.backend.index_with(paths, options, tag=tag, progress=progress)
 
     def forget(self, path: PathLike) -> int:

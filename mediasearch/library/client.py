@@ -7,6 +7,7 @@ client that finds nothing answering behind it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -53,6 +54,7 @@ class DaemonInfo:
     host: str = ""
     hostname: str = ""
     started: float = 0.0
+    read_token: str = ""  # searches and views only: the one to give the search page
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +70,7 @@ class DaemonInfo:
                 host=str(data.get("host", "")),
                 hostname=str(data.get("hostname", "")),
                 started=float(data.get("started", 0.0)),
+                read_token=str(data.get("read_token", "")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -182,9 +185,11 @@ class DaemonClient:
     def forget(self, path: str) -> dict[str, Any]:
         return dict(self.call("POST", "/forget", {"path": os.path.abspath(path)}, timeout=None))
 
-    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
-        body = {"vocab": os.path.abspath(vocab) if vocab else None,
-                "prompts": os.path.abspath(prompts) if prompts else None}
+    def tag(self, labels: dict[str, float] | None, prompts: str | None = None) -> dict[str, Any]:
+        """Tag with ``labels`` (each with its threshold), learned prompts, or (neither) the built-in vocabulary."""
+        body: dict[str, Any] = {"prompts": os.path.abspath(prompts) if prompts else None}
+        if labels is not None:
+            body |= {"labels": list(labels), "thresholds": labels}
         return dict(self.call("POST", "/tag", body, timeout=None))
 
     def tags(self) -> dict[str, int]:
@@ -214,6 +219,10 @@ def _error_from(exc: urllib.error.HTTPError) -> MediaSearchError:
     return DaemonError(message)
 
 
+UPLOAD_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+UPLOAD_MAX_BYTES = 20 << 20  # the daemon's cap on a picture sent to search by
+
+
 def filters_to_json(query: Query) -> dict[str, Any]:
     """A Query's limit, order and filters as the fields of the daemon's ``/query`` and ``/similar`` bodies."""
     near = dict(zip(("lat", "lon", "km"), query.near, strict=True)) if query.near is not None else None
@@ -225,19 +234,32 @@ def filters_to_json(query: Query) -> dict[str, Any]:
 
 
 def query_to_json(query: Query) -> dict[str, Any]:
-    """A Query as the daemon's ``POST /query`` body: the text to read first (unless literal), then the terms
-    (image terms as absolute paths)."""
+    """A Query as the daemon's ``POST /query`` body: the text to read first (unless literal), then the terms;
+    a picture this process can read is sent as its bytes (the daemon reads no path a request names unless
+    it is indexed), others by absolute path."""
     terms = list(query.terms)
     body: dict[str, Any] = {**filters_to_json(query), "raw": query.raw, "min_score": query.min_score}
     body["literal"] = not query.parse_text
     if query.parse_text and terms and terms[0].kind == "text":
         first = terms.pop(0)
         body.update(text=first.value, weight=first.weight)
-    body["terms"] = [
-        {"kind": t.kind, "value": os.path.abspath(t.value) if t.kind == "image" else t.value, "weight": t.weight}
-        for t in terms
-    ]
+    body["terms"] = [_term_json({"kind": t.kind, "value": t.value, "weight": t.weight}) for t in terms]
     return body
+
+
+def _term_json(term: dict[str, Any]) -> dict[str, Any]:
+    if term["kind"] != "image":
+        return term
+    path = os.path.abspath(term["value"])
+    try:
+        small = os.path.getsize(path) <= UPLOAD_MAX_BYTES and path.lower().endswith(UPLOAD_SUFFIXES)
+        if small:
+            with open(path, "rb") as fh:
+                encoded = base64.b64encode(fh.read()).decode("ascii")
+            return {"kind": "image", "data": encoded, "weight": term["weight"]}
+    except OSError:
+        pass
+    return {**term, "value": path}
 
 
 def find_daemon(home: Path, *, wait_s: float = STARTING_WAIT_S) -> DaemonClient | None:

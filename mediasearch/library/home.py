@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mediasearch.store.base import Store
 
 STATE_FILE = "state.json"
+FAILURES_FILE = "failures.json"
 OWN_FOLDERS = ("store", "cache", "logs")  # what a home holds besides small files; media may live beside them
 
 
@@ -108,6 +109,7 @@ def open_for_index(settings: Settings, *, need_model: bool = True) -> Opened:
     None; the collection's name derives from the model's key, which needs no torch).
     """
     from mediasearch.clip.loading import resolve_spec
+    from mediasearch.index.schema import new_meta
     from mediasearch.store.base import collection_name
     from mediasearch.store.collections import active_collection, list_collections, open_store
 
@@ -121,7 +123,9 @@ def open_for_index(settings: Settings, *, need_model: bool = True) -> Opened:
     store = open_store(collection=collection, dim=model.dim if model else None, create=True, **store_kwargs(settings))
     if store.get_meta() is None:
         model = model or load(settings, spec)
-        store.set_meta({"model": model.info(), "created": time.time()})
+        store.set_meta({"model": model.info(), "created": time.time(), **new_meta()})
+    else:
+        _upgraded(store)
     active = active_collection(**store_kwargs(settings))
     if active is None:
         _activate(settings, collection)
@@ -147,6 +151,7 @@ def open_for_query(settings: Settings, *, need_model: bool = True, text_only: bo
 
     collection = _query_collection(settings)
     store = open_store(collection=collection, dim=None, create=False, **store_kwargs(settings))
+    _upgraded(store)
     if not need_model:
         return Opened(None, store, collection, False)  # type: ignore[arg-type]
     built = (store.get_meta() or {}).get("model") or {}
@@ -162,6 +167,18 @@ def open_for_query(settings: Settings, *, need_model: bool = True, text_only: bo
         store.close()
         raise
     return Opened(model, store, collection, False)  # type: ignore[arg-type]  # a TextModel for text_only
+
+
+def _upgraded(store: Store) -> Store:
+    """The store, its schema upgraded to this release's (``index.schema``); closed if that fails."""
+    from mediasearch.index.schema import ensure_schema
+
+    try:
+        ensure_schema(store)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _query_collection(settings: Settings) -> str:
@@ -208,14 +225,29 @@ def save_state(settings: Settings, update: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(state, indent=1))
 
 
+def failures_path(settings: Settings) -> Path:
+    """The files that failed to decode, remembered (``index.failures``)."""
+    return settings.home / FAILURES_FILE
+
+
+def failures_listing(settings: Settings, last_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``status``'s failures: the last run's errors, then every file still remembered as failing."""
+    from mediasearch.index.failures import FailureLog
+
+    shown = {e.get("path") for e in last_errors}
+    remembered = FailureLog(failures_path(settings)).listing()
+    return [*last_errors, *(f for f in remembered if f["path"] not in shown)]
+
+
 def empty_status(settings: Settings) -> dict[str, Any]:
     """``status`` of a home where nothing is indexed yet (the last run may still have failures)."""
     last = load_state(settings).get("last_run") or {}
     return {
         "home": str(settings.home),
         "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
-        "failures": last.get("errors", []),
+        "failures": failures_listing(settings, last.get("errors", [])),
         "skipped": int(last.get("skipped", 0) or 0),
+        "skipped_extensions": dict(last.get("skipped_extensions") or {}),
     }
 
 
@@ -247,35 +279,52 @@ class Counts:
         return Counts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
-def count_store(store: Store) -> Counts:
+def count_store(store: Store, enrichers: Sequence[Any] = ()) -> Counts:
     """Count a collection by reading every point's path and kind (a full scroll: seconds at 100k+)."""
+    return scan_store(store, enrichers)[0]
+
+
+def scan_store(store: Store, enrichers: Sequence[Any] = ()) -> tuple[Counts, dict[str, dict[str, int]]]:
+    """The counts of a collection and, per enricher, the points it has done and those pending; one scroll."""
+    from mediasearch.index.enrich import is_done
+    from mediasearch.index.versions import ENRICHERS_KEY, record_of
+
     kinds: dict[str, str] = {}
     frames = 0
-    for rec in store.scroll(fields=("path", "kind")):
+    progress = {e.name: {"done": 0, "pending": 0} for e in enrichers}
+    for rec in store.scroll(fields=("path", "kind", ENRICHERS_KEY) if enrichers else ("path", "kind")):
         kinds[rec.payload["path"]] = rec.payload.get("kind", "image")
         frames += rec.payload.get("kind") == "video"
+        record = record_of(rec.payload)
+        for e in enrichers:
+            progress[e.name]["done" if is_done(record, e) else "pending"] += 1
     images = sum(k == "image" for k in kinds.values())
-    return Counts(len(kinds), images, sum(k == "video" for k in kinds.values()), frames)
+    return Counts(len(kinds), images, sum(k == "video" for k in kinds.values()), frames), progress
 
 
 def store_status(settings: Settings, opened: Opened, counts: Counts | None = None) -> dict[str, Any]:
     """``status`` of a store this process holds open; ``counts`` kept current by the caller (the
     daemon) spare the scroll that counts it."""
+    from mediasearch.index import enrichers
+
     last = load_state(settings).get("last_run") or {}
-    counted = counts if counts is not None else count_store(opened.store)
+    progress: dict[str, dict[str, int]] = {}
+    if counts is None:
+        counts, progress = scan_store(opened.store, enrichers.enabled(settings))
     meta = opened.store.get_meta() or {}
     return {
         "home": str(settings.home),
-        **asdict(counted),
+        **asdict(counts),
         "model": meta.get("model"),
         "store": opened.store.location,
         "collection": opened.collection,
         "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
-        "failures": last.get("errors", []),
+        "failures": failures_listing(settings, last.get("errors", [])),
         "tagging": bool(meta.get("tagging")),
         "skipped": int(last.get("skipped", 0) or 0),
+        "skipped_extensions": dict(last.get("skipped_extensions") or {}),
+        "enrichers": progress,
     }
-
 
 
 def index_tagger(settings: Settings, opened: Opened) -> Any:

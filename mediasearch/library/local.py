@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mediasearch.index.plan import StoredFile
     from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
+    from mediasearch.search.vocabulary import Vocabulary
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
@@ -145,8 +146,11 @@ class LocalLibrary(LocalPeople):
         tag: bool | None = None,
         progress: Progress | None = None,
         store: Store | None = None,
+        enrich: bool = True,
     ) -> IndexReport:
-        """One index run, without recording it (see :meth:`complete`)."""
+        """One index run, without recording it (see :meth:`complete`); ``enrich=False`` leaves the
+        enrichment pass (:meth:`enrich`) to the caller (the daemon runs it in the background)."""
+        from mediasearch.index.failures import FailureLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -157,9 +161,37 @@ class LocalLibrary(LocalPeople):
             return opened.model, home.index_tagger(settings, opened)
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
-        return index_paths(
-            list(paths), None, store or opened.store, options, progress, load_model=load_model, exclude=own
+        target = store or opened.store
+        failures = FailureLog(home.failures_path(self.settings))
+        summary = index_paths(
+            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures
         )
+        if enrich:
+            self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
+        return summary
+
+    def enrich(
+        self,
+        paths: Sequence[str],
+        summary: IndexReport,
+        *,
+        progress: Progress | None = None,
+        store: Store | None = None,
+        workers: int = 0,
+        cancel: Any = None,
+    ) -> IndexReport:
+        """The enrichment pass over ``paths`` (after their CLIP pass): every enabled enricher on the points
+        that lack its current version; an enricher turned off since the last pass has its data deleted."""
+        from mediasearch.index import enrichers
+        from mediasearch.index.enrich import enrich, sync_enabled
+
+        target = store or self.index_side.store
+        installed = enrichers.installed(self.settings)
+        on = [e for e in installed if enrichers.is_on(self.settings, e.name)]
+        sync_enabled(target, on, installed)
+        present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
+        enrich(target, present, on, summary, progress, workers=workers, cancel=cancel)
+        return summary
 
     def complete(self, report: IndexReport) -> bool:
         """Record a finished run; a new model's collection becomes the one queries use. True when it did."""
@@ -256,7 +288,10 @@ class LocalLibrary(LocalPeople):
         finally:
             self.reopen_index_store()
         if code == 0:
-            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: {"points": points}})
+            from mediasearch.store.base import GRAPH_SETTINGS
+
+            built = {"points": points, "graph": GRAPH_SETTINGS}
+            opened.store.set_meta({**(opened.store.get_meta() or {}), SEARCH_INDEX_KEY: built})
         return code
 
     def reopen_index_store(self, wait_s: float = 60.0) -> None:
@@ -266,9 +301,14 @@ class LocalLibrary(LocalPeople):
 
     def search_index_built(self) -> int | None:
         """How many points the index side's collection held when its HNSW graph was last built, or None
-        if it never was (a store built by `mediasearch index` alone)."""
+        if it never was (a store built by `mediasearch index` alone) or was built with other graph
+        settings than today's (the next build brings it up to date)."""
+        from mediasearch.store.base import GRAPH_SETTINGS
+
         record = (self.index_side.store.get_meta() or {}).get(SEARCH_INDEX_KEY)
-        return int(record["points"]) if isinstance(record, dict) and "points" in record else None
+        if not isinstance(record, dict) or "points" not in record or record.get("graph") != GRAPH_SETTINGS:
+            return None
+        return int(record["points"])
 
     def query_counts(self) -> home.Counts:
         """Files, images, videos and frames of the collection queries use, counted (a full scroll)."""
@@ -327,14 +367,18 @@ class LocalLibrary(LocalPeople):
 
         return file_text(self._store_only() if self._has_index() else None, path)
 
-    def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        """Tag everything in the query collection and remember the vocabulary for items indexed later."""
+    def tag(
+        self, vocab: str | None = None, prompts: str | None = None, *, vocabulary: Vocabulary | None = None
+    ) -> TagReport:
+        """Tag everything in the query collection and remember the vocabulary for items indexed later;
+        ``vocabulary`` (labels already read, as the daemon receives them) instead of a file."""
         from mediasearch.search.tagging import Tagger, tag_store
         from mediasearch.search.vocabulary import choose_vocabulary
 
         opened = self.query_side
         # Without a file, the vocabulary that suits the model.
-        vocabulary = choose_vocabulary(opened.model, vocab, prompts)
+        if vocabulary is None or prompts is not None:
+            vocabulary = choose_vocabulary(opened.model, vocab, prompts)
         result = tag_store(opened.store, Tagger(opened.model, vocabulary))
         opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
         return TagReport(**result)

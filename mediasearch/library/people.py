@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import MediaSearchError, QueryError
+from mediasearch.errors import MediaSearchError, UnknownPersonError
 from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
@@ -90,7 +90,7 @@ class LocalPeople:
         for summary in self.people_book().summaries(hidden=True):
             if summary.id == person:
                 return person_of(summary)
-        raise QueryError(f"there is no person {person}: `mediasearch people` lists them")
+        raise UnknownPersonError(f"there is no person {person}: `mediasearch people` lists them")
 
     def name_person(self, person: str, name: str) -> Person:
         self.people_book().name(person, name)

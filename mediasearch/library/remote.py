@@ -50,7 +50,18 @@ class RemoteLibrary(RemotePeople):
         return self.client.query(query, model=self.settings.model)
 
     def similar(self, path: str, query: Query) -> list[Hit]:
-        return self.client.similar(path, query, model=self.settings.model)
+        """The daemon answers for indexed files only; a picture here that is not indexed is sent as an
+        image query's bytes (the same ranking: the file is not among the hits either way)."""
+        from mediasearch.errors import NotIndexedError
+        from mediasearch.search.query import Term
+
+        try:
+            return self.client.similar(path, query, model=self.settings.model)
+        except NotIndexedError:
+            if not os.path.isfile(path):
+                raise
+        image = dataclasses.replace(query, terms=(Term("image", os.path.abspath(path)),))
+        return self.client.query(image, model=self.settings.model)
 
     def explain(self, query: Query) -> Explanation:
         return self.client.explain(query, model=self.settings.model)
@@ -60,12 +71,25 @@ class RemoteLibrary(RemotePeople):
         return [from_json(DuplicateGroup, r) for r in rows]
 
     def text(self, path: str) -> FileText:
-        from mediasearch.library.text import FileText
+        """The daemon answers for indexed files; a file here that is not indexed is read in this process."""
+        from mediasearch.errors import NotIndexedError
+        from mediasearch.library.text import FileText, file_text
 
-        return from_json(FileText, self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
+        try:
+            return from_json(FileText, self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
+        except NotIndexedError:
+            if not os.path.isfile(path):
+                raise
+        return file_text(None, os.path.abspath(path))
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        return from_json(TagReport, self.client.tag(vocab, prompts))
+        """A vocabulary file is read here and its labels sent: the daemon reads no file a request names
+        (learned prompts excepted, from under its library roots)."""
+        from mediasearch.search.vocabulary import load_vocabulary
+
+        vocabulary = load_vocabulary(vocab) if vocab else None
+        labels = dict(zip(vocabulary.labels, vocabulary.thresholds, strict=True)) if vocabulary else None
+        return from_json(TagReport, self.client.tag(labels, prompts))
 
     def tags(self) -> dict[str, int]:
         return self.client.tags()

@@ -19,6 +19,7 @@ from mediasearch.index.options import IndexOptions
 from mediasearch.index.options import IndexSummary as IndexReport
 from mediasearch.index.plan import StoredFile
 from mediasearch.search.query import Query, Term, parse_date, parse_near, parse_weighted
+from mediasearch.search.vocabulary import Vocabulary, load_vocabulary
 from mediasearch.store.base import EXACT_SEARCH_MAX_POINTS, Store
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "Store",
     "StoredFile",
     "Term",
+    "Vocabulary",
     "parse_date",
+    "load_vocabulary",
     "parse_labels",
     "parse_near",
     "parse_weighted",

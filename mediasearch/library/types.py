@@ -54,6 +54,8 @@ class Status:
     failures: list[dict[str, str]] = field(default_factory=list)
     tagging: bool = False
     skipped: int = 0  # files the last run passed over for their extension
+    skipped_extensions: dict[str, int] = field(default_factory=dict)  # those files, by extension
+    enrichers: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> {"done", "pending"} points
     daemon: dict[str, Any] | None = None  # set when a daemon owns the home
 
 

@@ -228,3 +228,27 @@ def _bomb_size(exc: BaseException) -> tuple[int, int] | None:
                 return int(size[0]), int(size[1])
         tb = tb.tb_next
     return None
+
+
+def read_metadata(path: str, kind: str) -> MediaMeta:
+    """A file's metadata without decoding its pixels: an image's EXIF and XMP, a video's container tags."""
+    from PIL import Image
+
+    from mediasearch.media.video import video_meta
+
+    path = os.fspath(path)
+    if kind == "video":
+        return video_meta(path)
+    formats.quiet_logs()
+    try:
+        with open(path, "rb") as source:
+            head = source.read(formats.HEAD_BYTES)
+            source.seek(0)
+            if formats.extension(path) in formats.RAW_EXTS and formats.sniff(head) is None:
+                return _decode_raw(path, source, 64)[1]
+            with formats.warnings_to_debug(), Image.open(source, formats=_image_formats(path, head)) as im:
+                return metadata.with_xmp(image_meta(im.size, im.getexif()), _xmp_of(im))
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(_image_failure(exc)) from exc

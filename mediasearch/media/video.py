@@ -518,3 +518,28 @@ def _complete_keyframes(
     if error is not None and not more and frames:  # the keyframes were read, the damage came after them
         error = _truncated(frames, keyed.probe.duration)
     return frames, keyed.probe.duration, error
+
+
+def frames_at(path: str, times: Sequence[float], *, target: int = 224) -> VideoSample:
+    """The frames a video shows at exactly ``times`` (seconds), at a short side of ~``target`` (the
+    enrichers read a file's frames at their stored times); raises MediaError when none can be read."""
+    path = os.fspath(path)
+    probe = _probe_video(path)
+    try:
+        frames, duration, error = _sample_frames(path, probe, 1.0, max(1, len(times)), target, list(times))
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"cannot decode video: {one_line(str(exc)) or type(exc).__name__}") from exc
+    if not frames:
+        raise MediaError(error or "no video frame could be decoded")
+    lat, lon = probe.place or (None, None)
+    meta = MediaMeta(probe.width, probe.height, probe.date, probe.camera, duration, lat=lat, lon=lon)
+    return VideoSample(frames=frames, meta=meta, error=error)
+
+
+def video_meta(path: str) -> MediaMeta:
+    """A video's metadata from its container, without decoding a frame (the duration is the container's)."""
+    probe = _probe_video(os.fspath(path))
+    lat, lon = probe.place or (None, None)
+    return MediaMeta(probe.width, probe.height, probe.date, probe.camera, probe.duration, lat=lat, lon=lon)

@@ -12,6 +12,7 @@ from mediasearch.errors import (
     ModelMismatchError,
     QueryError,
     StoreError,
+    redact,
 )
 
 __all__ = ["MissingFileError", "add_error_handlers", "error_model", "errors", "status_code"]
@@ -28,8 +29,10 @@ _STATUS_CODES: list[tuple[type[MediaSearchError], int]] = [
 ERROR_MEANINGS = {
     400: "a request the daemon cannot run (a bad query, a file that is not what it should be)",
     401: "no valid token",
+    403: "the read token cannot do this (it needs the admin token), or a path outside the library roots",
     404: "a path that is not indexed, a file the request names that does not exist, or an unknown person",
     409: "the request names another model than the daemon's",
+    413: "the request body is larger than its cap (docs/security.md)",
     422: "a request that does not match this schema (or a media file that cannot be decoded)",
     503: "the daemon is starting, stopping or rebuilding its index, or its store failed: try again",
 }
@@ -39,8 +42,10 @@ _PHRASES = {s.value for s in HTTPStatus}
 def status_code(exc: MediaSearchError) -> int:
     """The HTTP status for a domain error (404 not indexed, 503 not ready, 400 bad query, ...)."""
     name = type(exc).__name__
-    if name in ("NotIndexedError", "MissingFileError", "UnknownNameError"):
+    if name in ("NotIndexedError", "MissingFileError", "UnknownPersonError"):
         return 404
+    if name == "OutsideRootsError":
+        return 403
     if name == "NotReadyError":
         return 503
     for kind, code in _STATUS_CODES:
@@ -70,7 +75,7 @@ def add_error_handlers(app: Any) -> None:
 
     @app.exception_handler(MediaSearchError)
     def domain_error(request: Request, exc: MediaSearchError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status_code(exc))
+        return JSONResponse({"error": redact(str(exc)), "kind": type(exc).__name__}, status_code=status_code(exc))
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -18,12 +18,14 @@ import functools
 import hashlib
 import importlib
 import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from mediasearch import queryspec
-from mediasearch.errors import ConfigError, QueryError
+from mediasearch.errors import ConfigError, MediaSearchError, QueryError, redact
+from mediasearch.library import roots
 from mediasearch.queryspec import QueryField
 from mediasearch.settings import Settings
 
@@ -111,13 +113,25 @@ class Tools:
         with self._library() as lib:
             return dict(lib.tags())
 
-    def index(self, paths: Annotated[list[str], _about("folders or files to index")]) -> dict[str, Any]:
-        """Index folders (or files): add new ones, update changed ones, drop deleted ones. Can take a while."""
+    def text(
+        self, path: Annotated[str, _about("a picture or video (absolute path; indexed, or any on this machine)")]
+    ) -> dict[str, Any]:
+        """What is written in a picture, or in a video's frames: lines with confidence, box and time (OCR)."""
         with self._library() as lib:
-            return dataclasses.asdict(lib.index(paths))
+            return lib.text(path).to_json()
 
-    def forget(self, path: Annotated[str, _about("a folder or file to drop")]) -> dict[str, Any]:
-        """Drop a folder (or file) and everything under it from the index (the files themselves stay)."""
+    def index(self, paths: Annotated[list[str], _about("folders or files to index (absolute)")]) -> dict[str, Any]:
+        """Index folders (or files) under the library's roots: add new ones, update changed ones, drop
+        deleted ones. Can take a while."""
+        allowed = roots.recorded(self.settings.home)
+        checked = [roots.checked(p, allowed) for p in paths]
+        with self._library() as lib:
+            return dataclasses.asdict(lib.index(checked))
+
+    def forget(self, path: Annotated[str, _about("a folder or file to drop (absolute)")]) -> dict[str, Any]:
+        """Drop a folder (or file) under the library's roots, and everything under it, from the index
+        (the files themselves stay)."""
+        path = roots.checked(path, roots.recorded(self.settings.home))
         with self._library() as lib:
             return {"path": path, "files": lib.forget(path)}
 
@@ -174,16 +188,43 @@ def tool_function(tools: Tools, name: str) -> Any:
     return method
 
 
-READ_TOOLS = ("search", "similar", "status", "tags")
+READ_TOOLS = ("search", "similar", "status", "tags", "text")
 WRITE_TOOLS = ("index", "forget")
 
 
+def _tool_error_class() -> type[Exception]:
+    """The SDK's ``ToolError``: the one exception whose message reaches the assistant."""
+    for module in ("mcp.server.mcpserver.exceptions", "mcp.server.fastmcp.exceptions"):
+        try:
+            found: type[Exception] = importlib.import_module(module).ToolError
+            return found
+        except (ImportError, AttributeError):
+            continue
+    return RuntimeError
+
+
+def _told(fn: Callable[..., Any], tool_error: type[Exception]) -> Callable[..., Any]:
+    """``fn`` whose domain errors reach the assistant as their one line (redacted), not as the SDK's bare
+    "Error executing tool"; anything else stays a crash, logged by the server."""
+
+    @functools.wraps(fn)
+    def told(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MediaSearchError as exc:
+            raise tool_error(redact(str(exc))) from None
+
+    return told
+
+
 def build_server(settings: Settings, *, allow_index: bool = False) -> Any:
-    """The MCP server for the home in ``settings``; ``allow_index`` adds the tools that change the index."""
+    """The MCP server for the home in ``settings``; ``allow_index`` adds the tools that change the index,
+    within the home's library roots (`library.roots`)."""
     server = _server_class()("mediasearch", instructions=INSTRUCTIONS)
     tools = Tools(settings)
+    tool_error = _tool_error_class()
     for name in READ_TOOLS + (WRITE_TOOLS if allow_index else ()):
-        server.tool(name=name)(tool_function(tools, name))
+        server.tool(name=name)(_told(tool_function(tools, name), tool_error))
     server.resource(THUMBNAIL_URI, name="thumbnail", mime_type="image/jpeg")(tools.thumbnail)
     return server
 

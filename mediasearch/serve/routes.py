@@ -10,14 +10,14 @@ import os
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from mediasearch import queryspec
-from mediasearch.errors import QueryError
 from mediasearch.serve import schemas
 from mediasearch.serve.assets import NOSNIFF, WEB_ASSETS, asset_response, unchanged
-from mediasearch.serve.errors import MissingFileError, errors
-from mediasearch.serve.uploads import existing_file, request_terms
+from mediasearch.serve.errors import errors
+from mediasearch.serve.security import DEFAULT_THRESHOLD
+from mediasearch.serve.uploads import request_terms
 
 if TYPE_CHECKING:
-    from mediasearch.library.requests import IndexOptions, Query
+    from mediasearch.library.requests import IndexOptions, Query, Vocabulary
     from mediasearch.serve.files import ServedFile
 
 THUMBNAIL_CACHING = "private, max-age=600, stale-while-revalidate=86400"
@@ -49,7 +49,9 @@ class ServiceLike(Protocol):
 
     def forget(self, path: str) -> dict[str, Any]: ...
 
-    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]: ...
+    def tag(self, vocabulary: "Vocabulary | None", prompts: str | None = None) -> dict[str, Any]: ...
+
+    def indexed_path(self, path: str) -> str: ...
 
     def tags(self) -> dict[str, int]: ...
 
@@ -70,7 +72,7 @@ def search_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
     from mediasearch.library.requests import query_of
     from mediasearch.library.types import Explanation, Hit
 
-    searching = errors(400, 404, 409, 422, 503)
+    searching = errors(400, 404, 409, 413, 422, 503)
 
     @app.post("/query", dependencies=guarded, response_model=list[Hit] | Explanation, responses=searching,
               tags=["search"])
@@ -78,9 +80,9 @@ def search_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
         """Nearest items to texts and example images (negative weights subtract), best first; with
         ``explain``, how the text was read instead."""
         values = schemas.spec_values(body, queryspec.QUERY_FIELDS)
-        for path in values["image"] + values["not_image"]:
-            existing_file(path)
-        with request_terms(body.terms) as terms:
+        for images in ("image", "not_image"):  # pictures named by path must be indexed ones
+            values[images] = tuple(service.indexed_path(path) for path in values[images])
+        with request_terms(body.terms, service.indexed_path) as terms:
             parsed = query_of(values, terms=terms)
             if values["explain"]:
                 return service.explain(parsed, body.model)
@@ -97,18 +99,13 @@ def search_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
 
     @app.post("/similar", dependencies=guarded, response_model=list[Hit], responses=searching, tags=["search"])
     def similar(body: schemas.SimilarRequest) -> list[dict[str, Any]]:
-        """Items that look like a file (indexed or not), with the query's filters; 404 for a path that is
-        neither indexed nor a file."""
+        """Items that look like an indexed file, with the query's filters; 404 for any other path (to search
+        by a picture that is not indexed, send its bytes to ``POST /query``)."""
         parsed = query_of(schemas.spec_values(body, queryspec.SIMILAR_FIELDS), similar=True)
-        try:
-            return service.similar(body.path, parsed, body.model)
-        except QueryError as exc:
-            if not os.path.isfile(os.path.abspath(body.path)) and type(exc) is QueryError:
-                raise MissingFileError(str(exc)) from None
-            raise
+        return service.similar(body.path, parsed, body.model)
 
 
-def index_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
+def index_routes(app: Any, service: "ServiceLike", guarded: list[Any], admin: list[Any]) -> None:
     from mediasearch.library.requests import IndexOptions
     from mediasearch.library.types import ForgetReport, IndexReport, Status, TagReport
 
@@ -117,30 +114,34 @@ def index_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> None:
         """`status --json`, plus a ``daemon`` section (roots, watching mode, busy, last rescan)."""
         return service.status()
 
-    @app.post("/index", dependencies=guarded, response_model=IndexReport, responses=errors(400, 409, 422, 503),
-              tags=["index"])
+    @app.post("/index", dependencies=admin, response_model=IndexReport,
+              responses=errors(400, 403, 409, 413, 422, 503), tags=["index"])
     def index(body: schemas.IndexRequest) -> dict[str, Any]:
         """Bring the index in step with folders (or files); answers `index --json` when done."""
         options = IndexOptions(
             body.frame_interval, body.max_frames, body.batch_size, body.workers, body.include_hidden,
-            exact_times=body.exact_times,
+            exact_times=body.exact_times, retry_failed=body.retry_failed,
         )
         return service.index(body.paths, options, tagging=body.tag, watch=body.watch, model=body.model)
 
-    @app.post("/forget", dependencies=guarded, response_model=ForgetReport, responses=errors(400, 422, 503),
-              tags=["index"])
+    @app.post("/forget", dependencies=admin, response_model=ForgetReport,
+              responses=errors(400, 403, 404, 413, 422, 503), tags=["index"])
     def forget(body: schemas.ForgetRequest) -> dict[str, Any]:
         """Drop a folder (or file) from the index, and stop watching roots under it."""
         return service.forget(body.path)
 
-    @app.post("/tag", dependencies=guarded, response_model=TagReport, responses=errors(400, 404, 422, 503),
-              tags=["index"])
+    @app.post("/tag", dependencies=admin, response_model=TagReport,
+              responses=errors(400, 403, 404, 413, 422, 503), tags=["index"])
     def tag(body: schemas.TagRequest) -> dict[str, Any]:
         """Zero-shot tags for everything indexed (built-in vocabulary unless ``vocab`` or ``prompts``); 404 for
         a file that does not exist."""
-        vocab = existing_file(body.vocab) if body.vocab is not None else None
-        prompts = existing_file(body.prompts) if body.prompts is not None else None
-        return service.tag(vocab, prompts)
+        from mediasearch.library.requests import Vocabulary
+
+        vocabulary = None
+        if body.labels is not None:
+            labels = tuple(dict.fromkeys(body.labels))
+            vocabulary = Vocabulary(labels, tuple(body.thresholds.get(label, DEFAULT_THRESHOLD) for label in labels))
+        return service.tag(vocabulary, body.prompts)
 
     @app.get("/tags", dependencies=guarded, response_model=dict[str, int], responses=errors(503), tags=["search"])
     def tags() -> dict[str, int]:
@@ -208,7 +209,7 @@ def organise_routes(app: Any, service: "ServiceLike", guarded: list[Any]) -> Non
     from mediasearch.library.types import DuplicateGroup
 
     @app.post("/duplicates", dependencies=guarded, response_model=list[DuplicateGroup],
-              responses=errors(400, 422, 503), tags=["search"])
+              responses=errors(400, 413, 422, 503), tags=["search"])
     def duplicates(body: schemas.DuplicatesIn) -> list[dict[str, Any]]:
         """`duplicates --json`: groups of exact and near copies, largest first."""
         return service.duplicates([os.path.abspath(p) for p in body.paths], body.threshold)

@@ -24,6 +24,7 @@ from pydantic import model_validator as _model_validator
 
 from mediasearch import queryspec
 from mediasearch.queryspec import QueryField
+from mediasearch.serve.security import MAX_FRAMES, MAX_LABELS, MAX_TERMS
 
 DATE_PATTERN = r"^[1-9][0-9]{3}(-(0[1-9]|1[0-2]))?$"
 MIN_POSITIVE_WEIGHT = 0.001  # a lighter term does not make a query: alone, it could not be normalised
@@ -74,7 +75,9 @@ NOT_A_QUERY: dict[str, Any] = {
     "properties": {"image": {"maxItems": 0}, "terms": {"not": {"contains": POSITIVE_TERM}}},
     "anyOf": [{"properties": {"text": NULL}}, {"properties": {"weight": LIGHT}, "required": ["weight"]}],
 }
-NOT_A_TAGGING: dict[str, Any] = {"properties": {"vocab": STRING, "prompts": STRING}, "required": ["vocab", "prompts"]}
+NOT_A_TAGGING: dict[str, Any] = {
+    "properties": {"labels": {"type": "array"}, "prompts": STRING}, "required": ["labels", "prompts"]
+}
 
 
 # -- the query fields, from the specification -------------------------------------------------------
@@ -183,7 +186,9 @@ class Near(BaseModel):
 class _QueryBase(BaseModel):
     model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_QUERY})
 
-    terms: list[Term] = Field(default_factory=list, description="weighted texts and images, after the fields above")
+    terms: list[Term] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="weighted texts and images, after the fields above"
+    )
     model: str | None = Field(default=None, description="refuse (409) unless the daemon answers with this model")
 
     @_model_validator(mode="after")
@@ -201,7 +206,7 @@ class _QueryBase(BaseModel):
 class _SimilarBase(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    path: str = Field(min_length=1, description="a file: indexed, or any picture or video on the daemon's machine")
+    path: str = Field(min_length=1, description="an indexed file")
     model: str | None = Field(default=None, description="refuse (409) unless the daemon answers with this model")
 
 
@@ -236,11 +241,12 @@ class IndexRequest(BaseModel):
 
     paths: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     frame_interval: float = Field(2.0, gt=0)
-    max_frames: Annotated[int, WHOLE] = Field(600, ge=1)
+    max_frames: Annotated[int, WHOLE] = Field(600, ge=1, le=MAX_FRAMES)
     batch_size: Annotated[int, WHOLE] = Field(0, ge=0)
     workers: Annotated[int, WHOLE] = Field(0, ge=0)
     include_hidden: bool = False
     exact_times: bool = False
+    retry_failed: bool = False
     tag: bool | None = None
     watch: bool = False
     model: str | None = None
@@ -253,18 +259,24 @@ class ForgetRequest(BaseModel):
 
 
 class TagRequest(BaseModel):
-    """A vocabulary file or a learned-prompts file (on the daemon's machine), not both; neither: built-in."""
+    """A vocabulary (its labels, each with an optional threshold) or a learned-prompts file under the
+    library roots, not both; neither: the built-in vocabulary. No other path is read."""
 
-    model_config = ConfigDict(strict=True, json_schema_extra={"not": NOT_A_TAGGING})
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"not": NOT_A_TAGGING})
 
-    vocab: str | None = Field(default=None, min_length=1, description="a vocabulary file on the daemon's machine")
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_LABELS, description="the tags to assign"
+    )
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, max_length=MAX_LABELS, description="a label's own threshold (default 0.5)"
+    )
     prompts: str | None = Field(
-        default=None, min_length=1, description="a learned-prompts file on the daemon's machine"
+        default=None, min_length=1, description="a learned-prompts file under the library roots"
     )
 
     @_model_validator(mode="after")
     def _not_both(self) -> "TagRequest":
-        if self.vocab is not None and self.prompts is not None:
+        if self.labels is not None and self.prompts is not None:
             raise ValueError("give a vocabulary or learned prompts, not both")
         return self
 

@@ -17,8 +17,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mediasearch.errors import MediaSearchError, ModelMismatchError, StoreError, StoreLockedError
-from mediasearch.library import home
+from mediasearch.errors import (
+    MediaSearchError,
+    ModelMismatchError,
+    NotIndexedError,
+    QueryError,
+    StoreError,
+    StoreLockedError,
+)
+from mediasearch.library import home, roots
 from mediasearch.library.client import DaemonInfo
 from mediasearch.library.home import Counts
 from mediasearch.library.local import LocalLibrary
@@ -29,12 +36,13 @@ from mediasearch.media.thumbnails import ThumbnailCache
 from mediasearch.serve.changes import NewFiles, changes, points_changed
 from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, opened_checked
 from mediasearch.serve.options import DaemonOptions
+from mediasearch.serve.people_service import PeopleService
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
 from mediasearch.serve.watcher import Coalescer, Watcher, under
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
-    from mediasearch.library.requests import Query, Store
+    from mediasearch.library.requests import Query, Store, Vocabulary
 
 LOG_NAME = "mediasearch.serve.daemon"
 ROOTS_KEY = "daemon_roots"
@@ -50,10 +58,6 @@ RECOVER_EVERY_S = 30.0  # in the "error" state, how often the store is tried aga
 
 class NotReadyError(MediaSearchError):
     """The daemon is starting, stopping or rebuilding its index: try again shortly."""
-
-
-class NotIndexedError(MediaSearchError):
-    """The path asked for is not in the index (thumbnails are served for indexed files only)."""
 
 
 class Cancelled(Exception):
@@ -102,7 +106,7 @@ class _LogProgress:
         pass
 
 
-class Service:
+class Service(PeopleService):
     """What the HTTP API calls: the open store, the warm model, the watched roots, the index worker."""
 
     def __init__(self, settings: Settings, options: DaemonOptions, log: logging.Logger) -> None:
@@ -289,7 +293,7 @@ class Service:
             if done:
                 self.last_change = time.time()
         for err in summary.errors:
-            self.log.warning("skipped %s: %s", err["path"], err["error"])
+            self.log.warning("failed %s: %s", err["path"], err["error"])
         return summary
 
     def _grow(self, added: Counts) -> None:
@@ -423,9 +427,11 @@ class Service:
             return [h.to_json() for h in lib.search(query)]
 
     def similar(self, path: str, query: Query, model: str | None = None) -> list[dict[str, Any]]:
-        """Items that look like ``path`` (indexed or not), as `similar --json` prints them."""
+        """Items that look like the indexed file ``path``, as `similar --json` prints them (a picture that
+        is not indexed is sent as a query's image bytes instead: no request learns what else exists)."""
+        real = self.indexed_path(path)
         with self._querying(model) as lib:
-            return [h.to_json() for h in lib.similar(path, query)]
+            return [h.to_json() for h in lib.similar(real, query)]
 
     def explain(self, query: Query, model: str | None = None) -> dict[str, Any]:
         """How the query's text is read (`query --explain`), with the home's people and places known."""
@@ -440,9 +446,11 @@ class Service:
             return [asdict(g) for g in lib.duplicates(paths, threshold)]
 
     def text(self, path: str) -> dict[str, Any]:
-        """The recognised text of ``path``, as `text --json` prints one file."""
+        """The recognised text of the indexed file ``path``, as `text --json` prints one file (any other
+        path is refused, existing or not: the CLI reads such a file itself)."""
+        real = self.indexed_path(path)
         with self._querying() as lib:
-            return lib.text(path).to_json()
+            return lib.text(real).to_json()
 
     def index(
         self,
@@ -456,7 +464,11 @@ class Service:
         """Bring the index in step with ``paths`` (as `mediasearch index` does); ``watch`` adds them as roots."""
         lib = self._library()
         _check_model(model, lib.index_side.model.spec.name, self.settings.home, "indexes")
-        paths = [os.path.abspath(p) for p in paths]
+        allowed = self.library_roots()
+        paths = [roots.checked(p, allowed) for p in paths]
+        missing = [p for p in paths if watch and not os.path.isdir(p)]
+        if missing:
+            raise QueryError(f"cannot watch {missing[0]}: it is not a folder")
 
         def job() -> dict[str, Any]:
             summary = self._run_index(paths, options, tagging)
@@ -468,12 +480,16 @@ class Service:
         return cast("dict[str, Any]", self._wait(self._submit(job)))
 
     def forget(self, path: str) -> dict[str, Any]:
-        """Drop a folder from every collection; roots at or under it are no longer watched."""
-        path = os.path.abspath(path)
+        """Drop a folder from every collection; roots at or under it are no longer watched. The path is
+        a library root, or a file or folder under one that holds indexed files."""
+        allowed = self.library_roots()
+        path = roots.checked(path, allowed)
 
         def job() -> dict[str, Any]:
             lib = self._library()
             before = lib.snapshot([path])
+            if not before and path not in allowed:
+                raise NotIndexedError(f"nothing is indexed at {display_path(path)}")
             dropped = lib.forget(path)
             after = lib.snapshot([path])
             for verb, what in changes(before, after):
@@ -492,11 +508,14 @@ class Service:
         return cast("dict[str, Any]", self._wait(self._submit(job)))
 
 
-    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
-        """Tag everything indexed (as `mediasearch tag`); new items are tagged from then on."""
+    def tag(self, vocabulary: Vocabulary | None, prompts: str | None = None) -> dict[str, Any]:
+        """Tag everything indexed (as `mediasearch tag`) with the labels sent, or learned prompts from a
+        file under the library roots or the home; new items are tagged from then on."""
+        if prompts is not None:
+            prompts = roots.checked(prompts, [*self.library_roots(), str(self.settings.home)])
 
         def job() -> dict[str, Any]:
-            return asdict(self._query_side(None).tag(vocab, prompts))
+            return asdict(self._query_side(None).tag(None, prompts, vocabulary=vocabulary))
 
         return cast("dict[str, Any]", self._wait(self._submit(job)))
 
@@ -550,6 +569,15 @@ class Service:
             return open_checked(real, payload)
         except FileChangedError as exc:
             raise NotIndexedError(str(exc)) from None
+
+    def library_roots(self) -> list[str]:
+        """The folders requests may name: those watched, and those the owner indexed on this machine."""
+        return sorted({*self.roots, *roots.recorded(self.settings.home)})
+
+    def indexed_path(self, path: str) -> str:
+        """The stored path of the indexed file ``path`` names; NotIndexedError for any other path,
+        whether or not it exists."""
+        return self._indexed(path)[0]
 
     def _indexed(self, path: str) -> tuple[str, dict[str, Any]]:
         """The stored path and payload of the indexed file ``path`` names (after lexical clean-up)."""

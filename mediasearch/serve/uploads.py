@@ -1,4 +1,4 @@
-"""Files a request names or sends: an image to search by (a path on the daemon's machine, or its bytes)."""
+"""Pictures a request sends to search by (their bytes), and the terms of a request with them."""
 
 import base64
 import binascii
@@ -6,16 +6,15 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import QueryError
-from mediasearch.serve.errors import MissingFileError
+from mediasearch.serve.security import MAX_UPLOAD_BYTES
 
 if TYPE_CHECKING:
     from mediasearch.library.requests import Term
 
-MAX_UPLOAD_BYTES = 20 << 20
 _UPLOAD_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -40,25 +39,18 @@ def save_upload(data: str, folder: str, n: int) -> str:
     return path
 
 
-def existing_file(path: str) -> str:
-    """``path`` (absolute) if it is a regular file on this machine, else a 404."""
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise MissingFileError(f"no such file: {path}")
-    return path
-
-
 @contextlib.contextmanager
-def request_terms(terms: list[Any]) -> Iterator[tuple["Term", ...]]:
-    """A request's ``terms`` as search terms; images sent as bytes live in a temporary folder meanwhile."""
+def request_terms(terms: list[Any], indexed: Callable[[str], str]) -> Iterator[tuple["Term", ...]]:
+    """A request's ``terms`` as search terms; images sent as bytes live in a temporary folder meanwhile,
+    images named by path must be indexed (``indexed`` gives the stored path, or refuses)."""
     if not any(t.data for t in terms):
-        yield _terms(terms, None)
+        yield _terms(terms, indexed, None)
         return
     with tempfile.TemporaryDirectory(prefix="mediasearch-upload-") as folder:
-        yield _terms(terms, folder)
+        yield _terms(terms, indexed, folder)
 
 
-def _terms(terms: list[Any], uploads: str | None) -> tuple["Term", ...]:
+def _terms(terms: list[Any], indexed: Callable[[str], str], uploads: str | None) -> tuple["Term", ...]:
     from mediasearch.library.requests import Term
 
     made = []
@@ -66,6 +58,6 @@ def _terms(terms: list[Any], uploads: str | None) -> tuple["Term", ...]:
         if t.data and uploads:
             value = save_upload(t.data, uploads, n)
         else:
-            value = existing_file(t.value) if t.kind == "image" else t.value
+            value = indexed(t.value) if t.kind == "image" else t.value
         made.append(Term(t.kind, value, t.weight))
     return tuple(made)

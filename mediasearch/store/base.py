@@ -47,9 +47,21 @@ TEXT_FIELDS = ("camera", "ocr_text")  # full-text (word) index: "canon" matches 
 #   "people": ids of the people whose faces are in the picture or frame;
 #   "places": lowercase names of the item's city, region and country (GeoNames).
 # At or below this size, search scans every vector (~2.5 ms at 20k x 512 on one core); above it, the
-# HNSW graph answers (~1 ms at 100k, where a scan takes ~12 ms; the daemon builds the graph, a store
-# without one is scanned). 100k before: the scan was most of a warm query (scripts/bench.py).
+# HNSW graph answers (the daemon builds it; a store without one is scanned). The engine's own switch is
+# set to the same count for every vector size (``graph_threshold_kb``): left to its default (10 MB of
+# vectors per segment) it built the graph from 10k points at 512-d but only from 40k at 128-d.
 EXACT_SEARCH_MAX_POINTS = 20_000
+# The graph. A CLIP text query lies far from every image vector (the modality gap), where a graph
+# built and searched with Qdrant's defaults (m 16, ef 100) kept only 0.71 of the exact top 10 at 100k
+# demo-model points; m 32 / ef_construct 200, searched with ef 1024, keeps all of it
+# (scripts/bench_search.py: recall@10 of text queries at 20k, 100k and 1M points).
+HNSW_M = 32
+HNSW_EF_CONSTRUCT = 200
+SEARCH_EF = 1024  # candidates the graph search keeps (Qdrant's hnsw_ef); never fewer than the limit
+BYTES_PER_COMPONENT = 2  # vectors are kept in float16
+# What a graph was built with (recorded beside a build): a store opened with other settings is given
+# the new ones, and its next optimise rebuilds the graph.
+GRAPH_SETTINGS = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT, "max_points_exact": EXACT_SEARCH_MAX_POINTS}
 AUTO_FLUSH_S = 5.0
 # The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
 # error. So a write needs this much free space first, or it is refused with StoreFullError.
@@ -137,6 +149,7 @@ class Store(Protocol):
     def facet(self, key: str, flt: Filter | None = None, limit: int = 1000) -> dict[str, int]: ...
     def flush(self) -> None: ...
     def optimize(self) -> bool: ...
+    def graph_points(self) -> int: ...
     def close(self) -> None: ...
     def __enter__(self) -> Store: ...
     def __exit__(
@@ -178,6 +191,12 @@ def vector_array(vector: Any) -> np.ndarray | None:
     if isinstance(vector, dict):
         vector = vector.get(VECTOR_NAME)
     return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
+def graph_threshold_kb(dim: int) -> int:
+    """``EXACT_SEARCH_MAX_POINTS`` vectors of ``dim`` components in the unit of the engine's thresholds
+    (KiB of vector data): a segment above it gets a graph, a filter matching fewer points is scanned."""
+    return -(-EXACT_SEARCH_MAX_POINTS * dim * BYTES_PER_COMPONENT // 1024)
 
 
 def to_record(point: Any) -> Record:
@@ -270,6 +289,10 @@ class StoreBase:
         if exact is not None:
             return exact
         return self._size_estimate() <= EXACT_SEARCH_MAX_POINTS
+
+    @staticmethod
+    def _search_ef(limit: int) -> int:
+        return max(SEARCH_EF, limit)
 
 
 # ---------------------------------------------------------------------------------------------

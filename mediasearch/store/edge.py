@@ -19,10 +19,13 @@ from typing import IO, Any
 import numpy as np
 
 from mediasearch.errors import MediaSearchError, StoreError, StoreFullError, StoreLockedError
+from mediasearch.fsutil import make_private
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
     GEO_FIELDS,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
     LOCK_RETRY_S,
     TEXT_FIELDS,
@@ -34,6 +37,7 @@ from mediasearch.store.base import (
     check_dim,
     check_free_space,
     first_line,
+    graph_threshold_kb,
     paged,
     payload_selector,
     to_record,
@@ -42,6 +46,13 @@ from mediasearch.store.base import (
     write_small_file,
 )
 from mediasearch.store.filters import translate
+
+
+def _program() -> str:
+    """This process's program and, for mediasearch, its command word (``mediasearch serve``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    word = next((a for a in sys.argv[1:] if a.isalpha()), "") if name == "mediasearch" else ""
+    return f"{name} {word}".strip()[:60]
 
 
 class _OwnerLock:
@@ -70,7 +81,9 @@ class _OwnerLock:
         except OSError:
             fh.close()
             return False
-        owner = {"pid": os.getpid(), "command": " ".join(sys.argv)[:300], "since": time.time()}
+        # The program, never its command line: that may hold a token or a password, and this file is read
+        # to name the holder in messages other processes print.
+        owner = {"pid": os.getpid(), "program": _program(), "since": time.time()}
         with contextlib.suppress(OSError):  # only names the holder: a full disk must not stop us
             fh.seek(0)
             fh.truncate()
@@ -91,8 +104,8 @@ class _OwnerLock:
             return "this same process (it is already open here)"
         if not _pid_alive(pid):
             return unknown  # a forked child of the dead owner may still hold the lock
-        command = str(owner.get("command", "")).strip()
-        return f"{unknown} (pid {pid}: {command})" if command else f"{unknown} (pid {pid})"
+        program = str(owner.get("program", "")).strip()
+        return f"{unknown} (pid {pid}: {program})" if program else f"{unknown} (pid {pid})"
 
     def release(self) -> None:
         """Clear the owner record and drop the lock."""
@@ -151,21 +164,31 @@ def _edge_dim(shard_dir: Path) -> int:
 
 
 def _edge_config(dim: int) -> Any:
+    """The shard's layout: also given to every load, which brings an older shard's graph settings up to
+    date (the next optimise rebuilds its graph with them)."""
     import qdrant_edge as qe
 
     # Half precision: an exact scan reads half the bytes (100k x 512: 6 ms instead of 11 here) and the
     # store is half the size; scores move by ~1e-5, far below the gaps that order results.
     params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16)
-    return qe.EdgeConfig(vectors={VECTOR_NAME: params})
+    threshold = graph_threshold_kb(dim)
+    # The graph is memory-mapped (Cold): the page cache holds what searches touch, the process does not.
+    graph = qe.HnswIndexConfig(
+        m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=threshold, memory=qe.Memory.Cold
+    )
+    optimizers = qe.EdgeOptimizersConfig(indexing_threshold=threshold)
+    return qe.EdgeConfig(vectors={VECTOR_NAME: params}, hnsw_config=graph, optimizers=optimizers)
 
 
 def _load_shard(shard_dir: Path, deadline: float) -> Any:
     """Load an existing shard, waiting while another process holds its write-ahead log."""
     import qdrant_edge as qe
 
+    config = _edge_config(_edge_dim(shard_dir))
+
     def attempt() -> Any:
         try:
-            return qe.EdgeShard.load(str(shard_dir))
+            return qe.EdgeShard.load(str(shard_dir), config)
         except Exception as exc:
             if _is_wal_lock_error(exc):
                 return None
@@ -233,6 +256,7 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
 def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
     folder = edge_store_dir(home)
     try:
+        make_private(home)  # the store holds what the library shows: its owner's alone
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {folder}: {exc.strerror or exc}") from exc
@@ -434,7 +458,7 @@ class EdgeStore(StoreBase):
             filter=_edge_filter(flt),
             with_payload=True,
             with_vector=with_vectors,
-            params=qe.SearchParams(exact=self._use_exact(exact)),
+            params=qe.SearchParams(exact=self._use_exact(exact), hnsw_ef=self._search_ef(limit)),
         )
         with self._engine("search"):
             hits = self._shard.query(request)
@@ -467,6 +491,11 @@ class EdgeStore(StoreBase):
         with self._engine("optimize"):
             self._unflushed = True
             return bool(self._shard.optimize())
+
+    def graph_points(self) -> int:
+        """How many points the search graph holds (0 before ``optimize`` builds one)."""
+        with self._engine("info"):
+            return int(self._shard.info().indexed_vectors_count)
 
     def close(self) -> None:
         """Flush, close the shard and release the store to other processes (idempotent)."""

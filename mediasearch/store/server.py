@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mediasearch.errors import StoreError
+from mediasearch.errors import StoreError, redact, redact_url
 from mediasearch.store.base import (
     FLOAT_FIELDS,
     GEO_FIELDS,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
     META_KEY,
     TEXT_FIELDS,
@@ -27,6 +29,7 @@ from mediasearch.store.base import (
     StoreBase,
     check_dim,
     first_line,
+    graph_threshold_kb,
     paged,
     payload_selector,
     to_record,
@@ -46,12 +49,13 @@ def server_errors(url: str, what: str) -> Iterator[None]:
         yield
     except ResponseHandlingException as exc:
         reason = first_line(exc.source) if exc.source is not None else first_line(exc)
-        raise StoreError(f"cannot reach Qdrant at {url}: {reason}") from exc
+        raise StoreError(redact(f"cannot reach Qdrant at {redact_url(url)}: {reason}")) from exc
     except UnexpectedResponse as exc:
         content = exc.content.decode("utf-8", "replace")[:200] if exc.content else ""
-        raise StoreError(f"Qdrant at {url}: {what} failed: HTTP {exc.status_code} {content}".strip()) from exc
+        failed = f"Qdrant at {redact_url(url)}: {what} failed: HTTP {exc.status_code} {content}"
+        raise StoreError(redact(failed.strip())) from exc
     except ValueError as exc:  # the in-process (":memory:") server reports errors this way
-        raise StoreError(f"Qdrant at {url}: {what} failed: {first_line(exc)}") from exc
+        raise StoreError(redact(f"Qdrant at {redact_url(url)}: {what} failed: {first_line(exc)}")) from exc
 
 
 def server_client(url: str, api_key: str | None) -> Any:
@@ -82,7 +86,7 @@ def forget_memory_servers() -> None:
 def _server_dim(url: str, collection: str, info: Any) -> int:
     vectors = info.config.params.vectors
     if not isinstance(vectors, dict) or VECTOR_NAME not in vectors:
-        raise StoreError(f"collection {collection} at Qdrant {url} is not a mediasearch collection")
+        raise StoreError(f"collection {collection} at Qdrant {redact_url(url)} is not a mediasearch collection")
     return int(vectors[VECTOR_NAME].size)
 
 
@@ -91,10 +95,21 @@ def _create_collection(client: Any, collection: str, dim: int) -> None:
 
     params = {VECTOR_NAME: m.VectorParams(size=dim, distance=m.Distance.COSINE)}
     try:
-        client.create_collection(collection, vectors_config=params)
+        client.create_collection(collection, vectors_config=params, **_graph_settings(dim))
     except Exception:
         if not client.collection_exists(collection):  # lost a race with another worker: fine
             raise
+
+
+def _graph_settings(dim: int, degree: int = HNSW_M) -> dict[str, Any]:
+    """The graph as the Edge store builds it (``store.base``: m, ef_construct, the switch point)."""
+    from qdrant_client import models as m
+
+    threshold = graph_threshold_kb(dim)
+    return {
+        "hnsw_config": m.HnswConfigDiff(m=degree, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=threshold),
+        "optimizers_config": m.OptimizersConfigDiff(indexing_threshold=threshold),
+    }
 
 
 def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any]) -> None:
@@ -118,13 +133,13 @@ def open_server(url: str, api_key: str | None, collection: str, dim: int | None,
         with server_errors(url, f"opening {collection}"):
             if not client.collection_exists(collection):
                 if not create:
-                    raise StoreError(f"there is no collection {collection} at Qdrant {url}")
+                    raise StoreError(f"there is no collection {collection} at Qdrant {redact_url(url)}")
                 if dim is None:
-                    raise StoreError(f"cannot create {collection} at Qdrant {url} without a vector size")
+                    raise StoreError(f"cannot create {collection} at Qdrant {redact_url(url)} without a vector size")
                 _create_collection(client, collection, dim)
             info = client.get_collection(collection)
             stored = _server_dim(url, collection, info)
-            check_dim(f"qdrant:{url}/{collection}", stored, dim)
+            check_dim(f"qdrant:{redact_url(url)}/{collection}", stored, dim)
             _ensure_server_indexes(client, collection, info.payload_schema or {})
     except BaseException:
         release_client(url, client)
@@ -178,7 +193,7 @@ class QdrantStore(StoreBase):
         self._url = url
         self._local = url == ":memory:"
         self._count_cache: tuple[float, int] = (-1e9, 0)
-        self.location = f"qdrant:{url}/{collection}"
+        self.location = f"qdrant:{redact_url(url)}/{collection}"
         self.collection = collection
         self.dim = dim
 
@@ -291,7 +306,7 @@ class QdrantStore(StoreBase):
         from qdrant_client import models as m
 
         # The in-memory server is always exact and warns about search params.
-        params = None if self._local else m.SearchParams(exact=self._use_exact(exact))
+        params = None if self._local else m.SearchParams(exact=self._use_exact(exact), hnsw_ef=self._search_ef(limit))
         with self._errors("search"):
             response = self._client.query_points(
                 self.collection,
@@ -337,7 +352,8 @@ class QdrantStore(StoreBase):
             if time.monotonic() > deadline:
                 state = "green" if green else "not green"
                 raise StoreError(
-                    f"Qdrant at {self._url}: {len(pending)} written points not applied after {timeout_s:.0f} s "
+                    f"Qdrant at {redact_url(self._url)}: {len(pending)} written points not applied "
+                    f"after {timeout_s:.0f} s "
                     f"(collection {state}); run the command again to resume"
                 )
             time.sleep(poll_s)
@@ -353,10 +369,10 @@ class QdrantStore(StoreBase):
         with self._errors("switching bulk-load mode"):
             if on:
                 degree = self._client.get_collection(self.collection).config.hnsw_config.m
-                meta["bulk_load"] = {"m": degree or DEFAULT_HNSW_M}
+                meta["bulk_load"] = {"m": degree or HNSW_M}
                 self._client.update_collection(self.collection, hnsw_config=m.HnswConfigDiff(m=0))
             else:
-                degree = int(meta.pop("bulk_load").get("m") or DEFAULT_HNSW_M)
+                degree = int(meta.pop("bulk_load").get("m") or HNSW_M)
                 self._client.update_collection(self.collection, hnsw_config=m.HnswConfigDiff(m=degree))
         self.set_meta(meta)
         return True
@@ -378,6 +394,11 @@ class QdrantStore(StoreBase):
         """Nothing to do: a server builds its HNSW index in the background."""
         return False
 
+    def graph_points(self) -> int:
+        """How many points the server's search graph holds so far."""
+        with self._errors("info"):
+            return int(self._client.get_collection(self.collection).indexed_vectors_count or 0)
+
     def close(self) -> None:
         """Close the connection (the shared in-memory server stays alive)."""
         if self._client is not None:
@@ -389,7 +410,6 @@ class QdrantStore(StoreBase):
 # Opening, listing and switching collections
 
 QUANTIZATIONS = ("none", "int8", "binary")
-DEFAULT_HNSW_M = 16  # Qdrant's default graph degree; what a bulk load restores when none was recorded
 
 
 @dataclass(frozen=True)
@@ -432,7 +452,8 @@ def create_server_collection(
     try:
         with server_errors(url, f"creating {collection}"):
             if client.collection_exists(collection):
-                raise StoreError(f"collection {collection} exists at Qdrant {url}: its layout cannot change")
+                shown = redact_url(url)
+                raise StoreError(f"collection {collection} exists at Qdrant {shown}: its layout cannot change")
             datatype = m.Datatype.FLOAT16 if options.float16 else None
             vectors = m.VectorParams(
                 size=dim, distance=m.Distance.COSINE, on_disk=options.on_disk or None, datatype=datatype
@@ -444,7 +465,7 @@ def create_server_collection(
                 replication_factor=options.replicas,
                 on_disk_payload=options.on_disk,
                 quantization_config=_quantization_config(options.quantization),
-                hnsw_config=m.HnswConfigDiff(m=0) if options.bulk_load else None,
+                **_graph_settings(dim, 0 if options.bulk_load else HNSW_M),
             )
             _ensure_server_indexes(client, collection, {})
     finally:

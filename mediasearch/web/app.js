@@ -820,6 +820,96 @@
     }
   }
 
+  // -- people (GET /people): a row of faces; a click lists the person's files, a name renames ----
+
+  const VIDEO_EXT = /\.(mp4|mov|m4v|mkv|webm|avi|mts|m2ts|ts|3gp|wmv|mpg|mpeg)$/i;
+
+  async function loadPeople() {
+    let people;
+    try {
+      people = await api("GET", "people");
+    } catch {
+      return;
+    }
+    const list = $("people-list");
+    list.replaceChildren(...people.slice(0, 24).map(personItem));
+    $("people").hidden = people.length === 0;
+  }
+
+  function personLabel(person) {
+    return person.name || "Add a name";
+  }
+
+  function personItem(person) {
+    const li = el("li", "person");
+    li.dataset.person = person.id;
+    const face = el("button", "face");
+    face.type = "button";
+    face.title = `${person.name || "Unnamed person"}: ${plural(person.files.length, "file", "files")}`;
+    const img = new Image(64, 64);
+    img.alt = "";
+    img.src = `people/${enc(person.id)}/face?size=96&token=${enc(token)}`;
+    face.append(img);
+    face.addEventListener("click", () => showPerson(person));
+    const name = el("button", person.name ? "name" : "name unnamed", personLabel(person));
+    name.type = "button";
+    name.title = "Rename";
+    name.addEventListener("click", () => renamePerson(person, li, name));
+    li.append(face, name, el("span", "count", plural(person.faces, "face", "faces")));
+    return li;
+  }
+
+  function renamePerson(person, li, label) {
+    const input = el("input", "rename");
+    input.value = person.name || "";
+    input.setAttribute("aria-label", "Name");
+    label.replaceWith(input);
+    input.focus();
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      const wanted = input.value.trim();
+      if (save && wanted && wanted !== person.name) {
+        try {
+          Object.assign(person, await api("POST", `people/${enc(person.id)}/name`, { name: wanted }));
+        } catch (error) {
+          showError(error.message);
+        }
+      }
+      label.textContent = personLabel(person);
+      label.className = person.name ? "name" : "name unnamed";
+      input.replaceWith(label);
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") finish(true);
+      if (event.key === "Escape") { event.stopPropagation(); finish(false); }
+    });
+    input.addEventListener("blur", () => finish(true));
+  }
+
+  function showPerson(person) {
+    if (inflight) inflight.abort();
+    hits = person.files.map((path) => ({
+      path, kind: VIDEO_EXT.test(path) ? "video" : "image", score: 1, calibrated: 1, tags: [],
+      timestamp: null, start: null, end: null,
+    }));
+    strongCount = hits.length;
+    foldOpen = false;
+    $("welcome").hidden = true;
+    $("toolbar").hidden = false;
+    $("more").hidden = true;
+    $("summary").replaceChildren(el("strong", null, person.name || "Unnamed person"), ` · ${plural(hits.length, "file", "files")}`);
+    grid.replaceChildren(...hits.map((hit, i) => {
+      const li = card(hit, i);
+      li.querySelector(".badge.score")?.remove();
+      return li;
+    }));
+    shown = hits.length;
+    grid.dataset.state = "ready";
+    grid.dataset.mode = "person";
+  }
+
   // -- duplicates (POST /duplicates): groups of copies, each a row of thumbnails ----------------
 
   async function showDuplicates() {
@@ -987,6 +1077,7 @@
     search().finally(() => {
       refreshStatus();
       loadTags();
+      loadPeople();
     });
   }
 

@@ -25,6 +25,8 @@ from mediasearch import queryspec
 from mediasearch.queryspec import QueryField
 from mediasearch.settings import load_settings
 
+TOKEN = "a-token-long-enough-for-the-daemon"
+LOCAL = "http://127.0.0.1"  # the daemon answers loopback hosts only
 FRONT_END_ONLY = {"cli": {"paths_only", "as_json", "ctx"}, "http": {"terms", "model"}}
 
 
@@ -73,7 +75,7 @@ def _openapi_body(name: str) -> dict[str, Any]:
 
     from mediasearch.serve.api import create_app
 
-    spec = TestClient(create_app(_Stub(), "t")).get("/openapi.json").json()
+    spec = TestClient(create_app(_Stub(), TOKEN), base_url=LOCAL).get("/openapi.json").json()
     return dict(spec["components"]["schemas"][name])
 
 
@@ -195,6 +197,9 @@ class _Stub:
     def explain(self, query: Any, model: str | None = None) -> dict[str, Any]:
         return {"text": query.terms[0].value}
 
+    def indexed_path(self, path: str) -> str:
+        return path
+
 
 @pytest.fixture(scope="module")
 def http() -> Any:
@@ -203,7 +208,7 @@ def http() -> Any:
     from mediasearch.serve.api import create_app
 
     stub = _Stub()
-    client = TestClient(create_app(stub, "t"), headers={"X-Mediasearch-Token": "t"})
+    client = TestClient(create_app(stub, TOKEN), base_url=LOCAL, headers={"X-Mediasearch-Token": TOKEN})
     client.stub = stub  # type: ignore[attr-defined]
     return client
 

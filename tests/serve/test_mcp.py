@@ -61,7 +61,7 @@ def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> Non
 
     got = anyio.run(lambda: _session(served, tmp_path, work=work))
     names = {tool.name for tool in got["tools"].tools}
-    assert names == {"search", "similar", "status", "tags"}, names  # read-only by default
+    assert names == {"search", "similar", "status", "tags", "text"}, names  # read-only by default
     search = next(tool for tool in got["tools"].tools if tool.name == "search")
     schema = getattr(search, "input_schema", None) or search.inputSchema
     wanted = {"text", "image", "negatives", "kind", "folder", "tags", "after", "before", "min_score", "near", "camera",
@@ -90,5 +90,49 @@ def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(serv
         return tools, None
 
     tools, refused = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
-    assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "index", "forget"}
+    assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "text", "index", "forget"}
     assert refused is not None and "thumbnail" in str(refused)
+
+
+def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: Path) -> None:
+    """The ``text`` tool: MCP -> the library -> the daemon's POST /text -> the OCR engine."""
+    from mediasearch.lab import textpics
+    from mediasearch.ocr.text import words
+
+    picture = tmp_path / "sign.png"
+    face = next(iter(textpics.fonts()), None)
+    textpics.scene(("welcome", "harbour"), font_path=face, size=56, angle=0.0, dark=False, seed=1).save(picture)
+
+    async def work(session: Any) -> Any:
+        return _structured(await session.call_tool("text", {"path": str(picture)}))
+
+    got = anyio.run(lambda: _session(served, tmp_path, work=work))
+    assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
+    assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
+
+
+def _error_text(result: Any) -> str:
+    assert getattr(result, "is_error", getattr(result, "isError", False)), result
+    return " ".join(getattr(part, "text", "") for part in result.content)
+
+
+def test_mcp_tool_errors_say_why_and_index_stays_within_the_roots(served: Served, tmp_path: Path) -> None:
+    """`--allow-index` let an assistant index /etc and forget /; domain errors read only "Error executing
+    tool search"."""
+    async def work(session: Any) -> dict[str, Any]:
+        return {
+            "etc": await session.call_tool("index", {"paths": ["/etc"]}),
+            "relative": await session.call_tool("index", {"paths": ["lib"]}),
+            "root": await session.call_tool("forget", {"path": "/"}),
+            "date": await session.call_tool("search", {"text": "a red circle", "after": "2024-02-30"}),
+            "status": await session.call_tool("status", {}),
+        }
+
+    got = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
+    for name in ("etc", "root"):
+        text = _error_text(got[name])
+        assert "outside the library roots" in text and "mediasearch index" in text, text
+    assert "absolute" in _error_text(got["relative"])
+    date = _error_text(got["date"])
+    assert "2024-02-30" in date and date.strip() != "Error executing tool search", date
+    assert _structured(got["status"])["files"] == 6  # nothing was indexed or forgotten

@@ -215,6 +215,32 @@ def test_a_collection_indexed_without_its_graph_gets_it_when_served(cli: Any, st
     assert service.status()["files"] == 4
 
 
+def test_a_graph_built_with_other_settings_is_rebuilt_when_served(cli: Any, start: Start, tmp_path: Path) -> None:
+    """A store whose graph an older release built (other m / ef_construct) gets today's graph once served."""
+    from mediasearch.library.local import SEARCH_INDEX_KEY
+    from mediasearch.store.base import GRAPH_SETTINGS
+    from mediasearch.store.collections import active_collection, open_store
+
+    lib = tmp_path / "lib"
+    for i in range(4):
+        photo(lib / f"p{i}.png", seed=i)
+    cli.json("index", str(lib))
+    collection = active_collection(home=cli.home)
+    assert collection is not None
+    with open_store(home=cli.home, collection=collection, dim=None, create=False) as store:
+        store.set_meta({**(store.get_meta() or {}), SEARCH_INDEX_KEY: {"points": 4, "graph": {"m": 16}}})
+    service = start(home=cli.home, optimize_min_points=2)
+    assert service.lib is not None
+    lib_side = service.lib
+
+    def rebuilt() -> bool:
+        record = (lib_side.index_side.store.get_meta() or {}).get(SEARCH_INDEX_KEY, {})
+        return record.get("graph") == GRAPH_SETTINGS and service.state == "ready"
+
+    wait_until(rebuilt, 120, "the HNSW rebuild")
+    assert lib_side.search_index_built() == 4
+
+
 def test_a_store_that_cannot_be_reopened_after_a_build_is_an_error_state_then_recovers(
     start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
