@@ -15,7 +15,7 @@ from mediasearch.errors import MediaError, MissingFileError, QueryError
 if TYPE_CHECKING:
     from mediasearch.store.base import Store
 
-READ_SIDE = 1600  # the long side a file read now is reduced to (index.enrichers.ocr.MAX_SIDE)
+READ_SIDE = 1500  # the long side a file read now is reduced to (index.enrichers.ocr.MAX_SIDE)
 FRAME_INTERVAL_S = 2.0  # as indexing samples videos (IndexOptions)
 MAX_FRAMES = 600
 
@@ -94,7 +94,7 @@ def _read_now(path: str, shown: str) -> FileText:
         frames = [(f.timestamp, np.asarray(_fit(f.image))) for f in sample.frames]
         kind = "video"
     else:
-        image, _ = load_image(path, target=READ_SIDE // 2)
+        image, _ = load_image(path, target=READ_SIDE)
         frames = [(None, np.asarray(_fit(image)))]
         kind = "image"
     lines = [
