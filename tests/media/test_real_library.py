@@ -217,3 +217,21 @@ def test_a_dng_thumbnail_is_made_from_an_open_descriptor(tmp_path: Path, make_dn
         os.close(fd)
     shown = Image.open(io.BytesIO(jpeg))
     assert shown.format == "JPEG" and max(shown.size) == 64
+
+
+# ------------------------------------------------------------------------------------ roots
+
+
+def test_a_symlinked_root_and_its_target_give_one_copy(tmp_path: Path) -> None:
+    from mediasearch.media.discover import discover
+
+    real = tmp_path / "photos"
+    (real / "sub").mkdir(parents=True)
+    marked((32, 24)).save(real / "a.png")
+    marked((32, 24)).save(real / "sub" / "b.png")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    (tmp_path / "sublink").symlink_to(real / "sub", target_is_directory=True)
+    for roots in ([real, tmp_path / "link"], [tmp_path / "link", real], [tmp_path / "sublink", real]):
+        found = [e.path for e in discover(roots)]
+        names = sorted(os.path.basename(p) for p in found)
+        assert names == ["a.png", "b.png"], (roots, found)
