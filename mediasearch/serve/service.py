@@ -83,15 +83,28 @@ class _GuardedStore:
 
 
 class _LogProgress:
-    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end)."""
+    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end), and as
+    the ``indexing`` part of the status, for a client's progress bar."""
 
-    def __init__(self, log: logging.Logger, every: float = 30.0) -> None:
-        self.log, self.every = log, every
-        self.total = self.files = self.frames = 0
+    def __init__(self, log: logging.Logger, paths: Sequence[str] = (), every: float = 30.0) -> None:
+        self.log, self.every, self.paths = log, every, list(paths)
+        self.total = self.files = self.frames = self.phase = 0
         self._next = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self.phase > 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"paths", "phase", "files", "done", "frames"}``: the run's paths, its phase (1: the CLIP pass, 2:
+        the enrichers), the phase's files, files done and frames."""
+        counts = {"files": self.total, "done": self.files, "frames": self.frames}
+        return {"paths": self.paths, "phase": self.phase, **counts}
 
     def start(self, files: int) -> None:
         self.total, self._next = files, time.monotonic() + self.every
+        self.files = self.frames = 0
+        self.phase += 1
         if files:
             self.log.info("indexing %d files", files)
 
@@ -134,6 +147,7 @@ class Service(PeopleService):
         self.counts = Counts()  # of the collection queries use: counted at start, then kept current
         self._changes = 0  # points written or deleted since the HNSW graph was last built
         self._checked_changes = -1
+        self.progress: _LogProgress | None = None  # of the index run under way
         self._next_recover = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
@@ -280,9 +294,11 @@ class Service(PeopleService):
         base = self.counts
         written = NewFiles(before, self._grow) if counting else None
         store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
+        self.progress = _LogProgress(self.log, paths)
         try:
-            summary = lib.run_index(paths, options, tag=tagging, progress=_LogProgress(self.log), store=store)
+            summary = lib.run_index(paths, options, tag=tagging, progress=self.progress, store=store)
         finally:
+            self.progress = None
             after = lib.snapshot(paths)
             done = changes(before, after)
             for verb, what in done:
@@ -546,6 +562,7 @@ class Service(PeopleService):
             "last_scan": self.last_scan,
             "last_change": self.last_change,
             "started": self.started,
+            "indexing": self.progress.to_json() if self.progress is not None and self.progress.started else None,
         }
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
