@@ -485,6 +485,11 @@ class EdgeStore(StoreBase):
             hits = self._shard.facet(request)
         return {str(hit.value): int(hit.count) for hit in hits}
 
+    def flush_if_due(self) -> None:
+        """Flush writes older than the auto-flush delay (a long-lived owner calls it when idle)."""
+        if self._unflushed and time.monotonic() - self._last_flush >= AUTO_FLUSH_S:
+            self.flush()
+
     def flush(self) -> None:
         """Make every write so far durable on disk (survives a power cut)."""
         with self._engine("flush"):
