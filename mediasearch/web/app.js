@@ -239,7 +239,7 @@
   function filters() {
     return {
       kind: state.type || null,
-      path_prefix: state.folder || null,
+      folder: state.folder || null,
       tags: state.tag ? [state.tag] : [],
       after: state.after || null,
       before: nextDay(state.before),
@@ -250,14 +250,13 @@
     if (state.like && !state.q && !state.not && !state.image) {
       return ["similar", { path: state.like, limit: state.limit, sort: state.sort, ...filters() }];
     }
-    const terms = [];
-    if (state.q) terms.push({ kind: "text", value: state.q });
+    const terms = [];  // the text goes as `text`: the daemon reads dates, places and people out of it
     if (state.image) terms.push({ kind: "image", data: state.image.data });
     if (state.like) terms.push({ kind: "image", value: state.like });
     for (const word of state.not.split(",").map((w) => w.trim()).filter(Boolean)) {
       terms.push({ kind: "text", value: word, weight: -1 });
     }
-    return ["query", { terms, limit: state.limit, sort: state.sort, ...filters() }];
+    return ["query", { text: state.q || null, terms, limit: state.limit, sort: state.sort, ...filters() }];
   }
 
   function describe() {
