@@ -165,22 +165,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--det-side", type=int, default=None, help="the first detection's long side (px)")
+    parser.add_argument("--only", choices=("recall", "speed"), default=None)
     args = parser.parse_args()
-    engine = OcrEngine(threads=args.threads)
+    engine = OcrEngine(threads=args.threads, **({"det_side": args.det_side} if args.det_side else {}))
     engine.read(textpics.screenshot(0).image)  # sessions built and warm
-    print(f"load before: {loadavg()}  threads: {engine.threads}", flush=True)
+    print(f"load before: {loadavg()}  threads: {engine.threads}  detection at {engine.det_side} px", flush=True)
     rows: list[tuple[str, str]] = []
-    recall, total, per_s = rendered_recall(engine)
-    rows.append((f"rendered pictures: word recall ({total} words)", f"{recall:.3f}  ({per_s:.2f} pictures/s)"))
+    if args.only != "speed":
+        recall, total, per_s = rendered_recall(engine)
+        rows.append((f"rendered pictures: word recall ({total} words)", f"{recall:.3f}  ({per_s:.2f} pictures/s)"))
     count = 4 if args.quick else 12
-    for text in (False, True):
+    for text in (False, True) if args.only != "recall" else ():
         speed = speed_12mp(engine, count, text)
         what = "with text" if text else "without text"
         rows.append((f"12 MP photos {what}: photos/s on 1600 px pixels", f"{speed['pixels_per_s']:.2f}"))
         rows.append((f"12 MP photos {what}: photos/s from the JPEG", f"{speed['file_per_s']:.2f}"))
         split = f"decode {speed['decode_ms']:.0f}, detect {speed['detect_ms']:.0f}, read {speed['read_ms']:.0f}"
         rows.append((f"12 MP photos {what}: ms per photo", split))
-    shared = shared_recall(engine)
+    shared = shared_recall(engine) if args.only != "speed" else None
     if shared is not None:
         rows.append((f"shared real photos: search-word recall ({shared['words']} words)", f"{shared['recall']:.3f}"))
         rows.append(("shared real photos: missed", " ".join(shared["missed"]) or "-"))

@@ -191,6 +191,8 @@ class LocalLibrary(LocalPeople):
         sync_enabled(target, on, installed)
         present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
         enrich(target, present, on, summary, progress, workers=workers, cancel=cancel)
+        if summary.removed or summary.moved or summary.updated:
+            _tidy(on, target)  # side data (faces) of points that went or moved
         return summary
 
     def complete(self, report: IndexReport) -> bool:
@@ -247,10 +249,14 @@ class LocalLibrary(LocalPeople):
 
     def forget(self, path: str) -> int:
         """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
+        from mediasearch.index import enrichers
         from mediasearch.index.plan import forget as forget_folder
 
         target = os.path.abspath(path)
-        return max((forget_folder(store, target) for store in self.every_collection()), default=0)
+        dropped = max((forget_folder(store, target) for store in self.every_collection()), default=0)
+        if dropped and self._has_index():
+            _tidy(enrichers.enabled(self.settings), self._store_only())
+        return dropped
 
     def every_collection(self) -> Iterator[Store]:
         """Each collection of the home (one per model it was indexed with), the open ones reused."""
@@ -408,3 +414,11 @@ class LocalLibrary(LocalPeople):
         if self._query is not None or (self._index is not None and not self._index.activate_when_done):
             return True
         return active_collection(**home.store_kwargs(self.settings)) is not None
+
+
+def _tidy(enrichers: Sequence[Any], store: Store) -> None:
+    """Let the enrichers that keep data beside the points (faces) follow points removed or moved."""
+    for enricher in enrichers:
+        tidy = getattr(enricher, "tidy", None)
+        if tidy is not None:
+            tidy(store)

@@ -493,9 +493,32 @@
     folder.append(el("span", null, folderLabel(hit.path)));
     folder.title = dirname(hit.path);
     meta.append(title, folder);
+    if (hit.text) meta.append(recognised(hit.text, state.q || ""));
     if (hit.tags && hit.tags.length) meta.append(tagList(hit.tags.slice(0, 3)));
     li.append(open, like, meta);
     return li;
+  }
+
+  // The recognised text that matched (OCR), with the query's words marked: built from text nodes only.
+  function recognised(text, query) {
+    const box = el("div", "ocr");
+    box.title = "Text in the picture";
+    const fold = (s) => s.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+    const words = fold(query).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1);
+    const folded = fold(text);
+    let at = 0;
+    const marks = [];
+    for (const word of words) {
+      for (let i = folded.indexOf(word); i >= 0; i = folded.indexOf(word, i + word.length)) marks.push([i, i + word.length]);
+    }
+    marks.sort((a, b) => a[0] - b[0]);
+    for (const [start, end] of marks) {
+      if (start < at || folded.length !== text.length) continue;
+      box.append(document.createTextNode(text.slice(at, start)), el("mark", null, text.slice(start, end)));
+      at = end;
+    }
+    box.append(document.createTextNode(text.slice(at)));
+    return box;
   }
 
   function tagList(tags) {
