@@ -105,6 +105,8 @@ def _hit_row(table: Any, hit: Hit, style: str | None = None) -> None:
         where += f" {moment(hit)}"
     if hit.place:
         where += f" [dim]· {escape(hit.place)}[/dim]"
+    if hit.text:  # the recognised text that matched (OCR)
+        where += f"\n[italic]“{escape(str(hit.text))}”[/italic]"
     table.add_row(
         f"{hit.score:.3f}", f"{hit.calibrated:.0%}", hit.kind, where, escape(", ".join(hit.tags)), style=style
     )

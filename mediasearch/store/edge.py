@@ -7,6 +7,7 @@ The shard's write-ahead log takes a lock: a second opener waits briefly, then ge
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -77,6 +78,8 @@ class _OwnerLock:
         try:
             fh = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # the home, not the index, is the problem
+                raise StoreError(read_only_home(self.path.parent, exc)) from exc
             raise StoreError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -253,6 +256,16 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
         shard.close()
         raise StoreError(f"cannot index payload fields in {shard_dir}: {first_line(exc)}") from exc
     return shard, stored
+
+
+def read_only_home(folder: Path, exc: OSError) -> str:
+    """The one line for an index folder this process may not write (every command takes the store's lock,
+    so status and query too)."""
+    why = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable by this user"
+    return (
+        f"the index folder {folder} {why}: mediasearch writes a lock there even to read the index; "
+        "make it writable, or give --home (MEDIASEARCH_HOME) a writable folder"
+    )
 
 
 def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
