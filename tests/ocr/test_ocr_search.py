@@ -120,3 +120,4 @@ def test_cli_json_hits_carry_text(cli: Any, folder: Path) -> None:
     assert [Path(r["path"]).name for r in rows] == ["sign.png"]
     table = cli("query", "starbucks receipt", "--limit", "2").output
     assert "latte" in table.lower()  # the recognised line under the path (the query does not say it)
+    assert "no good match" not in table  # a word found in the picture is a match, whatever CLIP's score
