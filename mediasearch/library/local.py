@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.people import LocalPeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -325,8 +325,10 @@ class LocalLibrary(LocalPeople):
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, query: Query) -> list[Hit]:
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search
 
+        query = resolve(self, query)
         opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
         if any(t.kind == "image" for t in query.terms):
             opened = self.query_side
@@ -334,11 +336,25 @@ class LocalLibrary(LocalPeople):
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search_vector, similar_vector
 
+        query = resolve(self, query)
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
         return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+
+    def place_names(self) -> list[str]:
+        """The folded names of the places the indexed files were taken in (for the one-line parse)."""
+        from mediasearch.search.places import place_names
+
+        return place_names(self._store_only()) if self._has_index() else []
+
+    def explain(self, query: Query) -> Explanation:
+        """How the query's text is read (dates, place, people...), with its explicit fields winning."""
+        from mediasearch.library.resolve import explain
+
+        return explain(self, query)
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups of exact and near copies among the indexed files under ``paths`` (all when empty).

@@ -433,6 +433,13 @@ class Service(PeopleService):
         with self._querying(model) as lib:
             return [h.to_json() for h in lib.similar(real, query)]
 
+    def explain(self, query: Query, model: str | None = None) -> dict[str, Any]:
+        """How the query's text is read (`query --explain`), with the home's people and places known."""
+        from mediasearch.library.wire import to_json
+
+        with self._querying(model) as lib:
+            return dict(to_json(lib.explain(query)))
+
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[dict[str, Any]]:
         """Groups of copies among the indexed files under ``paths``, as `duplicates --json` prints them."""
         with self._querying() as lib:

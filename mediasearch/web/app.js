@@ -239,7 +239,7 @@
   function filters() {
     return {
       kind: state.type || null,
-      path_prefix: state.folder || null,
+      folder: state.folder || null,
       tags: state.tag ? [state.tag] : [],
       after: state.after || null,
       before: nextDay(state.before),
@@ -250,14 +250,13 @@
     if (state.like && !state.q && !state.not && !state.image) {
       return ["similar", { path: state.like, limit: state.limit, sort: state.sort, ...filters() }];
     }
-    const terms = [];
-    if (state.q) terms.push({ kind: "text", value: state.q });
+    const terms = [];  // the text goes as `text`: the daemon reads dates, places and people out of it
     if (state.image) terms.push({ kind: "image", data: state.image.data });
     if (state.like) terms.push({ kind: "image", value: state.like });
     for (const word of state.not.split(",").map((w) => w.trim()).filter(Boolean)) {
       terms.push({ kind: "text", value: word, weight: -1 });
     }
-    return ["query", { terms, limit: state.limit, sort: state.sort, ...filters() }];
+    return ["query", { text: state.q || null, terms, limit: state.limit, sort: state.sort, ...filters() }];
   }
 
   function describe() {
@@ -493,9 +492,32 @@
     folder.append(el("span", null, folderLabel(hit.path)));
     folder.title = dirname(hit.path);
     meta.append(title, folder);
+    if (hit.text) meta.append(recognised(hit.text, state.q || ""));
     if (hit.tags && hit.tags.length) meta.append(tagList(hit.tags.slice(0, 3)));
     li.append(open, like, meta);
     return li;
+  }
+
+  // The recognised text that matched (OCR), with the query's words marked: built from text nodes only.
+  function recognised(text, query) {
+    const box = el("div", "ocr");
+    box.title = "Text in the picture";
+    const fold = (s) => s.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+    const words = fold(query).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1);
+    const folded = fold(text);
+    let at = 0;
+    const marks = [];
+    for (const word of words) {
+      for (let i = folded.indexOf(word); i >= 0; i = folded.indexOf(word, i + word.length)) marks.push([i, i + word.length]);
+    }
+    marks.sort((a, b) => a[0] - b[0]);
+    for (const [start, end] of marks) {
+      if (start < at || folded.length !== text.length) continue;
+      box.append(document.createTextNode(text.slice(at, start)), el("mark", null, text.slice(start, end)));
+      at = end;
+    }
+    box.append(document.createTextNode(text.slice(at)));
+    return box;
   }
 
   function tagList(tags) {

@@ -64,7 +64,8 @@ def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> Non
     assert names == {"search", "similar", "status", "tags", "text"}, names  # read-only by default
     search = next(tool for tool in got["tools"].tools if tool.name == "search")
     schema = getattr(search, "input_schema", None) or search.inputSchema
-    wanted = {"text", "image", "exclude", "kind", "folder", "tags", "after", "before", "min_score"}
+    wanted = {"text", "image", "negatives", "kind", "folder", "tags", "after", "before", "min_score", "near", "camera",
+              "sort", "ocr", "person", "place", "literal", "explain"}
     assert wanted <= set(schema["properties"])
 
     hits = got["hits"]
