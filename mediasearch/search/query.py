@@ -287,6 +287,7 @@ def _hits(
             calibrated=float(c),
             timestamp=p.get("timestamp"),
             tags=list(p.get("tags") or []),
+            people=list(p.get("people") or []),  # ids here; the library names them (LocalPeople.name_hits)
         )
         hits.append(hit)
         dates[hit.path] = p.get("date")
