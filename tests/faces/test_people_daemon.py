@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,12 @@ def test_people_commands_go_through_the_daemon(tmp_path: Path, faces_dir: Path, 
     daemon = Daemon(home, str(folder), "--rescan-every", "off").wait_ready(timeout=180)
     try:
 
-        def enriched() -> bool:
-            return sum(p["faces"] for p in daemon.call("GET", "/people")) >= len(names) - 1
+        seen: list[int] = []
+
+        def enriched() -> bool:  # the faces pass may run in the background: wait until nothing changes
+            seen.append(sum(p["faces"] for p in daemon.call("GET", "/people")))
+            time.sleep(0.5)
+            return seen[-1] >= len(names) - 1 and seen[-2:] == [seen[-1]] * 2 and daemon.idle()
 
         wait_for(enriched, 300, "the faces of the photos are found")
         listed = _cli(home, "people", "--json")
