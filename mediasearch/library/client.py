@@ -25,6 +25,9 @@ from mediasearch.errors import MediaSearchError
 from mediasearch.fsutil import atomic_write
 
 if TYPE_CHECKING:
+    import threading
+
+    from mediasearch.index.options import Progress
     from mediasearch.library.types import Explanation
     from mediasearch.search.query import Hit, Query
 
@@ -294,3 +297,33 @@ def find_daemon(home: Path, *, wait_s: float = STARTING_WAIT_S) -> DaemonClient 
             what = health.get("message") or state
             raise DaemonError(f"the daemon for {home} (pid {info.pid}) is not ready: {what}")
         time.sleep(0.2)
+
+
+PROGRESS_POLL_S = 0.5
+
+
+def follow_progress(client: DaemonClient, paths: Sequence[str], progress: Progress, worker: threading.Thread) -> None:
+    """Show on ``progress`` the daemon's index run of ``paths`` (its status's ``indexing`` part) until
+    ``worker``, which waits for the run's answer, is done: each phase (the CLIP pass, the enrichers) is
+    started and finished as a local run does. Another run (a watched folder's) is not shown."""
+    phase = shown_files = shown_frames = 0
+    wanted = [os.path.realpath(p) for p in paths]
+    while worker.is_alive():
+        worker.join(PROGRESS_POLL_S)
+        try:
+            now = (client.status().get("daemon") or {}).get("indexing")
+        except MediaSearchError:
+            continue  # busy or restarting: the answer, or its error, comes from the worker
+        if not isinstance(now, dict) or [os.path.realpath(p) for p in now.get("paths") or ()] != wanted:
+            continue
+        if int(now["phase"]) != phase:
+            if phase:
+                progress.finish()
+            phase, shown_files, shown_frames = int(now["phase"]), 0, 0
+            progress.start(int(now["files"]))
+        files, frames = int(now["done"]), int(now["frames"])
+        if files > shown_files or frames > shown_frames:
+            progress.advance(files=files - shown_files, frames=frames - shown_frames)
+            shown_files, shown_frames = files, frames
+    if phase:
+        progress.finish()

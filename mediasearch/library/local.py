@@ -151,6 +151,7 @@ class LocalLibrary(LocalPeople):
         """One index run, without recording it (see :meth:`complete`); ``enrich=False`` leaves the
         enrichment pass (:meth:`enrich`) to the caller (the daemon runs it in the background)."""
         from mediasearch.index.failures import FailureLog
+        from mediasearch.index.mounts import MountLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -162,9 +163,10 @@ class LocalLibrary(LocalPeople):
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
         target = store or opened.store
-        failures = FailureLog(home.failures_path(self.settings))
+        failures, mounts = FailureLog(home.failures_path(self.settings)), MountLog(home.mounts_path(self.settings))
         summary = index_paths(
-            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures
+            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures,
+            mounts=mounts,
         )
         if enrich:
             self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
@@ -250,9 +252,13 @@ class LocalLibrary(LocalPeople):
     def forget(self, path: str) -> int:
         """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
         from mediasearch.index import enrichers
+        from mediasearch.index.mounts import MountLog
         from mediasearch.index.plan import forget as forget_folder
 
         target = os.path.abspath(path)
+        mounts = MountLog(home.mounts_path(self.settings))
+        mounts.forget(target)  # a mount point gone for good: no longer protected
+        mounts.save()
         dropped = max((forget_folder(store, target) for store in self.every_collection()), default=0)
         if dropped and self._has_index():
             _tidy(enrichers.enabled(self.settings), self._store_only())

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
+from mediasearch.library.client import follow_progress
 from mediasearch.library.people import RemotePeople
 from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.library.wire import from_json
@@ -40,8 +42,23 @@ class RemoteLibrary(RemotePeople):
         self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
     ) -> IndexReport:
         request = {**dataclasses.asdict(options), "tag": self.settings.tagging if tag is None else tag}
-        data = self.client.index([os.path.abspath(p) for p in paths], request, model=self.settings.model)
-        return from_json(IndexReport, data)
+        wanted = [os.path.abspath(p) for p in paths]
+        if progress is None:
+            return from_json(IndexReport, self.client.index(wanted, request, model=self.settings.model))
+        done: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                done["report"] = self.client.index(wanted, request, model=self.settings.model)
+            except BaseException as exc:  # handed to the caller's thread below
+                done["error"] = exc
+
+        worker = threading.Thread(target=run, name="daemon-index", daemon=True)
+        worker.start()
+        follow_progress(self.client, wanted, progress, worker)
+        if "error" in done:
+            raise done["error"]
+        return from_json(IndexReport, done["report"])
 
     def forget(self, path: str) -> int:
         return int(self.client.forget(os.path.abspath(path))["files"])

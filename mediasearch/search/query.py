@@ -135,6 +135,7 @@ class Hit:
     tags: list[str] = field(default_factory=list)
     text: str | None = None  # the recognised text that matched (a snippet), when the query asked for text
     people: list[str] = field(default_factory=list)  # names of the people in the item
+    place: str | None = None  # where it was taken: "Nice, France" (the places enricher), or None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,7 +149,16 @@ class Hit:
             "tags": self.tags,
             "text": self.text,
             "people": self.people,
+            "place": self.place,
         }
+
+
+def place_label(place: Any) -> str | None:
+    """A stored ``place`` ({"city", "region", "country"}) as a hit shows it: "Nice, France"."""
+    if not isinstance(place, dict):
+        return None
+    parts = [str(place[k]) for k in ("city", "country") if place.get(k)]
+    return ", ".join(parts) or None
 
 
 def text_vector(model: Embedder, text: str, *, raw: bool) -> np.ndarray:
@@ -288,6 +298,7 @@ def _hits(
             timestamp=p.get("timestamp"),
             tags=list(p.get("tags") or []),
             people=list(p.get("people") or []),  # ids here; the library names them (LocalPeople.name_hits)
+            place=place_label(p.get("place")),
         )
         hits.append(hit)
         dates[hit.path] = p.get("date")
