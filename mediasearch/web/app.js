@@ -326,8 +326,10 @@
     const before = hits;
     const mode = route === "similar" ? "similar" : state.image || state.like ? "image" : "text";
     // Only a text query has a calibrated score that means "matches"; image queries list by similarity.
-    const strong = mode === "text" ? found.filter((h) => h.calibrated >= WEAK_BELOW) : found;
-    const weak = mode === "text" ? found.filter((h) => h.calibrated < WEAK_BELOW) : [];
+    // An item whose recognised text holds the query's words (hit.text) matches whatever CLIP thinks.
+    const matches = (h) => h.calibrated >= WEAK_BELOW || Boolean(h.text);
+    const strong = mode === "text" ? found.filter(matches) : found;
+    const weak = mode === "text" ? found.filter((h) => !matches(h)) : [];
     hits = strong.concat(weak);
     strongCount = strong.length;
     if (!append) foldOpen = false;

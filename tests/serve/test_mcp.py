@@ -98,7 +98,8 @@ def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(serv
 
 
 def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: Path) -> None:
-    """The ``text`` tool: MCP -> the library -> the daemon's POST /text -> the OCR engine."""
+    """The ``text`` tool on a file the daemon has not indexed (it refuses it; the tool reads it itself), and
+    ``search`` with recognised-text words (the shapes hold none)."""
     from mediasearch.lab import textpics
     from mediasearch.ocr.text import words
 
@@ -107,9 +108,13 @@ def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: P
     textpics.scene(("welcome", "harbour"), font_path=face, size=56, angle=0.0, dark=False, seed=1).save(picture)
 
     async def work(session: Any) -> Any:
-        return _structured(await session.call_tool("text", {"path": str(picture)}))
+        with_words = await session.call_tool("search", {"text": "a red circle", "ocr": ["starbucks"]})
+        without = await session.call_tool("search", {"text": "a red circle"})
+        got = _structured(await session.call_tool("text", {"path": str(picture)}))
+        return got, _structured(with_words), _structured(without)
 
-    got = anyio.run(lambda: _session(served, tmp_path, work=work))
+    got, with_words, without = anyio.run(lambda: _session(served, tmp_path, work=work))
+    assert with_words == [] and without
     assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
     assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
 
