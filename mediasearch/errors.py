@@ -53,6 +53,14 @@ class NotIndexedError(QueryError):
     """A path a request names is not in the index (so nothing about it is read or told)."""
 
 
+class MissingFileError(QueryError):
+    """A file a request names (an image to search by, a vocabulary, a file to read) does not exist."""
+
+
+class UnknownPersonError(QueryError):
+    """A request names a person, or a face, that the library does not have (HTTP 404)."""
+
+
 class DataError(MediaSearchError):
     """A fine-tuning or evaluation data set is malformed, or has missing or unreadable files."""
 

@@ -7,6 +7,7 @@
     python scripts/bench.py --workdir /tmp/bench    # keep the media between runs (made once)
     python scripts/bench.py --quick --only ray      # index on Ray, 1 and 2 encoder actors (the `ray` extra)
     python scripts/bench.py --only search           # the store at 20k and 100k points (scripts/bench_search.py)
+    python scripts/bench.py --only ocr              # OCR: 12 MP photos/s with and without text (scripts/bench_ocr.py)
 
 It makes its own media (12 MP and 640 px JPEGs, 720p H.264 MP4s with a keyframe every 2 s) and, unless
 ``--pretrained FILE`` is given, a weights file of the model's architecture with *random* weights: the
@@ -708,6 +709,13 @@ def bench_search(opts: argparse.Namespace) -> None:
     subprocess.run([sys.executable, str(script), "--points", *points, "--workdir", opts.workdir], check=True)
 
 
+def bench_ocr(opts: argparse.Namespace) -> None:
+    """OCR speed (12 MP photos with and without text, where the time goes) and recall: ``scripts/bench_ocr.py``,
+    which prints its own table. Indexing rows above run the CLIP pass alone: OCR follows it, apart."""
+    script = Path(__file__).resolve().parent / "bench_ocr.py"
+    subprocess.run([sys.executable, str(script), *(["--quick"] if opts.quick else [])], check=True)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
@@ -725,7 +733,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--points", type=int, nargs="+")
     parser.add_argument("--warm-runs", type=int)
     parser.add_argument("--repeats", type=int, help="best of N for the timed steps")
-    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query", "search", "ray"))
+    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query", "search", "ray", "ocr"))
     opts = parser.parse_args()
     quick = {"images_12mp": 32, "images_640": 128, "tutorial_images": 12, "cost_images": 16, "videos": 2,
              "video_seconds": 30.0,
@@ -754,7 +762,7 @@ def main() -> None:
 
 def run(opts: argparse.Namespace) -> None:
     print(f"making media and weights under {opts.workdir} ...", file=sys.stderr)
-    steps = opts.only or ["images", "video", "reindex", "query", "search"]
+    steps = opts.only or ["images", "video", "reindex", "query", "search", "ocr"]
     sizes = {k: getattr(opts, k) for k in ("images_12mp", "images_640", "videos", "video_seconds", "reindex_files")}
     made = child("media", workdir=opts.workdir, model=opts.model, pretrained=opts.pretrained,
                  steps=steps + (["images"] if "query" in steps else []), **sizes)
@@ -776,6 +784,8 @@ def run(opts: argparse.Namespace) -> None:
         bench_ray(opts, base, table)
     if "search" in steps:
         bench_search(opts)
+    if "ocr" in steps:
+        bench_ocr(opts)
     weights_note = "random weights (same cost as pretrained)" if not opts.pretrained else f"weights {weights.name}"
     end_load = os.getloadavg()
     table.print(

@@ -10,7 +10,7 @@ both polarities, photo-like backgrounds, a UI screenshot, a receipt); on the rea
 ``../shared/data/ocr`` (their 1-3 search words, matched as ``query --ocr`` matches them) when that
 folder is there; recognised dictionary words on the photos there without text and on
 ``../shared/data/faces``; photos per second at 12 MP without text (the detector alone) and with a
-few lines of text, as the OCR enricher gets them (long side 1600) and from the JPEG file (decoding
+few lines of text, as the OCR enricher gets them (long side 1500) and from the JPEG file (decoding
 included); the split between detection and recognition. The machine's load is printed with the table:
 figures from a loaded machine are slower than the engine is.
 """
@@ -35,7 +35,7 @@ from mediasearch.ocr.engine import OcrEngine  # noqa: E402
 from mediasearch.ocr.text import index_text, words  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
-ENRICHER_SIDE = 1600  # index.enrichers.ocr.MAX_SIDE
+ENRICHER_SIDE = 1500  # index.enrichers.ocr.MAX_SIDE
 
 
 def loadavg() -> str:
@@ -128,7 +128,7 @@ def photo_12mp(seed: int, text: bool) -> Any:
 
 
 def speed_12mp(engine: OcrEngine, count: int, text: bool) -> dict[str, float]:
-    """Photos/s on the enricher's pixels (long side 1600) and from the JPEG file, and the detector's share."""
+    """Photos/s on the enricher's pixels (long side 1500) and from the JPEG file, and the detector's share."""
     import numpy as np
 
     from mediasearch.media.decode import load_image
@@ -179,7 +179,7 @@ def main() -> None:
     for text in (False, True) if args.only != "recall" else ():
         speed = speed_12mp(engine, count, text)
         what = "with text" if text else "without text"
-        rows.append((f"12 MP photos {what}: photos/s on 1600 px pixels", f"{speed['pixels_per_s']:.2f}"))
+        rows.append((f"12 MP photos {what}: photos/s on 1500 px pixels", f"{speed['pixels_per_s']:.2f}"))
         rows.append((f"12 MP photos {what}: photos/s from the JPEG", f"{speed['file_per_s']:.2f}"))
         split = f"decode {speed['decode_ms']:.0f}, detect {speed['detect_ms']:.0f}, read {speed['read_ms']:.0f}"
         rows.append((f"12 MP photos {what}: ms per photo", split))

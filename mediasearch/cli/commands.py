@@ -15,7 +15,9 @@ from typing import Any
 
 import typer
 
+from mediasearch import queryspec
 from mediasearch.cli.core import JSON_OPT, app, handles_errors, open_library, print_errors, settings_of
+from mediasearch.cli.query_options import spec_options
 
 # -- indexing ------------------------------------------------------------------------------------
 
@@ -113,77 +115,40 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 @app.command()
 @handles_errors
+@spec_options(queryspec.QUERY_FIELDS, argument="text")
 def query(
     ctx: typer.Context,
-    text: str | None = typer.Argument(None, help="What to look for; '2:dog' weighs it."),
-    image: list[Path] = typer.Option([], "--image", help="An example image (alone or with text)."),
-    also: list[str] = typer.Option([], "--and", help="More text to add ('w:text' weighs it)."),
-    not_: list[str] = typer.Option([], "--not", help="Text to subtract ('w:text' weighs it)."),
-    not_image: list[Path] = typer.Option([], "--not-image", help="An image to subtract."),
-    weight: float | None = typer.Option(None, "--weight", help="Weight of TEXT (default 1)."),
-    limit: int = typer.Option(10, "--limit", "-k", min=1),
-    kind: str | None = typer.Option(None, "--type", help="image or video."),
-    path: Path | None = typer.Option(None, "--path", help="Only under this folder."),
-    tags: list[str] = typer.Option([], "--tag", help="Only items with this tag (repeatable)."),
-    after: str | None = typer.Option(None, "--after", help="Taken on or after (YYYY[-MM[-DD]])."),
-    before: str | None = typer.Option(None, "--before", help="Taken before (YYYY[-MM[-DD]])."),
-    min_score: float | None = typer.Option(None, "--min-score", help="Calibrated cut-off, 0..1."),
-    sort: str = typer.Option("score", "--sort", help="score or date."),
-    near: str | None = typer.Option(None, "--near", help="Taken within KM of a place: 'LAT,LON,KM' (EXIF GPS)."),
-    camera: str | None = typer.Option(None, "--camera", help="Only from a camera with these words ('canon')."),
-    raw: bool = typer.Option(False, "--raw", help="Embed the text as is, without prompt templates."),
     paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
     as_json: bool = JSON_OPT,
+    *,
+    values: dict[str, Any],
 ) -> None:
-    """Find items by text, by example image, or both; --not subtracts."""
-    from mediasearch.library.requests import Query, parse_date, parse_near
+    """Find items by text, by example image, or both; --not subtracts. Dates, places and people in the
+    text are read out of it (--explain shows how; --literal turns it off)."""
+    from mediasearch.cli.output import print_json
+    from mediasearch.library.wire import to_json
 
-    q = Query(
-        terms=_terms(text, weight, also, image, not_, not_image),
-        raw=raw,
-        limit=limit,
-        kind=_choice("--type", kind, ("image", "video")),
-        path_prefix=str(path.absolute()) if path else None,
-        tags=tuple(tags),
-        after=parse_date(after) if after else None,
-        before=parse_date(before) if before else None,
-        min_score=min_score,
-        sort=_choice("--sort", sort, ("score", "date")) or "score",
-        near=parse_near(near) if near else None,
-        camera=camera,
-    )
     with open_library(ctx) as lib:
-        hits = lib.search(q)
-    text_only = q.has_text and not any(t.kind == "image" for t in q.terms)
-    _print_hits(hits, as_json, paths_only, title=text or "", fold=text_only)
+        if values["explain"]:
+            parsed = lib.query(**values)
+            print_json(to_json(parsed))
+            return
+        if values["text"] and not (values["literal"] or as_json or paths_only):
+            _print_reading(lib.query(**{**values, "explain": True}))
+        hits = lib.query(**values)
+    text_only = bool(values["text"] or values["also"]) and not (values["image"] or values["not_image"])
+    _print_hits(hits, as_json, paths_only, title=values["text"] or "", fold=text_only)
 
 
-def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
-    if value is not None and value not in allowed:
-        raise typer.BadParameter(f"{flag} must be one of {', '.join(allowed)}")
-    return value
+def _print_reading(reading: Any) -> None:
+    """The parse of a one-line query, in one dim line above its results (when it found more than text)."""
+    from rich.markup import escape
 
+    from mediasearch.cli.output import console, reading_line
 
-def _terms(
-    text: str | None,
-    weight: float | None,
-    also: list[str],
-    images: list[Path],
-    nots: list[str],
-    not_images: list[Path],
-) -> tuple[Any, ...]:
-    """Command-line query parts → weighted search terms ('w:text' weighs a text)."""
-    from mediasearch.library.requests import Term, parse_weighted
-
-    terms: list[Term] = []
-    if text:
-        w, t = parse_weighted(text)
-        terms.append(Term("text", t, weight if weight is not None else w))
-    terms += [Term("text", t, w) for w, t in map(parse_weighted, also)]
-    terms += [Term("image", str(p), 1.0) for p in images]
-    terms += [Term("text", t, -w) for w, t in map(parse_weighted, nots)]
-    terms += [Term("image", str(p), -1.0) for p in not_images]
-    return tuple(terms)
+    line = reading_line(reading)
+    if line:
+        console().print(f"[dim]{escape(line)}[/dim]")
 
 
 def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "", *, fold: bool = False) -> None:
@@ -200,17 +165,18 @@ def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "
 
 @app.command()
 @handles_errors
+@spec_options(queryspec.SIMILAR_FIELDS)
 def similar(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="An indexed file, or any image or video."),
-    limit: int = typer.Option(10, "--limit", "-k", min=1),
-    kind: str | None = typer.Option(None, "--type", help="image or video."),
     paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
     as_json: bool = JSON_OPT,
+    *,
+    values: dict[str, Any],
 ) -> None:
-    """Items that look like FILE."""
+    """Items that look like FILE, with the filters of `query`."""
     with open_library(ctx) as lib:
-        hits = lib.similar(file, limit=limit, kind=_choice("--type", kind, ("image", "video")))
+        hits = lib.similar(file, **values)
     _print_hits(hits, as_json, paths_only, title=f"like {file}")
 
 

@@ -11,15 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mediasearch.errors import ConfigError, QueryError
+from mediasearch.errors import ConfigError, QueryError, UnknownPersonError  # noqa: F401  (importable from here too)
 from mediasearch.fsutil import atomic_write
 
 PEOPLE_FILE = "people.json"
 VERSION = 1
-
-
-class UnknownPersonError(QueryError):
-    """A request names a person, or a face, that the library does not have (HTTP 404)."""
 
 
 @dataclass

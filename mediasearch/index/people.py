@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from mediasearch.errors import QueryError
 from mediasearch.faces.engine import Face, FaceEngine
 from mediasearch.faces.grouping import PeopleIndex
 from mediasearch.faces.registry import Registry, RegistryFile, UnknownPersonError
@@ -215,14 +214,15 @@ class People:
         return [registry.name(p) for p in ids if not registry.info(p).hidden]
 
     def resolve(self, names: Iterable[str]) -> tuple[str, ...]:
-        """Person ids for names given to ``query --person`` (a name, or an id); QueryError for
+        """Person ids for names given to ``query --person`` (a name, or an id); UnknownPersonError for
         anyone unknown."""
         registry = self.file.load()
         ids = []
         for name in names:
             person = registry.resolve(name)
             if person is None or not any(True for _ in self.faces.faces(person=person)):
-                raise QueryError(f"nobody called {name!r}: `mediasearch people` lists the people and their names")
+                listed = "`mediasearch people` lists the people and their names"
+                raise UnknownPersonError(f"nobody called {name!r}: {listed}")
             ids.append(person)
         return tuple(dict.fromkeys(ids))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediasearch.index.failures import FailureLog, remembered_reason
+from mediasearch.index.mounts import MountLog
 from mediasearch.index.options import IndexOptions, IndexSummary, NoProgress, Progress
 from mediasearch.index.pipeline import (
     Decoded,
@@ -28,7 +29,7 @@ from mediasearch.index.pipeline import (
     _prefetch,
     decode_file,
 )
-from mediasearch.index.plan import Plan, StoredFile, apply_moves, make_plan, stored_under, under
+from mediasearch.index.plan import Plan, StoredFile, apply_moves, make_plan, stored_under, under_any
 from mediasearch.media.decode_pool import DecoderPool
 from mediasearch.media.discover import FileEntry, discover, root_status
 from mediasearch.store.base import Store
@@ -51,6 +52,7 @@ def index_paths(
     load_model: ModelLoader | None = None,
     exclude: Sequence[str | Path] = (),
     failures: FailureLog | None = None,
+    mounts: MountLog | None = None,
 ) -> IndexSummary:
     """Bring the store in step with the given folders (or files) and say what changed.
 
@@ -59,7 +61,8 @@ def index_paths(
     imports torch. ``encode`` replaces the decode → encode → write stage (``index.distributed`` runs it
     on Ray); the plan, moves and removals stay here. Folders in ``exclude`` (the home's own) are not
     indexed. ``failures`` remembers the files that failed to decode: an unchanged one is listed with
-    its reason and not decoded again (unless ``options.retry_failed``).
+    its reason and not decoded again (unless ``options.retry_failed``). ``mounts`` remembers the mount
+    points under the roots: what is indexed under one that is now missing or empty is kept.
     """
     if model is None and load_model is None:
         raise ValueError("index_paths needs a model or a way to load one")
@@ -67,7 +70,7 @@ def index_paths(
     progress = progress or NoProgress()
     summary = IndexSummary()
     started = time.perf_counter()
-    plan = plan_roots(roots, store, options, summary, exclude)
+    plan = plan_roots(roots, store, options, summary, exclude, mounts)
     failures = failures if failures is not None else FailureLog(None)
     tried, held = _hold_back_failures(plan, failures, options, summary)
     apply_moves(store, plan.moves)
@@ -115,7 +118,7 @@ def _remember_failures(plan: Plan, failures: FailureLog, listed: list[str], summ
         failures.record(entry, reason)
     seen = {e.path for e in plan.unchanged} | set(plan_paths(plan.moves)) | set(listed)
     seen |= set(plan_paths(plan.unreadable))
-    failures.prune(lambda p: under(p, plan.read_roots) and not under(p, plan.protected) and p not in seen)
+    failures.prune(lambda p: under_any(p, plan.read_roots) and not under_any(p, plan.protected) and p not in seen)
     failures.save()
 
 
@@ -124,11 +127,17 @@ def plan_paths(pairs: Sequence[tuple[FileEntry, object]]) -> list[str]:
 
 
 def plan_roots(
-    roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary, exclude: Sequence[str | Path] = ()
+    roots: Sequence[str],
+    store: Store,
+    options: IndexOptions,
+    summary: IndexSummary,
+    exclude: Sequence[str | Path] = (),
+    mounts: MountLog | None = None,
 ) -> Plan:
     """One plan over every root: the files under the roots that are present and not empty, against what
     the store holds under them. A missing or empty root changes nothing (its files stay indexed) unless
-    it lies inside a root that is present. Folders in ``exclude`` are not read: what the store holds
+    it lies inside a root that is present; a remembered mount point inside a root (``mounts``) that is
+    missing or empty changes nothing either. Folders in ``exclude`` are not read: what the store holds
     under them is removed."""
     roots = list(dict.fromkeys(os.path.abspath(r) for r in roots))
     status = {root: root_status(root) for root in roots}
@@ -137,7 +146,7 @@ def plan_roots(
     for root in roots:
         if status[root] != "ok":
             _report_root(root, status[root], stored, ok, summary)
-    errored: list[str] = []
+    errored: list[str] = _unmounted(ok, stored, mounts, summary)
 
     def on_error(path: str, reason: str) -> None:
         errored.append(path)  # an unreadable folder or file: what is indexed under it stays
@@ -149,15 +158,37 @@ def plan_roots(
     found = discover(ok, include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip, exclude=exclude)
     entries = list(found)
     summary.scanned = len(entries)
-    plan = make_plan(entries, {p: sf for p, sf in stored.items() if under(p, ok)}, errored)
+    plan = make_plan(entries, {p: sf for p, sf in stored.items() if under_any(p, ok)}, errored)
     plan.read_roots = ok
     return plan
 
 
+def _unmounted(
+    ok: list[str], stored: dict[str, StoredFile], mounts: MountLog | None, summary: IndexSummary
+) -> list[str]:
+    """The remembered mount points under the roots read that are missing or empty now (each reported
+    once when files are indexed under it): nothing under them is removed."""
+    if mounts is None:
+        return []
+    mounts.update(ok)
+    mounts.save()
+    away = mounts.away(ok)
+    for point, status in away:
+        indexed = sum(under_any(p, [point]) for p in stored)
+        if indexed:
+            summary.error(
+                point,
+                f"mount point is {status} (unmounted disk?): the {indexed} files indexed under it are left "
+                "as they are; forget it with `mediasearch forget` if it is gone for good",
+                failed=False,
+            )
+    return [point for point, _ in away]
+
+
 def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list[str], summary: IndexSummary) -> None:
     """Say why a missing or empty root was not read (an empty one inside a present root is not news)."""
-    indexed = sum(under(p, [root]) for p in stored)
-    if under(root, ok):  # inside a present root, which says what is there
+    indexed = sum(under_any(p, [root]) for p in stored)
+    if under_any(root, ok):  # inside a present root, which says what is there
         if status == "missing":
             summary.error(root, "no such file or folder")
     elif root in stored and indexed == 1:  # an indexed file that is gone

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.json"
 FAILURES_FILE = "failures.json"
+MOUNTS_FILE = "mounts.json"
 OWN_FOLDERS = ("store", "cache", "logs")  # what a home holds besides small files; media may live beside them
 
 
@@ -228,6 +229,11 @@ def save_state(settings: Settings, update: dict[str, Any]) -> None:
 def failures_path(settings: Settings) -> Path:
     """The files that failed to decode, remembered (``index.failures``)."""
     return settings.home / FAILURES_FILE
+
+
+def mounts_path(settings: Settings) -> Path:
+    """The mount points seen under the indexed folders, remembered (``index.mounts``)."""
+    return settings.home / MOUNTS_FILE
 
 
 def failures_listing(settings: Settings, last_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.people import LocalPeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ class LocalLibrary(LocalPeople):
         """One index run, without recording it (see :meth:`complete`); ``enrich=False`` leaves the
         enrichment pass (:meth:`enrich`) to the caller (the daemon runs it in the background)."""
         from mediasearch.index.failures import FailureLog
+        from mediasearch.index.mounts import MountLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -162,9 +163,10 @@ class LocalLibrary(LocalPeople):
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
         target = store or opened.store
-        failures = FailureLog(home.failures_path(self.settings))
+        failures, mounts = FailureLog(home.failures_path(self.settings)), MountLog(home.mounts_path(self.settings))
         summary = index_paths(
-            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures
+            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures,
+            mounts=mounts,
         )
         if enrich:
             self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
@@ -250,9 +252,13 @@ class LocalLibrary(LocalPeople):
     def forget(self, path: str) -> int:
         """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
         from mediasearch.index import enrichers
+        from mediasearch.index.mounts import MountLog
         from mediasearch.index.plan import forget as forget_folder
 
         target = os.path.abspath(path)
+        mounts = MountLog(home.mounts_path(self.settings))
+        mounts.forget(target)  # a mount point gone for good: no longer protected
+        mounts.save()
         dropped = max((forget_folder(store, target) for store in self.every_collection()), default=0)
         if dropped and self._has_index():
             _tidy(enrichers.enabled(self.settings), self._store_only())
@@ -325,20 +331,36 @@ class LocalLibrary(LocalPeople):
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, query: Query) -> list[Hit]:
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search
 
+        query = resolve(self, query)
         opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
         if any(t.kind == "image" for t in query.terms):
             opened = self.query_side
-        return search(opened.store, opened.model, query)
+        return self.name_hits(search(opened.store, opened.model, query))
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search_vector, similar_vector
 
+        query = resolve(self, query)
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
-        return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+        return self.name_hits(search_vector(opened.store, opened.model, vec, query, exclude_ids=own))
+
+    def place_names(self) -> list[str]:
+        """The folded names of the places the indexed files were taken in (for the one-line parse)."""
+        from mediasearch.search.places import place_names
+
+        return place_names(self._store_only()) if self._has_index() else []
+
+    def explain(self, query: Query) -> Explanation:
+        """How the query's text is read (dates, place, people...), with its explicit fields winning."""
+        from mediasearch.library.resolve import explain
+
+        return explain(self, query)
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups of exact and near copies among the indexed files under ``paths`` (all when empty).

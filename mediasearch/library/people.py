@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import MediaSearchError
-from mediasearch.faces.registry import UnknownPersonError
+from mediasearch.errors import MediaSearchError, UnknownPersonError
+from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
     from mediasearch.index.people import People, PersonSummary
     from mediasearch.library.base import Backend
+    from mediasearch.library.types import Hit
     from mediasearch.store.base import Store
 
 
@@ -32,11 +33,6 @@ class FaceRef:
     box: list[float]
     timestamp: float | None = None
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FaceRef:
-        stamp = data.get("timestamp")
-        return cls(str(data["path"]), [float(x) for x in data["box"]], None if stamp is None else float(stamp))
-
 
 @dataclass(frozen=True)
 class Person:
@@ -47,17 +43,6 @@ class Person:
     faces: int
     files: list[str] = field(default_factory=list)
     cover: FaceRef | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Person:
-        cover = data.get("cover")
-        return cls(
-            id=str(data["id"]),
-            name=data.get("name"),
-            faces=int(data["faces"]),
-            files=[str(f) for f in data.get("files") or []],
-            cover=FaceRef.from_json(cover) if isinstance(cover, dict) else None,
-        )
 
 
 def person_of(summary: PersonSummary) -> Person:
@@ -128,6 +113,19 @@ class LocalPeople:
         faces = {f.id for f in moved}
         return [person_of(s) for s in by_id.values() if s.cover.id in faces]
 
+    def name_hits(self, hits: list[Hit]) -> list[Hit]:
+        """Hits with the ids of their people replaced by names (``person N`` until named; hidden
+        people left out). Reads the names alone: no faces store is opened."""
+        if not any(hit.people for hit in hits):
+            return hits
+        from mediasearch.faces.registry import RegistryFile
+        from mediasearch.store.faces import faces_home
+
+        registry = RegistryFile(faces_home(self.settings.home)).load()
+        return [
+            replace(hit, people=[registry.name(p) for p in hit.people if not registry.info(p).hidden]) for hit in hits
+        ]
+
     def person_ids(self, names: list[str]) -> tuple[str, ...]:
         return self.people_book().resolve(names)
 
@@ -143,20 +141,20 @@ class RemotePeople:
 
     def people(self, hidden: bool = False) -> list[Person]:
         rows = self.client.call("GET", "/people" + ("?hidden=true" if hidden else ""))
-        return [Person.from_json(r) for r in rows]
+        return [from_json(Person, r) for r in rows]
 
     def name_person(self, person: str, name: str) -> Person:
-        return Person.from_json(self.client.call("POST", f"/people/{_quote(person)}/name", {"name": name}))
+        return from_json(Person, self.client.call("POST", f"/people/{_quote(person)}/name", {"name": name}))
 
     def hide_person(self, person: str, hidden: bool = True) -> Person:
-        return Person.from_json(self.client.call("POST", f"/people/{_quote(person)}/hide", {"hidden": hidden}))
+        return from_json(Person, self.client.call("POST", f"/people/{_quote(person)}/hide", {"hidden": hidden}))
 
     def merge_people(self, keep: str, other: str) -> Person:
-        return Person.from_json(self.client.call("POST", "/people/merge", {"keep": keep, "other": other}))
+        return from_json(Person, self.client.call("POST", "/people/merge", {"keep": keep, "other": other}))
 
     def remove_face(self, path: str, face: int | None = None) -> list[Person]:
         rows = self.client.call("POST", "/people/remove-face", {"path": path, "face": face})
-        return [Person.from_json(r) for r in rows]
+        return [from_json(Person, r) for r in rows]
 
 
 class PeopleMethods:

@@ -25,6 +25,7 @@ from mediasearch.errors import (
     StoreError,
     StoreLockedError,
 )
+from mediasearch.fsutil import under
 from mediasearch.library import home, roots
 from mediasearch.library.client import DaemonInfo
 from mediasearch.library.home import Counts
@@ -38,7 +39,7 @@ from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, 
 from mediasearch.serve.options import DaemonOptions
 from mediasearch.serve.people_service import PeopleService
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
-from mediasearch.serve.watcher import Coalescer, Watcher, under
+from mediasearch.serve.watcher import Coalescer, Watcher
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ QUERY_WAIT_S = 10.0  # a query waits this long for a collection switch or an HNS
 REOPEN_TRIES = 3  # after an HNSW build, attempts to open the store again before the "error" state
 REOPEN_WAIT_S = 20.0  # each attempt waits this long for the build's process to let go of the store
 RECOVER_EVERY_S = 30.0  # in the "error" state, how often the store is tried again
+FAULT_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # a watched run that failed is retried after these
 
 
 class NotReadyError(MediaSearchError):
@@ -83,15 +85,28 @@ class _GuardedStore:
 
 
 class _LogProgress:
-    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end)."""
+    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end), and as
+    the ``indexing`` part of the status, for a client's progress bar."""
 
-    def __init__(self, log: logging.Logger, every: float = 30.0) -> None:
-        self.log, self.every = log, every
-        self.total = self.files = self.frames = 0
+    def __init__(self, log: logging.Logger, paths: Sequence[str] = (), every: float = 30.0) -> None:
+        self.log, self.every, self.paths = log, every, list(paths)
+        self.total = self.files = self.frames = self.phase = 0
         self._next = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self.phase > 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"paths", "phase", "files", "done", "frames"}``: the run's paths, its phase (1: the CLIP pass, 2:
+        the enrichers), the phase's files, files done and frames."""
+        counts = {"files": self.total, "done": self.files, "frames": self.frames}
+        return {"paths": self.paths, "phase": self.phase, **counts}
 
     def start(self, files: int) -> None:
         self.total, self._next = files, time.monotonic() + self.every
+        self.files = self.frames = 0
+        self.phase += 1
         if files:
             self.log.info("indexing %d files", files)
 
@@ -134,7 +149,11 @@ class Service(PeopleService):
         self.counts = Counts()  # of the collection queries use: counted at start, then kept current
         self._changes = 0  # points written or deleted since the HNSW graph was last built
         self._checked_changes = -1
+        self.progress: _LogProgress | None = None  # of the index run under way
         self._next_recover = 0.0
+        self.fault: dict[str, Any] | None = None  # a watched run that failed (disk full, ...): "degraded"
+        self._fault_paths: list[str] = []
+        self._fault_retry_at = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
 
@@ -249,9 +268,13 @@ class Service(PeopleService):
         every = self.options.rescan_every
         next_rescan = time.monotonic()  # the first rescan catches up with what changed while down
         job: Future[Any] | None = None
+        job_paths: list[str] | None = None  # the folders of the index job in flight (None: another job)
         while not self.cancel.wait(TICK_S):
             if job is not None and not job.done():
                 continue
+            if job is not None:
+                self._after_job(job, job_paths)
+                job, job_paths = None, None
             try:
                 if self.state == "error":
                     if time.monotonic() >= self._next_recover:
@@ -260,17 +283,62 @@ class Service(PeopleService):
                     continue
                 if self.state != "ready" or self.busy:  # e.g. a request's job: the store may be closed
                     continue
+                self._flush_when_idle()
+                if self.fault is not None and time.monotonic() >= self._fault_retry_at:
+                    job_paths = list(self._fault_paths)
+                    job = self._submit(self._run_index, job_paths, self.options.index)
+                    continue
                 if time.monotonic() >= next_rescan:
                     job = self._submit(self._rescan_job)
                     next_rescan = time.monotonic() + every if every > 0 else math.inf
                     continue
                 folders = self.coalescer.ready()
                 if folders:
+                    job_paths = list(folders)
                     job = self._submit(self._run_index, folders, self.options.index)
                 elif self._needs_optimize():
                     job = self._submit(self._optimize_job)
             except MediaSearchError as exc:  # the scheduler must outlive any one failure
                 self.log.error("scheduling: %s", exc)
+
+    def _after_job(self, job: Future[Any], paths: list[str] | None) -> None:
+        """After a scheduled job: a watched run that failed (a full disk, a read-only home, ...) puts the
+        daemon in the "degraded" state, saying why, and is retried with backoff; one that worked clears it."""
+        exc = job.exception() if not job.cancelled() else None
+        if paths is None:
+            return
+        if exc is None:
+            if self.fault is not None:
+                self.log.info("the failed run went through: ready again (%s)", self.fault["reason"])
+                self.fault, self._fault_paths = None, []
+            return
+        if not isinstance(exc, MediaSearchError) or isinstance(exc, NotReadyError):
+            return
+        tries = self.fault["retries"] + 1 if self.fault is not None else 0
+        wait = FAULT_RETRY_S[min(tries, len(FAULT_RETRY_S) - 1)]
+        since = self.fault["since"] if self.fault is not None else time.time()
+        self._fault_paths = sorted(set(self._fault_paths) | set(paths))
+        self._fault_retry_at = time.monotonic() + wait
+        self.fault = {"reason": str(exc), "since": since, "retries": tries, "next_retry": time.time() + wait}
+        self.log.warning("degraded: %s; the run is tried again in %.0f s", exc, wait)
+
+    def shown_state(self) -> tuple[str, str]:
+        """The state and message to show: "degraded" (and why) while a failed watched run waits for a retry."""
+        if self.state == "ready" and self.fault is not None:
+            retry = max(0.0, self.fault["next_retry"] - time.time())
+            return "degraded", f"{self.fault['reason']} (tried again in {retry:.0f} s)"
+        return self.state, self.message
+
+    def _flush_when_idle(self) -> None:
+        """Make the last writes durable within the store's auto-flush delay even when no write follows
+        (the store flushes on a write that comes that much later, and the daemon may then sit idle)."""
+        store = self.lib.index_side.store if self.lib is not None else None
+        flush_if_due = getattr(store, "flush_if_due", None)
+        if flush_if_due is not None:
+            try:
+                flush_if_due()
+            except MediaSearchError as exc:
+                self.log.warning("flushing the store: %s", exc)
 
     def _run_index(self, paths: Sequence[str], options: IndexOptions, tagging: bool | None = None) -> IndexReport:
         """One index run with a line in the log per file changed or skipped."""
@@ -280,9 +348,11 @@ class Service(PeopleService):
         base = self.counts
         written = NewFiles(before, self._grow) if counting else None
         store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
+        self.progress = _LogProgress(self.log, paths)
         try:
-            summary = lib.run_index(paths, options, tag=tagging, progress=_LogProgress(self.log), store=store)
+            summary = lib.run_index(paths, options, tag=tagging, progress=self.progress, store=store)
         finally:
+            self.progress = None
             after = lib.snapshot(paths)
             done = changes(before, after)
             for verb, what in done:
@@ -433,6 +503,13 @@ class Service(PeopleService):
         with self._querying(model) as lib:
             return [h.to_json() for h in lib.similar(real, query)]
 
+    def explain(self, query: Query, model: str | None = None) -> dict[str, Any]:
+        """How the query's text is read (`query --explain`), with the home's people and places known."""
+        from mediasearch.library.wire import to_json
+
+        with self._querying(model) as lib:
+            return dict(to_json(lib.explain(query)))
+
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[dict[str, Any]]:
         """Groups of copies among the indexed files under ``paths``, as `duplicates --json` prints them."""
         with self._querying() as lib:
@@ -531,7 +608,8 @@ class Service(PeopleService):
         return {
             "pid": os.getpid(),
             "url": self.info.url if self.info else None,
-            "state": self.state,
+            "state": self.shown_state()[0],
+            "fault": self.fault,
             "roots": self.roots,
             "watching": dict(self.watcher.modes),
             "busy": self.busy,
@@ -539,6 +617,7 @@ class Service(PeopleService):
             "last_scan": self.last_scan,
             "last_change": self.last_change,
             "started": self.started,
+            "indexing": self.progress.to_json() if self.progress is not None and self.progress.started else None,
         }
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
