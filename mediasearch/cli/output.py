@@ -78,8 +78,9 @@ def hits_table(hits: Sequence[Hit], title: str = "", *, fold: bool = False) -> N
     if not hits:
         console().print("[yellow]no results[/yellow]")
         return
-    strong = [h for h in hits if not fold or h.calibrated >= WEAK_BELOW]
-    weak = [h for h in hits if fold and h.calibrated < WEAK_BELOW]
+    # A hit whose recognised text holds the query's words (``text``) is a match whatever CLIP thinks.
+    strong = [h for h in hits if not fold or h.calibrated >= WEAK_BELOW or h.text]
+    weak = [h for h in hits if fold and h.calibrated < WEAK_BELOW and not h.text]
     table = Table(title=shown(title) if title else None, show_lines=False, header_style="bold")
     table.add_column("score", justify="right")
     table.add_column("match", justify="right")
@@ -105,6 +106,8 @@ def _hit_row(table: Any, hit: Hit, style: str | None = None) -> None:
         where += f" {moment(hit)}"
     if hit.place:
         where += f" [dim]· {escape(hit.place)}[/dim]"
+    if hit.text:  # the recognised text that matched (OCR)
+        where += f"\n[italic]“{escape(str(hit.text))}”[/italic]"
     table.add_row(
         f"{hit.score:.3f}", f"{hit.calibrated:.0%}", hit.kind, where, escape(", ".join(hit.tags)), style=style
     )

@@ -25,6 +25,7 @@ from mediasearch.errors import (
     StoreError,
     StoreLockedError,
 )
+from mediasearch.fsutil import under
 from mediasearch.library import home, roots
 from mediasearch.library.client import DaemonInfo
 from mediasearch.library.home import Counts
@@ -38,7 +39,7 @@ from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, 
 from mediasearch.serve.options import DaemonOptions
 from mediasearch.serve.people_service import PeopleService
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
-from mediasearch.serve.watcher import Coalescer, Watcher, under
+from mediasearch.serve.watcher import Coalescer, Watcher
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 
 from mediasearch.errors import MediaSearchError, StoreError, StoreFullError, StoreLockedError
-from mediasearch.fsutil import make_private
+from mediasearch.fsutil import make_private, pid_alive
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
@@ -107,7 +107,7 @@ class _OwnerLock:
             return unknown
         if pid == os.getpid():
             return "this same process (it is already open here)"
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return unknown  # a forked child of the dead owner may still hold the lock
         program = str(owner.get("program", "")).strip()
         return f"{unknown} (pid {pid}: {program})" if program else f"{unknown} (pid {pid})"
@@ -121,16 +121,6 @@ class _OwnerLock:
             self._fh.truncate()
         self._fh.close()  # closing the file drops the flock
         self._fh = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, owned by another user
-        return True
-    return True
 
 
 def _locked_error(shard_dir: Path, holder: str = "another process") -> StoreLockedError:
