@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mediasearch.index.encode_core import Decoded, file_failed
 from mediasearch.index.options import IndexOptions, IndexSummary, NoProgress, Progress
 from mediasearch.index.pipeline import (
-    Decoded,
     EncodeStage,
     Tagger,
     _Encoder,
@@ -161,8 +161,7 @@ def _encode_all(
     try:
         for item in _prefetch(work, decode, workers, ahead=batch + 2 * workers, initializer=_one_torch_thread):
             if item.fatal:
-                summary.error(item.entry.path, item.error or "cannot decode")
-                progress.advance(files=1)
+                file_failed(summary, progress, item.entry.path, item.error or "cannot decode")
                 continue
             encoder.add(item)
         encoder.close()

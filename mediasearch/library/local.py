@@ -10,7 +10,7 @@ with both sides already open and calls the same use cases as everyone else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -173,7 +173,7 @@ class LocalLibrary(LocalPeople):
         progress: Progress | None = None,
         store: Store | None = None,
         workers: int = 0,
-        cancel: Any = None,
+        stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
         """The enrichment pass over ``paths`` (after their CLIP pass): every enabled enricher on the points
         that lack its current version; an enricher turned off since the last pass has its data deleted."""
@@ -185,8 +185,14 @@ class LocalLibrary(LocalPeople):
         on = [e for e in installed if enrichers.is_on(self.settings, e.name)]
         sync_enabled(target, on, installed)
         present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
-        enrich(target, present, on, summary, progress, workers=workers, cancel=cancel)
+        enrich(target, present, on, summary, progress, workers=workers, stop=stop)
         return summary
+
+    def enrichment_progress(self) -> dict[str, dict[str, int]]:
+        """Per enabled enricher, the index side's points done and pending (a scroll of every point)."""
+        from mediasearch.index import enrichers
+
+        return home.scan_store(self.index_side.store, enrichers.enabled(self.settings))[1]
 
     def complete(self, report: IndexReport) -> bool:
         """Record a finished run; a new model's collection becomes the one queries use. True when it did."""
@@ -216,6 +222,7 @@ class LocalLibrary(LocalPeople):
         report = scale.index_on_ray(
             self.settings, self.index_side, paths, options, address=address, actors=actors, tag=tag, progress=progress
         )
+        self.enrich(paths, report, progress=progress, workers=options.workers)  # on the driver, as Ray needs no model
         self.complete(report)
         return report
 

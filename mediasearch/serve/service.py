@@ -81,22 +81,22 @@ class _GuardedStore:
 class _LogProgress:
     """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end)."""
 
-    def __init__(self, log: logging.Logger, every: float = 30.0) -> None:
-        self.log, self.every = log, every
+    def __init__(self, log: logging.Logger, every: float = 30.0, doing: str = "indexing") -> None:
+        self.log, self.every, self.doing = log, every, doing
         self.total = self.files = self.frames = 0
         self._next = 0.0
 
     def start(self, files: int) -> None:
         self.total, self._next = files, time.monotonic() + self.every
         if files:
-            self.log.info("indexing %d files", files)
+            self.log.info("%s %d files", self.doing, files)
 
     def advance(self, files: int = 0, frames: int = 0) -> None:
         self.files += files
         self.frames += frames
         if time.monotonic() >= self._next:
             self._next = time.monotonic() + self.every
-            self.log.info("indexed %d of %d files so far (%d frames)", self.files, self.total, self.frames)
+            self.log.info("%s: %d of %d files so far (%d frames)", self.doing, self.files, self.total, self.frames)
 
     def finish(self) -> None:
         pass
@@ -133,6 +133,12 @@ class Service:
         self._next_recover = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
+        # The enrichment pass runs after each index run, in the background: roots whose CLIP pass is done,
+        # a job that gives way to any other (``_enrich_job``), and its progress for /status.
+        self._to_enrich: set[str] = set()
+        self._give_way = threading.Event()
+        self._enriching: _LogProgress | None = None
+        self.signals: dict[str, dict[str, int]] = {}  # per enricher, points done and pending (after each pass)
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -208,6 +214,8 @@ class Service:
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         with self._jobs_lock:
             self._jobs += 1
+        if fn != self._enrich_job:
+            self._give_way.set()  # a pass in progress stops after its file: this job comes first
 
         def run() -> Any:
             try:
@@ -247,6 +255,8 @@ class Service:
         job: Future[Any] | None = None
         while not self.cancel.wait(TICK_S):
             if job is not None and not job.done():
+                if self._enriching is not None and (self.coalescer.pending() or time.monotonic() >= next_rescan):
+                    self._give_way.set()  # changes on disk come before the enrichers
                 continue
             try:
                 if self.state == "error":
@@ -263,6 +273,8 @@ class Service:
                 folders = self.coalescer.ready()
                 if folders:
                     job = self._submit(self._run_index, folders, self.options.index)
+                elif self._to_enrich and not self.coalescer.pending():
+                    job = self._submit(self._enrich_job)
                 elif self._needs_optimize():
                     job = self._submit(self._optimize_job)
             except MediaSearchError as exc:  # the scheduler must outlive any one failure
@@ -277,7 +289,10 @@ class Service:
         written = NewFiles(before, self._grow) if counting else None
         store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
         try:
-            summary = lib.run_index(paths, options, tag=tagging, progress=_LogProgress(self.log), store=store)
+            summary = lib.run_index(
+                paths, options, tag=tagging, progress=_LogProgress(self.log), store=store, enrich=False
+            )
+            self._to_enrich.update(paths)  # the scheduler runs the enrichers once nothing else waits
         finally:
             after = lib.snapshot(paths)
             done = changes(before, after)
@@ -291,6 +306,32 @@ class Service:
         for err in summary.errors:
             self.log.warning("skipped %s: %s", err["path"], err["error"])
         return summary
+
+    def _enrich_job(self) -> None:
+        """The enrichment pass over the roots indexed since the last one; it stops after the file in hand
+        when another job is submitted (or the daemon stops), and the rest waits for the next quiet moment.
+        Reads go on meanwhile: only writes wait for it."""
+        lib = self._library()
+        roots, self._to_enrich = sorted(self._to_enrich), set()
+        self._give_way.clear()
+        report = IndexReport()
+        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel))
+        self._enriching = _LogProgress(self.log, doing="enriching")
+
+        def stop() -> bool:
+            return self.cancel.is_set() or self._give_way.is_set()
+
+        try:
+            lib.enrich(roots, report, progress=self._enriching, store=store, stop=stop)
+        finally:
+            if stop():
+                self._to_enrich.update(roots)
+            self._enriching = None
+        self.signals = lib.enrichment_progress()
+        if any(report.enriched.values()):
+            self.log.info("enriched %s", ", ".join(f"{k} {v}" for k, v in report.enriched.items() if v))
+        for err in report.errors:
+            self.log.warning("not enriched %s: %s", err["path"], err["error"])
 
     def _grow(self, added: Counts) -> None:
         self.counts = self.counts + added
@@ -505,6 +546,7 @@ class Service:
         """`status --json`, plus what the daemon is doing; the counts are kept current, not counted."""
         with self._querying() as lib:
             out = asdict(lib.status(self.counts))
+        out["enrichers"] = self.signals
         out["daemon"] = self.describe()
         return out
 
@@ -517,10 +559,18 @@ class Service:
             "watching": dict(self.watcher.modes),
             "busy": self.busy,
             "pending_folders": self.coalescer.pending(),
+            "enriching": self._enrichment(),
             "last_scan": self.last_scan,
             "last_change": self.last_change,
             "started": self.started,
         }
+
+    def _enrichment(self) -> dict[str, Any] | None:
+        """The enrichment pass in progress (files done of files pending), or None."""
+        running = self._enriching
+        if running is None:
+            return {"files": 0, "done": 0, "waiting": len(self._to_enrich)} if self._to_enrich else None
+        return {"files": running.total, "done": running.files, "waiting": 0}
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
         """A JPEG thumbnail of an indexed file (a video's frame at ``at`` s); any other path is refused.
