@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mediasearch.library import home
 from mediasearch.library.people import LocalPeople
@@ -159,7 +159,7 @@ class LocalLibrary(LocalPeople):
             return opened.model, home.index_tagger(settings, opened)
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
-        target = store or opened.store
+        target = self._forgetting(store or opened.store)
         summary = index_paths(list(paths), None, target, options, progress, load_model=load_model, exclude=own)
         if enrich:
             self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
@@ -252,7 +252,14 @@ class LocalLibrary(LocalPeople):
         from mediasearch.index.plan import forget as forget_folder
 
         target = os.path.abspath(path)
-        return max((forget_folder(store, target) for store in self.every_collection()), default=0)
+        return max((forget_folder(self._forgetting(store), target) for store in self.every_collection()), default=0)
+
+    def _forgetting(self, store: Store) -> Store:
+        """``store``, telling the installed enrichers which points leave it (``enrich.Forgetting``)."""
+        from mediasearch.index import enrichers
+        from mediasearch.index.enrich import Forgetting
+
+        return cast("Store", Forgetting(store, enrichers.installed(self.settings)))
 
     def every_collection(self) -> Iterator[Store]:
         """Each collection of the home (one per model it was indexed with), the open ones reused."""

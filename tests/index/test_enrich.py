@@ -293,3 +293,33 @@ def test_after_any_run_each_point_records_exactly_the_enabled_versions(
             for payload in points(current).values():
                 assert payload["enrichers"] == ({**ENCODED, "ocr": reader.version} if on else ENCODED)
                 assert bool(payload.get("ocr_text")) == on
+
+
+def test_enrichers_hear_which_points_leave_the_index(
+    media: Path, demo_settings: Callable[..., Settings], plug: Callable[..., None]
+) -> None:
+    class Keeper(Reader):
+        """Keeps side data per point, as a faces collection would."""
+
+        def __init__(self) -> None:
+            super().__init__("faces")
+            self.kept: set[str] = set()
+
+        def run(self, item: FileInput, store: Store) -> dict[str, dict[str, Any]]:
+            self.kept |= {f.point_id for f in item.frames}
+            return {}
+
+        def forget(self, point_ids: Sequence[str], store: Store) -> None:
+            self.kept -= set(point_ids)
+
+    keeper = Keeper()
+    plug(keeper)
+    settings = demo_settings()
+    index(settings, media)
+    assert keeper.kept == set(points(settings))
+    (media / "red.jpg").unlink()
+    index(settings, media)  # a file gone: its point goes, and the enricher hears of it
+    assert keeper.kept == set(points(settings)) and len(keeper.kept) == 4
+    with ms.Library.open(settings=settings, use_daemon=False) as lib:
+        assert lib.forget(str(media / "clip.mp4")) == 1
+    assert keeper.kept == set(points(settings)) and len(keeper.kept) == 1
