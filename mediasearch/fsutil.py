@@ -14,7 +14,9 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "fsync_dir"]
+__all__ = ["atomic_path", "atomic_write", "fsync_dir", "make_private"]
+
+PRIVATE_DIR = 0o700
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -31,15 +33,48 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def make_private(folder: str | os.PathLike[str]) -> bool:
+    """Create ``folder`` readable by its owner only (0700), or tighten an existing one that others could
+    enter: it and everything in it lose the group's and others' rights (folders 0700, files 0600 or
+    0700). Returns whether it tightened anything, and says so in one log line. A folder that belongs to
+    another user is left alone."""
+    import logging
+    import stat
+
+    target = Path(folder)
+    if not target.exists():
+        target.mkdir(parents=True, mode=PRIVATE_DIR, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(target, PRIVATE_DIR)  # exactly, whatever the umask
+        return False
+    info = target.stat()
+    owner = os.getuid() if hasattr(os, "getuid") else info.st_uid  # no owners to compare on Windows
+    if not stat.S_ISDIR(info.st_mode) or info.st_mode & 0o077 == 0 or info.st_uid != owner:
+        return False
+    os.chmod(target, PRIVATE_DIR)
+    for path in target.rglob("*"):
+        with contextlib.suppress(OSError):
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)
+    logging.getLogger("mediasearch.home").warning(
+        "%s could be read by other users: made it private (0700, its files 0600)", target
+    )
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
     """A temporary path next to ``path`` for a writer that wants a file name (``torch.save``,
     ``safetensors``); once the block ends without error it is fsynced and renamed over ``path``.
 
     ``mode`` sets the permissions before the rename (``0o600`` for a file holding a secret); by
-    default the file gets the usual ``0o666 & ~umask``. OSError propagates; the temporary is removed.
+    default the file gets the usual ``0o666 & ~umask``, or 0600 in a folder only its owner may enter.
+    OSError propagates; the temporary is removed.
     """
     target = Path(path)
+    if mode is None and _private(target.parent):
+        mode = 0o600  # a state file in a private folder (the home) stays private when rewritten
     tmp, fd = _create_temporary(target, 0o666 if mode is None else mode)
     try:
         if mode is not None and hasattr(os, "fchmod"):
@@ -61,6 +96,13 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, mode: int |
     with atomic_path(path, mode=mode) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(raw)
+
+
+def _private(folder: Path) -> bool:
+    try:
+        return folder.stat().st_mode & 0o077 == 0
+    except OSError:
+        return False
 
 
 def _fsync_file(path: Path) -> None:

@@ -6,6 +6,8 @@
     python scripts/bench.py --device cuda           # GPU; add --model ViT-L-14 for the large model
     python scripts/bench.py --workdir /tmp/bench    # keep the media between runs (made once)
     python scripts/bench.py --quick --only ray      # index on Ray, 1 and 2 encoder actors (the `ray` extra)
+    python scripts/bench.py --only search           # the store at 20k and 100k points (scripts/bench_search.py)
+    python scripts/bench.py --only ocr              # OCR: 12 MP photos/s with and without text (scripts/bench_ocr.py)
 
 It makes its own media (12 MP and 640 px JPEGs, 720p H.264 MP4s with a keyframe every 2 s) and, unless
 ``--pretrained FILE`` is given, a weights file of the model's architecture with *random* weights: the
@@ -19,7 +21,8 @@ ceiling); the tutorial loop (one image at a time, full decode, fp32) and our end
 video indexing end to end; re-indexing an unchanged tree; a cold ``mediasearch query`` against the
 tutorial's load-and-encode script; warm queries through the daemon (``scripts/bench_query.py``) at
 10k and 100k points (synthetic ones plus the 640 px photos, which the daemon indexes first, so that
-its threads are as they are in real use).
+its threads are as they are in real use); then the store at 20k and 100k points: the graph's recall for
+text queries, filtered queries, the graph build, memory and disk (`scripts/bench_search.py`).
 """
 
 from __future__ import annotations
@@ -698,6 +701,21 @@ def bench_ray(opts: argparse.Namespace, base: dict[str, Any], table: Table) -> N
                   f"{stage[actors] / stage['0']:.2f}x sequential's encode stage")
 
 
+def bench_search(opts: argparse.Namespace) -> None:
+    """The store at library size (text-query recall of the graph, filtered queries, graph build, memory,
+    disk) with the demo model's embeddings: ``scripts/bench_search.py``, which prints its own table."""
+    script = Path(__file__).resolve().parent / "bench_search.py"
+    points = ["20001"] if opts.quick else ["20001", "100000"]
+    subprocess.run([sys.executable, str(script), "--points", *points, "--workdir", opts.workdir], check=True)
+
+
+def bench_ocr(opts: argparse.Namespace) -> None:
+    """OCR speed (12 MP photos with and without text, where the time goes) and recall: ``scripts/bench_ocr.py``,
+    which prints its own table. Indexing rows above run the CLIP pass alone: OCR follows it, apart."""
+    script = Path(__file__).resolve().parent / "bench_ocr.py"
+    subprocess.run([sys.executable, str(script), *(["--quick"] if opts.quick else [])], check=True)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
@@ -715,7 +733,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--points", type=int, nargs="+")
     parser.add_argument("--warm-runs", type=int)
     parser.add_argument("--repeats", type=int, help="best of N for the timed steps")
-    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query", "ray"))
+    parser.add_argument("--only", nargs="+", choices=("images", "video", "reindex", "query", "search", "ray", "ocr"))
     opts = parser.parse_args()
     quick = {"images_12mp": 32, "images_640": 128, "tutorial_images": 12, "cost_images": 16, "videos": 2,
              "video_seconds": 30.0,
@@ -744,7 +762,7 @@ def main() -> None:
 
 def run(opts: argparse.Namespace) -> None:
     print(f"making media and weights under {opts.workdir} ...", file=sys.stderr)
-    steps = opts.only or ["images", "video", "reindex", "query"]
+    steps = opts.only or ["images", "video", "reindex", "query", "search", "ocr"]
     sizes = {k: getattr(opts, k) for k in ("images_12mp", "images_640", "videos", "video_seconds", "reindex_files")}
     made = child("media", workdir=opts.workdir, model=opts.model, pretrained=opts.pretrained,
                  steps=steps + (["images"] if "query" in steps else []), **sizes)
@@ -764,6 +782,10 @@ def run(opts: argparse.Namespace) -> None:
         bench_warm_query(opts, base, table)
     if "ray" in steps:  # only when asked: it needs the `ray` extra
         bench_ray(opts, base, table)
+    if "search" in steps:
+        bench_search(opts)
+    if "ocr" in steps:
+        bench_ocr(opts)
     weights_note = "random weights (same cost as pretrained)" if not opts.pretrained else f"weights {weights.name}"
     end_load = os.getloadavg()
     table.print(

@@ -10,7 +10,7 @@ both polarities, photo-like backgrounds, a UI screenshot, a receipt); on the rea
 ``../shared/data/ocr`` (their 1-3 search words, matched as ``query --ocr`` matches them) when that
 folder is there; recognised dictionary words on the photos there without text and on
 ``../shared/data/faces``; photos per second at 12 MP without text (the detector alone) and with a
-few lines of text, as the OCR enricher gets them (long side 1600) and from the JPEG file (decoding
+few lines of text, as the OCR enricher gets them (long side 1500) and from the JPEG file (decoding
 included); the split between detection and recognition. The machine's load is printed with the table:
 figures from a loaded machine are slower than the engine is.
 """
@@ -35,7 +35,7 @@ from mediasearch.ocr.engine import OcrEngine  # noqa: E402
 from mediasearch.ocr.text import index_text, words  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
-ENRICHER_SIDE = 1600  # index.enrichers.ocr.MAX_SIDE
+ENRICHER_SIDE = 1500  # index.enrichers.ocr.MAX_SIDE
 
 
 def loadavg() -> str:
@@ -128,7 +128,7 @@ def photo_12mp(seed: int, text: bool) -> Any:
 
 
 def speed_12mp(engine: OcrEngine, count: int, text: bool) -> dict[str, float]:
-    """Photos/s on the enricher's pixels (long side 1600) and from the JPEG file, and the detector's share."""
+    """Photos/s on the enricher's pixels (long side 1500) and from the JPEG file, and the detector's share."""
     import numpy as np
 
     from mediasearch.media.decode import load_image
@@ -165,22 +165,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--det-side", type=int, default=None, help="the first detection's long side (px)")
+    parser.add_argument("--only", choices=("recall", "speed"), default=None)
     args = parser.parse_args()
-    engine = OcrEngine(threads=args.threads)
+    engine = OcrEngine(threads=args.threads, **({"det_side": args.det_side} if args.det_side else {}))
     engine.read(textpics.screenshot(0).image)  # sessions built and warm
-    print(f"load before: {loadavg()}  threads: {engine.threads}", flush=True)
+    print(f"load before: {loadavg()}  threads: {engine.threads}  detection at {engine.det_side} px", flush=True)
     rows: list[tuple[str, str]] = []
-    recall, total, per_s = rendered_recall(engine)
-    rows.append((f"rendered pictures: word recall ({total} words)", f"{recall:.3f}  ({per_s:.2f} pictures/s)"))
+    if args.only != "speed":
+        recall, total, per_s = rendered_recall(engine)
+        rows.append((f"rendered pictures: word recall ({total} words)", f"{recall:.3f}  ({per_s:.2f} pictures/s)"))
     count = 4 if args.quick else 12
-    for text in (False, True):
+    for text in (False, True) if args.only != "recall" else ():
         speed = speed_12mp(engine, count, text)
         what = "with text" if text else "without text"
-        rows.append((f"12 MP photos {what}: photos/s on 1600 px pixels", f"{speed['pixels_per_s']:.2f}"))
+        rows.append((f"12 MP photos {what}: photos/s on 1500 px pixels", f"{speed['pixels_per_s']:.2f}"))
         rows.append((f"12 MP photos {what}: photos/s from the JPEG", f"{speed['file_per_s']:.2f}"))
         split = f"decode {speed['decode_ms']:.0f}, detect {speed['detect_ms']:.0f}, read {speed['read_ms']:.0f}"
         rows.append((f"12 MP photos {what}: ms per photo", split))
-    shared = shared_recall(engine)
+    shared = shared_recall(engine) if args.only != "speed" else None
     if shared is not None:
         rows.append((f"shared real photos: search-word recall ({shared['words']} words)", f"{shared['recall']:.3f}"))
         rows.append(("shared real photos: missed", " ".join(shared["missed"]) or "-"))

@@ -55,12 +55,35 @@ def test_the_file_is_flushed_before_the_rename_and_the_folder_after(
 def test_mode_is_exact_for_secrets_and_follows_the_umask_otherwise(tmp_path: Path) -> None:
     fsutil.atomic_write(tmp_path / "secret", "token", mode=0o600)
     assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    shared.chmod(0o755)
+    private.mkdir()
+    private.chmod(0o700)
     old = os.umask(0o027)
     try:
-        fsutil.atomic_write(tmp_path / "plain", "x")
+        fsutil.atomic_write(shared / "plain", "x")
+        fsutil.atomic_write(private / "plain", "x")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o640
+    assert stat.S_IMODE((shared / "plain").stat().st_mode) == 0o640
+    assert stat.S_IMODE((private / "plain").stat().st_mode) == 0o600  # a private folder's files stay private
+
+
+def test_a_home_others_could_enter_is_made_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "store").mkdir(parents=True)
+    for path, mode in ((home, 0o755), (home / "store", 0o755)):
+        path.chmod(mode)
+    (home / "store" / "meta.json").write_text("{}")
+    (home / "store" / "meta.json").chmod(0o644)
+    assert fsutil.make_private(home) is True
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (home, home / "store", home / "store" / "meta.json")] == [
+        0o700, 0o700, 0o600,
+    ]
+    assert fsutil.make_private(home) is False  # already private: nothing to say
+    fresh = tmp_path / "new" / "home"
+    assert fsutil.make_private(fresh) is False and stat.S_IMODE(fresh.stat().st_mode) == 0o700
 
 
 def test_concurrent_writers_never_share_a_temporary_name(tmp_path: Path) -> None:

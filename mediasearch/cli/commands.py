@@ -15,7 +15,9 @@ from typing import Any
 
 import typer
 
+from mediasearch import queryspec
 from mediasearch.cli.core import JSON_OPT, app, handles_errors, open_library, print_errors, settings_of
+from mediasearch.cli.query_options import spec_options
 
 # -- indexing ------------------------------------------------------------------------------------
 
@@ -34,6 +36,9 @@ def index(
         False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
     ),
     tag: bool = typer.Option(False, "--tag", help="Tag new items with the built-in vocabulary."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Decode again the files that failed before, though they are unchanged."
+    ),
     ocr: bool | None = typer.Option(None, "--ocr/--no-ocr", help="Recognise text in pictures (off deletes it)."),
     faces: bool | None = typer.Option(None, "--faces/--no-faces", help="Find faces and people (off deletes them)."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'mediasearch[ray]')."),
@@ -49,7 +54,8 @@ def index(
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
         ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
-        report = lib.index(paths, hidden=hidden, exact_times=exact_times, progress=progress, **ray_kwargs)
+        flags = {"hidden": hidden, "exact_times": exact_times, "retry_failed": retry_failed}
+        report = lib.index(paths, **flags, progress=progress, **ray_kwargs)
     data = report.to_json()
     if as_json:
         print_json(data)
@@ -89,7 +95,11 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         rows.append(("model", f"{model.get('name', '-')} ({model.get('pretrained') or 'bundled weights'})"))
     last = data["last_run"] or {}
     if last:
-        rows.append(("last run", ", ".join(f"{k}={v}" for k, v in last.items() if k != "collection")))
+        shown = (k for k in last if k not in ("collection", "skipped_extensions"))
+        rows.append(("last run", ", ".join(f"{k}={last[k]}" for k in shown)))
+    if data.get("skipped_extensions"):  # not failures: files of types mediasearch does not read
+        by_ext = data["skipped_extensions"].items()
+        rows.append(("skipped (not media)", ", ".join(f".{ext} {count}" for ext, count in by_ext)))
     signals = data.get("enrichers") or {}
     if signals:
         rows.append(("signals", ", ".join(f"{k} {v['done']}/{v['done'] + v['pending']}" for k, v in signals.items())))
@@ -105,77 +115,27 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 @app.command()
 @handles_errors
+@spec_options(queryspec.QUERY_FIELDS, argument="text")
 def query(
     ctx: typer.Context,
-    text: str | None = typer.Argument(None, help="What to look for; '2:dog' weighs it."),
-    image: list[Path] = typer.Option([], "--image", help="An example image (alone or with text)."),
-    also: list[str] = typer.Option([], "--and", help="More text to add ('w:text' weighs it)."),
-    not_: list[str] = typer.Option([], "--not", help="Text to subtract ('w:text' weighs it)."),
-    not_image: list[Path] = typer.Option([], "--not-image", help="An image to subtract."),
-    weight: float | None = typer.Option(None, "--weight", help="Weight of TEXT (default 1)."),
-    limit: int = typer.Option(10, "--limit", "-k", min=1),
-    kind: str | None = typer.Option(None, "--type", help="image or video."),
-    path: Path | None = typer.Option(None, "--path", help="Only under this folder."),
-    tags: list[str] = typer.Option([], "--tag", help="Only items with this tag (repeatable)."),
-    after: str | None = typer.Option(None, "--after", help="Taken on or after (YYYY[-MM[-DD]])."),
-    before: str | None = typer.Option(None, "--before", help="Taken before (YYYY[-MM[-DD]])."),
-    min_score: float | None = typer.Option(None, "--min-score", help="Calibrated cut-off, 0..1."),
-    sort: str = typer.Option("score", "--sort", help="score or date."),
-    near: str | None = typer.Option(None, "--near", help="Taken within KM of a place: 'LAT,LON,KM' (EXIF GPS)."),
-    camera: str | None = typer.Option(None, "--camera", help="Only from a camera with these words ('canon')."),
-    raw: bool = typer.Option(False, "--raw", help="Embed the text as is, without prompt templates."),
     paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
     as_json: bool = JSON_OPT,
+    *,
+    values: dict[str, Any],
 ) -> None:
-    """Find items by text, by example image, or both; --not subtracts."""
-    from mediasearch.library.requests import Query, parse_date, parse_near
+    """Find items by text, by example image, or both; --not subtracts. Dates, places and people in the
+    text are read out of it (--explain shows how; --literal turns it off)."""
+    from mediasearch.cli.output import print_json
+    from mediasearch.library.wire import to_json
 
-    q = Query(
-        terms=_terms(text, weight, also, image, not_, not_image),
-        raw=raw,
-        limit=limit,
-        kind=_choice("--type", kind, ("image", "video")),
-        path_prefix=str(path.absolute()) if path else None,
-        tags=tuple(tags),
-        after=parse_date(after) if after else None,
-        before=parse_date(before) if before else None,
-        min_score=min_score,
-        sort=_choice("--sort", sort, ("score", "date")) or "score",
-        near=parse_near(near) if near else None,
-        camera=camera,
-    )
     with open_library(ctx) as lib:
-        hits = lib.search(q)
-    text_only = q.has_text and not any(t.kind == "image" for t in q.terms)
-    _print_hits(hits, as_json, paths_only, title=text or "", fold=text_only)
-
-
-def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
-    if value is not None and value not in allowed:
-        raise typer.BadParameter(f"{flag} must be one of {', '.join(allowed)}")
-    return value
-
-
-def _terms(
-    text: str | None,
-    weight: float | None,
-    also: list[str],
-    images: list[Path],
-    nots: list[str],
-    not_images: list[Path],
-) -> tuple[Any, ...]:
-    """Command-line query parts → weighted search terms ('w:text' weighs a text)."""
-    from mediasearch.library.requests import Term, parse_weighted
-
-    terms: list[Term] = []
-    if text:
-        w, t = parse_weighted(text)
-        terms.append(Term("text", t, weight if weight is not None else w))
-    terms += [Term("text", t, w) for w, t in map(parse_weighted, also)]
-    terms += [Term("image", str(p), 1.0) for p in images]
-    terms += [Term("text", t, -w) for w, t in map(parse_weighted, nots)]
-    terms += [Term("image", str(p), -1.0) for p in not_images]
-    return tuple(terms)
+        if values["explain"]:
+            parsed = lib.query(**values)
+            print_json(to_json(parsed))
+            return
+        hits = lib.query(**values)
+    text_only = bool(values["text"] or values["also"]) and not (values["image"] or values["not_image"])
+    _print_hits(hits, as_json, paths_only, title=values["text"] or "", fold=text_only)
 
 
 def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "", *, fold: bool = False) -> None:
@@ -192,17 +152,18 @@ def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "
 
 @app.command()
 @handles_errors
+@spec_options(queryspec.SIMILAR_FIELDS)
 def similar(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="An indexed file, or any image or video."),
-    limit: int = typer.Option(10, "--limit", "-k", min=1),
-    kind: str | None = typer.Option(None, "--type", help="image or video."),
     paths_only: bool = typer.Option(False, "--paths", help="One path per line."),
     as_json: bool = JSON_OPT,
+    *,
+    values: dict[str, Any],
 ) -> None:
-    """Items that look like FILE."""
+    """Items that look like FILE, with the filters of `query`."""
     with open_library(ctx) as lib:
-        hits = lib.similar(file, limit=limit, kind=_choice("--type", kind, ("image", "video")))
+        hits = lib.similar(file, **values)
     _print_hits(hits, as_json, paths_only, title=f"like {file}")
 
 
@@ -262,7 +223,15 @@ def serve(
     paths: list[Path] = typer.Argument(None, help="Folders to watch, added to those the home remembers."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (not loopback: needs a token)."),
     port: int = typer.Option(0, "--port", help="Port (0: any free one; HOME/daemon.json says which)."),
-    token: str | None = typer.Option(None, "--token", envvar="MEDIASEARCH_TOKEN", help="API token (default: random)."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding the admin token (else MEDIASEARCH_TOKEN, else random)."
+    ),
+    read_token_file: Path | None = typer.Option(
+        None, "--read-token-file", help="File holding the read token (else MEDIASEARCH_READ_TOKEN, else random)."
+    ),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="A Host name to answer besides loopback's and this machine's (repeatable)."
+    ),
     rescan_every: str = typer.Option("1d", "--rescan-every", help="Full rescan interval: 30m, 6h, 1d, or off."),
     debounce: float = typer.Option(2.0, "--debounce", min=0.1, help="Seconds a folder must stay quiet first."),
     poll: bool = typer.Option(False, "--poll", help="Poll the folders instead of using file events."),
@@ -273,6 +242,7 @@ def serve(
     from mediasearch.library.requests import IndexOptions
     from mediasearch.serve.daemon import serve as run
     from mediasearch.serve.options import DaemonOptions, parse_interval
+    from mediasearch.serve.security import read_token_file as token_in
 
     watching = ctx.info_name == "watch"
     if watching and not paths:
@@ -282,7 +252,10 @@ def serve(
         roots=tuple(str(p.absolute()) for p in paths or []),
         host=host,
         port=port,
-        token=token,
+        # Tokens from files or the environment: a command line is readable by every user of the machine.
+        token=token_in(token_file) if token_file else os.environ.get("MEDIASEARCH_TOKEN") or None,
+        read_token=token_in(read_token_file) if read_token_file else os.environ.get("MEDIASEARCH_READ_TOKEN") or None,
+        allowed_hosts=tuple(allow_host),
         rescan_every=parse_interval(rescan_every),
         debounce=debounce,
         poll=poll,
@@ -301,9 +274,9 @@ app.command("watch", help="The daemon, watching PATH... and logging every file i
 
 
 def _announce(info: Any) -> None:
-    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; token in the home's daemon.json", err=True)
-    if sys.stderr.isatty():  # not into logs: the token opens the whole index
-        typer.echo(f"search page: {info.url}/?token={info.token}", err=True)
+    typer.echo(f"mediasearch daemon (pid {info.pid}) at {info.url}; tokens in the home's daemon.json", err=True)
+    if sys.stderr.isatty():  # not into logs: the read token opens the whole library
+        typer.echo(f"search page: {info.url}/?token={info.read_token or info.token}", err=True)
 
 
 # -- model ---------------------------------------------------------------------------------------

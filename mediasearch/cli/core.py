@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import typer
 
 from mediasearch import __version__
-from mediasearch.errors import MediaSearchError
+from mediasearch.errors import MediaSearchError, redact
 
 app = typer.Typer(
     name="mediasearch",
@@ -45,7 +45,7 @@ def handles_errors(fn: _F) -> _F:
         try:
             return fn(*args, **kwargs)
         except MediaSearchError as exc:
-            error_line(str(exc))
+            error_line(redact(str(exc)))
             raise typer.Exit(1) from None
         except OSError as exc:  # the home or a file we had to write: unwritable, full disk, ...
             error_line(_os_error_line(exc))
@@ -102,13 +102,15 @@ def open_library(ctx: typer.Context, **overrides: Any) -> Any:
 
 
 def print_errors(errors: Sequence[Any]) -> None:
-    """Files a command skipped, one yellow line each on stderr (``errors``: FileError or dicts)."""
+    """Files a command could not read, one yellow line each on stderr (``errors``: FileError or dicts).
+
+    "failed", not "skipped": that word is the count of files passed over for their extension."""
     from mediasearch.cli.output import console, shown
 
     out = console(stderr=True)
     for err in errors:
         path, reason = (err["path"], err["error"]) if isinstance(err, dict) else (err.path, err.error)
-        out.print(f"[yellow]skipped[/yellow] {shown(path)}: {shown(reason)}", soft_wrap=True)
+        out.print(f"[yellow]failed[/yellow] {shown(path)}: {shown(reason)}", soft_wrap=True)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mediasearch.errors import ConfigError, QueryError
+from mediasearch.errors import ConfigError, QueryError, UnknownPersonError  # noqa: F401  (importable from here too)
 from mediasearch.fsutil import atomic_write
 
 PEOPLE_FILE = "people.json"

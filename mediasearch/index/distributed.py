@@ -320,7 +320,7 @@ class _RayRun:
         except RayError as exc:  # retried already: these files stay unindexed until the next run
             reason = f"encoding failed on the Ray cluster: {_first_line(exc)}"
             for entry, _ in group:
-                file_failed(self.summary, self.progress, entry.path, reason)
+                file_failed(self.summary, self.progress, entry, reason, remember=False)
             return
         points = [p for e in results for p in e.points or ()]
         if points:
@@ -330,7 +330,7 @@ class _RayRun:
 
     def _finish(self, e: Encoded) -> None:
         if e.fatal:
-            file_failed(self.summary, self.progress, e.entry.path, e.error or "cannot decode")
+            file_failed(self.summary, self.progress, e.entry, e.error or "cannot decode")
             return
         if self.direct:
             self.written += e.ids

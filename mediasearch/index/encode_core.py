@@ -77,7 +77,13 @@ def file_done(summary: IndexSummary, progress: Progress, item: Decoded | Any, fr
     progress.advance(files=1, frames=frames)
 
 
-def file_failed(summary: IndexSummary, progress: Progress, path: str, reason: str) -> None:
-    """Count a file that could not be encoded: one line in the errors, and the bar moves on."""
-    summary.error(path, reason)
+def file_failed(
+    summary: IndexSummary, progress: Progress, entry: FileEntry, reason: str, *, remember: bool = True
+) -> None:
+    """Count a file that could not be encoded: one line in the errors (a file that cannot be decoded is
+    also remembered, ``index.failures``; not a cluster's failure), and the bar moves on."""
+    if remember:
+        summary.decode_failed(entry, reason)
+    else:
+        summary.error(entry.path, reason)
     progress.advance(files=1)

@@ -323,25 +323,3 @@ def sync_enabled(store: Store, enabled: Sequence[Enricher], installed: Sequence[
         store.set_meta({**meta, META_KEY: now})
     return dropped
 
-
-class Forgetting:
-    """A store that tells the enrichers which points leave it, so that their side data (a faces
-    collection) goes too: the runs and ``forget`` write through one of these. The points go first: a
-    crash between the two leaves side data without points, which an enricher can tell and skip."""
-
-    def __init__(self, store: Store, enrichers: Sequence[Enricher]) -> None:
-        self._store, self._enrichers = store, [e for e in enrichers if e.name != "metadata"]
-
-    def delete(self, ids: Sequence[str]) -> None:
-        self._store.delete(ids)
-        for e in self._enrichers:
-            e.forget(ids, self._store)
-
-    def delete_where(self, flt: Filter) -> None:
-        ids = [r.id for r in self._store.scroll(flt, fields=())] if self._enrichers else []
-        self._store.delete_where(flt)
-        for e in self._enrichers:
-            e.forget(ids, self._store)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mediasearch.media.discover import display_path
+from mediasearch.media.discover import FileEntry, display_path
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class IndexOptions:
     include_hidden: bool = False
     decode_timeout: float = 30.0  # per video, plus decode_pool.PER_FRAME_S per sampled frame
     exact_times: bool = False  # sample videos at exactly the planned times, not at keyframes near them
+    retry_failed: bool = False  # decode again the files that failed before, though they are unchanged
 
 
 @dataclass
@@ -37,10 +39,19 @@ class IndexSummary:
     seconds: float = 0.0
     errors: list[dict[str, str]] = field(default_factory=list)
     enriched: dict[str, int] = field(default_factory=dict)  # points each enricher wrote (index.enrich)
+    skipped_extensions: dict[str, int] = field(default_factory=dict)  # the `skipped` files by extension
+
+    def __post_init__(self) -> None:
+        self.broken: dict[str, tuple[FileEntry, str]] = {}  # decode failures, for `index.failures` (not a field)
 
     def error(self, path: str, reason: str, *, failed: bool = True) -> None:
         self.errors.append({"path": display_path(path), "error": reason})
         self.failed += int(failed)
+
+    def decode_failed(self, entry: FileEntry, reason: str) -> None:
+        """A file that could not be decoded: listed, and remembered (``index.failures``) by the runner."""
+        self.error(entry.path, reason)
+        self.broken[entry.path] = (entry, reason)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,8 +66,15 @@ class IndexSummary:
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "errors": self.errors,
+            "skipped_extensions": dict(sorted(self.skipped_extensions.items(), key=lambda kv: (-kv[1], kv[0]))),
             "enriched": self.enriched,
         }
+
+    def skip(self, path: str) -> None:
+        """A file passed over for its extension (not a format mediasearch reads): counted by extension."""
+        self.skipped += 1
+        ext = os.path.splitext(path)[1][1:].lower()[:16] or "(none)"
+        self.skipped_extensions[ext] = self.skipped_extensions.get(ext, 0) + 1
 
 
 class Progress(Protocol):

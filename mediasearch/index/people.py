@@ -8,15 +8,15 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mediasearch.errors import QueryError
 from mediasearch.faces.engine import Face, FaceEngine
 from mediasearch.faces.grouping import PeopleIndex
-from mediasearch.faces.registry import Registry, RegistryFile
+from mediasearch.faces.registry import Registry, RegistryFile, UnknownPersonError
 from mediasearch.store.base import Filter, Store
 from mediasearch.store.faces import FaceRecord, FaceStore, face_id, faces_home
 
@@ -62,7 +62,9 @@ class People:
 
     # -- enrichment
 
-    def replace(self, path: str, point: str, timestamp: float | None, found: Sequence[Face]) -> list[str]:
+    def replace(
+        self, path: str, point: str, timestamp: float | None, found: Sequence[Face], fingerprint: str | None = None
+    ) -> list[str]:
         """Make ``found`` the faces of one media point (a picture or a frame) and return the ids of the
         people in it, clearest face first. A face found again joins the person it was in, as long as
         it is still closest to it; the point's earlier faces are then taken out."""
@@ -76,7 +78,9 @@ class People:
                 vector = np.asarray(face.embedding, dtype=np.float64)
                 person = index.assign(vector, exclude=registry.rejected.get(fid, ()))
                 records.append(
-                    FaceRecord(fid, path, point, number, face.box, face.quality, person, face.embedding, timestamp)
+                    FaceRecord(
+                        fid, path, point, number, face.box, face.quality, person, face.embedding, timestamp, fingerprint
+                    )
                 )
             new_ids = {r.id for r in records}
             for earlier in old:
@@ -120,6 +124,56 @@ class People:
                 self._prune(registry, index)
             return gone
 
+    def tidy(self, media: Store) -> int:
+        """Keep the faces in step with the media points after files were removed, forgotten or moved:
+        the faces of a moved file follow it to its new points (found by the file's fingerprint and the
+        frame's time), faces whose point is gone are deleted (people left with none disappear).
+        Returns how many faces went."""
+        with self._lock:
+            by_point: dict[str, list[str]] = defaultdict(list)
+            for fid, point, _ in self.faces.points():
+                by_point[point].append(fid)
+            points = list(by_point)
+            lost: list[str] = []
+            for start in range(0, len(points), 1024):
+                batch = points[start : start + 1024]
+                found = {r.id for r in media.retrieve(batch)}
+                lost.extend(fid for point in batch if point not in found for fid in by_point[point])
+            if not lost:
+                return 0
+            gone = self._follow_moves(media, lost)
+            if gone:
+                registry = self.file.load()
+                index = self._people_index(registry)
+                for face in gone:
+                    index.remove(face.person, face.vector.astype(np.float64))
+                self.faces.delete([f.id for f in gone])
+                self._prune(registry, index)
+            return len(gone)
+
+    def _follow_moves(self, media: Store, lost: list[str]) -> list[FaceRecord]:
+        """Re-key the faces of moved files under their new points; the faces left over (gone)."""
+        faces = [f for start in range(0, len(lost), 4096) for f in self.faces.retrieve(lost[start : start + 4096])]
+        prints = {f.fingerprint for f in faces if f.fingerprint}
+        where: dict[tuple[str, float | None], tuple[str, str]] = {}
+        if prints:
+            for record in media.scroll(fields=("fingerprint", "timestamp", "path")):
+                key = (str(record.payload.get("fingerprint")), record.payload.get("timestamp"))
+                if key[0] in prints:
+                    where[key] = (record.id, str(record.payload.get("path", "")))
+        gone, moved = [], []
+        for face in faces:
+            target = where.get((str(face.fingerprint), face.timestamp)) if face.fingerprint else None
+            if target is None:
+                gone.append(face)
+                continue
+            point, path = target
+            moved.append(replace(face, id=face_id(point, face.face), point=point, path=path))
+        self.faces.add(moved)
+        left = {f.id for f in gone}
+        self.faces.delete([f.id for f in faces if f.id not in left])
+        return gone
+
     def clear(self) -> int:
         """Delete every face and everything said about people (faces turned off)."""
         with self._lock:
@@ -160,14 +214,15 @@ class People:
         return [registry.name(p) for p in ids if not registry.info(p).hidden]
 
     def resolve(self, names: Iterable[str]) -> tuple[str, ...]:
-        """Person ids for names given to ``query --person`` (a name, or an id); QueryError for
+        """Person ids for names given to ``query --person`` (a name, or an id); UnknownPersonError for
         anyone unknown."""
         registry = self.file.load()
         ids = []
         for name in names:
             person = registry.resolve(name)
             if person is None or not any(True for _ in self.faces.faces(person=person)):
-                raise QueryError(f"nobody called {name!r}: `mediasearch people` lists the people and their names")
+                listed = "`mediasearch people` lists the people and their names"
+                raise UnknownPersonError(f"nobody called {name!r}: {listed}")
             ids.append(person)
         return tuple(dict.fromkeys(ids))
 
@@ -192,13 +247,13 @@ class People:
     def merge(self, keep: str, other: str, media: Store | None) -> int:
         """Move every face of ``other`` into ``keep`` (and the media payloads that name ``other``);
         ``keep`` takes ``other``'s name if it had none. Returns the faces moved."""
-        if keep == other:
-            raise QueryError("merge needs two different people")
         with self._lock:
             self._require(keep)
+            if keep == other:
+                return 0
             moved = list(self.faces.faces(person=other))
             if not moved:
-                raise QueryError(f"there is no person {other}: `mediasearch people` lists them")
+                raise UnknownPersonError(f"there is no person {other}: `mediasearch people` lists them")
             registry = self.file.load()
             index = self._people_index(registry)
             self.faces.set_person([f.id for f in moved], keep)
@@ -220,10 +275,10 @@ class People:
         with self._lock:
             faces = sorted(self.faces.faces(path=path), key=lambda f: (f.timestamp or 0.0, f.face))
             if not faces:
-                raise QueryError(f"no face is known in {path}")
+                raise UnknownPersonError(f"no face is known in {path}")
             if number is not None:
                 if not 0 <= number < len(faces):
-                    raise QueryError(f"{path} has {len(faces)} face(s): --face takes 0 to {len(faces) - 1}")
+                    raise UnknownPersonError(f"{path} has {len(faces)} face(s): --face takes 0 to {len(faces) - 1}")
                 faces = [faces[number]]
             registry = self.file.load()
             index = self._people_index(registry)
@@ -244,7 +299,7 @@ class People:
 
     def _require(self, person: str) -> None:
         if not any(True for _ in self.faces.faces(person=person)):
-            raise QueryError(f"there is no person {person}: `mediasearch people` lists them")
+            raise UnknownPersonError(f"there is no person {person}: `mediasearch people` lists them")
 
 
 def _id_order(person: str) -> tuple[int, str]:
@@ -264,14 +319,18 @@ def _refresh_point(media: Store, point: str, path: str, faces: FaceStore) -> Non
 
 
 def faces_of_frames(
-    people: People, engine: FaceEngine, path: str, frames: Iterable[tuple[str, float | None, np.ndarray]]
-) -> dict[str, dict[str, object]]:
+    people: People,
+    engine: FaceEngine,
+    path: str,
+    frames: Iterable[tuple[str, float | None, np.ndarray]],
+    fingerprint: str | None = None,
+) -> dict[str, dict[str, Any]]:
     """Find the faces of a file's pictures (an image's one, a video's frames: point id, time, RGB
     pixels), group them into people and give each point's payload: ``{"people": ids, "faces": n}``."""
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for point, timestamp, pixels in frames:
         found = engine.faces(pixels)
-        ids = people.replace(path, point, timestamp, found)
+        ids = people.replace(path, point, timestamp, found, fingerprint)
         out[point] = {"people": ids, "faces": min(len(found), MAX_FACES)}
     return out
 

@@ -224,7 +224,7 @@ class _Encoder:
     def _drop(self, item: Decoded, reason: str) -> None:
         self.files.pop(id(item), None)
         self.vectors.pop(id(item), None)
-        file_failed(self.summary, self.progress, item.entry.path, reason)
+        file_failed(self.summary, self.progress, item.entry, reason, remember=False)
 
     def _wait(self) -> None:
         """Wait for the batch being written (its errors surface here), then count its files done."""

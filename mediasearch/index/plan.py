@@ -79,6 +79,8 @@ class Plan:
     moves: list[tuple[FileEntry, StoredFile]] = field(default_factory=list)
     removed: list[StoredFile] = field(default_factory=list)
     unreadable: list[tuple[FileEntry, str]] = field(default_factory=list)  # found, but could not be read
+    read_roots: list[str] = field(default_factory=list)  # the roots whose files were listed
+    protected: list[str] = field(default_factory=list)  # paths under them whose files were not (unreadable)
 
 
 def file_key(path: str) -> str:
@@ -139,7 +141,7 @@ def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], prote
     ``stored`` is what the store holds under the same roots as ``entries``; one plan over all of them,
     so that a file moved from one root to another is a move.
     """
-    plan = Plan()
+    plan = Plan(protected=list(protected))
     seen: set[str] = set()
     new: list[FileEntry] = []
     for entry in entries:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediasearch.index.encode_core import Decoded, file_failed
+from mediasearch.index.failures import FailureLog, remembered_reason
+from mediasearch.index.mounts import MountLog
 from mediasearch.index.options import IndexOptions, IndexSummary, NoProgress, Progress
 from mediasearch.index.pipeline import (
     EncodeStage,
@@ -49,6 +51,8 @@ def index_paths(
     *,
     load_model: ModelLoader | None = None,
     exclude: Sequence[str | Path] = (),
+    failures: FailureLog | None = None,
+    mounts: MountLog | None = None,
 ) -> IndexSummary:
     """Bring the store in step with the given folders (or files) and say what changed.
 
@@ -56,7 +60,9 @@ def index_paths(
     (which gives the model and the tagger), called only then, so that a run with nothing to encode never
     imports torch. ``encode`` replaces the decode → encode → write stage (``index.distributed`` runs it
     on Ray); the plan, moves and removals stay here. Folders in ``exclude`` (the home's own) are not
-    indexed.
+    indexed. ``failures`` remembers the files that failed to decode: an unchanged one is listed with
+    its reason and not decoded again (unless ``options.retry_failed``). ``mounts`` remembers the mount
+    points under the roots: what is indexed under one that is now missing or empty is kept.
     """
     if model is None and load_model is None:
         raise ValueError("index_paths needs a model or a way to load one")
@@ -64,7 +70,9 @@ def index_paths(
     progress = progress or NoProgress()
     summary = IndexSummary()
     started = time.perf_counter()
-    plan = plan_roots(roots, store, options, summary, exclude)
+    plan = plan_roots(roots, store, options, summary, exclude, mounts)
+    failures = failures if failures is not None else FailureLog(None)
+    tried, held = _hold_back_failures(plan, failures, options, summary)
     apply_moves(store, plan.moves)
     if plan.removed:
         store.delete([i for sf in plan.removed for i in sf.ids])
@@ -78,16 +86,58 @@ def index_paths(
         (encode or _encode_all)(plan.encode, model, store, options, summary, progress, tagger)
     if plan.moves or plan.removed or plan.encode:
         store.flush()
+    _remember_failures(plan, failures, tried + held, summary)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _hold_back_failures(
+    plan: Plan, failures: FailureLog, options: IndexOptions, summary: IndexSummary
+) -> tuple[list[str], list[str]]:
+    """Take the files that failed before, unchanged, out of the plan's work (each listed as failed with
+    its reason); the paths of the files the run will try, and of those held back."""
+    if options.retry_failed or not len(failures):
+        return [entry.path for entry, _ in plan.encode], []
+    work, held = [], []
+    for entry, old in plan.encode:
+        failure = failures.remembered(entry)
+        if failure is None:
+            work.append((entry, old))
+        else:
+            held.append(entry.path)
+            summary.error(entry.path, remembered_reason(failure.reason))
+    plan.encode = work
+    return [entry.path for entry, _ in work], held
+
+
+def _remember_failures(plan: Plan, failures: FailureLog, listed: list[str], summary: IndexSummary) -> None:
+    """Keep this run's decode failures; forget those of files that now decoded, or that are gone.
+    ``listed``: the files the plan had to encode (tried, or held back as failing)."""
+    failures.forget(p for p in plan_paths(plan.encode) if p not in summary.broken)
+    for entry, reason in summary.broken.values():
+        failures.record(entry, reason)
+    seen = {e.path for e in plan.unchanged} | set(plan_paths(plan.moves)) | set(listed)
+    seen |= set(plan_paths(plan.unreadable))
+    failures.prune(lambda p: under(p, plan.read_roots) and not under(p, plan.protected) and p not in seen)
+    failures.save()
+
+
+def plan_paths(pairs: Sequence[tuple[FileEntry, object]]) -> list[str]:
+    return [entry.path for entry, _ in pairs]
+
+
 def plan_roots(
-    roots: Sequence[str], store: Store, options: IndexOptions, summary: IndexSummary, exclude: Sequence[str | Path] = ()
+    roots: Sequence[str],
+    store: Store,
+    options: IndexOptions,
+    summary: IndexSummary,
+    exclude: Sequence[str | Path] = (),
+    mounts: MountLog | None = None,
 ) -> Plan:
     """One plan over every root: the files under the roots that are present and not empty, against what
     the store holds under them. A missing or empty root changes nothing (its files stay indexed) unless
-    it lies inside a root that is present. Folders in ``exclude`` are not read: what the store holds
+    it lies inside a root that is present; a remembered mount point inside a root (``mounts``) that is
+    missing or empty changes nothing either. Folders in ``exclude`` are not read: what the store holds
     under them is removed."""
     roots = list(dict.fromkeys(os.path.abspath(r) for r in roots))
     status = {root: root_status(root) for root in roots}
@@ -96,19 +146,43 @@ def plan_roots(
     for root in roots:
         if status[root] != "ok":
             _report_root(root, status[root], stored, ok, summary)
-    errored: list[str] = []
+    errored: list[str] = _unmounted(ok, stored, mounts, summary)
 
     def on_error(path: str, reason: str) -> None:
         errored.append(path)  # an unreadable folder or file: what is indexed under it stays
         summary.error(path, reason)
 
     def on_skip(path: str) -> None:
-        summary.skipped += 1
+        summary.skip(path)
 
     found = discover(ok, include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip, exclude=exclude)
     entries = list(found)
     summary.scanned = len(entries)
-    return make_plan(entries, {p: sf for p, sf in stored.items() if under(p, ok)}, errored)
+    plan = make_plan(entries, {p: sf for p, sf in stored.items() if under(p, ok)}, errored)
+    plan.read_roots = ok
+    return plan
+
+
+def _unmounted(
+    ok: list[str], stored: dict[str, StoredFile], mounts: MountLog | None, summary: IndexSummary
+) -> list[str]:
+    """The remembered mount points under the roots read that are missing or empty now (each reported
+    once when files are indexed under it): nothing under them is removed."""
+    if mounts is None:
+        return []
+    mounts.update(ok)
+    mounts.save()
+    away = mounts.away(ok)
+    for point, status in away:
+        indexed = sum(under(p, [point]) for p in stored)
+        if indexed:
+            summary.error(
+                point,
+                f"mount point is {status} (unmounted disk?): the {indexed} files indexed under it are left "
+                "as they are; forget it with `mediasearch forget` if it is gone for good",
+                failed=False,
+            )
+    return [point for point, _ in away]
 
 
 def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list[str], summary: IndexSummary) -> None:
@@ -161,7 +235,7 @@ def _encode_all(
     try:
         for item in _prefetch(work, decode, workers, ahead=batch + 2 * workers, initializer=_one_torch_thread):
             if item.fatal:
-                file_failed(summary, progress, item.entry.path, item.error or "cannot decode")
+                file_failed(summary, progress, item.entry, item.error or "cannot decode")
                 continue
             encoder.add(item)
         encoder.close()

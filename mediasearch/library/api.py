@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from mediasearch.errors import QueryError, StoreError
 from mediasearch.library.base import Backend
@@ -20,6 +20,7 @@ from mediasearch.library.types import (
     Classification,
     DuplicateGroup,
     Embedding,
+    Explanation,
     FileError,
     Hit,
     IndexReport,
@@ -111,6 +112,7 @@ class Library(PeopleMethods):
         workers: int | None = None,
         hidden: bool = False,
         exact_times: bool = False,
+        retry_failed: bool = False,
         tag: bool | None = None,
         progress: Progress | None = None,
         ray: bool = False,
@@ -120,6 +122,7 @@ class Library(PeopleMethods):
         """Add, update and remove entries so that the index matches ``paths`` (folders or files).
 
         ``ray``: decode and encode on a Ray cluster (``ray_address``, or a local one; docs/scale.md).
+        ``retry_failed``: decode again the files that failed before, though they are unchanged.
         """
         from mediasearch.index.options import IndexOptions
 
@@ -131,6 +134,7 @@ class Library(PeopleMethods):
             workers if workers is not None else s.workers,
             hidden,
             exact_times=exact_times,
+            retry_failed=retry_failed,
         )
         if ray or ray_address:
             local = self._local("index --ray")
@@ -170,7 +174,11 @@ class Library(PeopleMethods):
     def index_with(
         self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
     ) -> IndexReport:
-        """:meth:`index` with the options already assembled."""
+        """:meth:`index` with the options already assembled. Folders indexed on this machine become the
+        home's library roots, which a daemon for the home may then serve and index (`library.roots`)."""
+        from mediasearch.library import roots
+
+        roots.record(self.settings.home, [os.path.abspath(p) for p in paths if os.path.exists(p)])
         return self.backend.index_with(paths, options, tag=tag, progress=progress)
 
     def forget(self, path: PathLike) -> int:
@@ -179,67 +187,92 @@ class Library(PeopleMethods):
 
     # -- search -----------------------------------------------------------------------------------
 
-    def query(
+    @overload
+    def query(self, text: str | None = None, *, explain: Literal[False] = False, **fields: Any) -> list[Hit]: ...
+
+    @overload
+    def query(self, text: str | None = None, *, explain: Literal[True], **fields: Any) -> Explanation: ...
+
+    def query(  # type: ignore[misc]  # the overloads pass the other fields through **fields
         self,
         text: str | None = None,
         *,
-        image: PathLike | None = None,
+        image: PathLike | Sequence[PathLike] = (),
+        also: Sequence[str] = (),
         negatives: Sequence[str] = (),
+        not_image: Sequence[PathLike] = (),
+        weight: float | None = None,
+        raw: bool = False,
+        literal: bool = False,
+        explain: bool = False,
         limit: int = 10,
+        min_score: float | None = None,
+        sort: str = "score",
         kind: str | None = None,
-        path: PathLike | None = None,
+        folder: PathLike | None = None,
         tags: Sequence[str] = (),
         after: str | float | None = None,
         before: str | float | None = None,
-        min_score: float | None = None,
-        raw: bool = False,
-        sort: str = "score",
         near: str | tuple[float, float, float] | None = None,
         camera: str | None = None,
-    ) -> list[Hit]:
-        """Items nearest to a text, an example image, or both; ``negatives`` subtract.
+        place: str | None = None,
+        person: Sequence[str] = (),
+        ocr: Sequence[str] = (),
+    ) -> list[Hit] | Explanation:
+        """Items nearest to a text, example images, or both; ``negatives`` subtract. The fields are those of
+        ``library.queryspec`` (``mediasearch query --help`` describes each).
 
         ``after``/``before`` take a date (``YYYY[-MM[-DD]]``) or a POSIX time; ``min_score`` cuts on the
         calibrated score (0..1); ``near`` (``"LAT,LON,KM"`` or a tuple) keeps photos taken within KM of
-        the point (EXIF GPS); ``camera`` keeps those whose camera has every word of it.
+        the point (EXIF GPS); ``camera`` keeps those whose camera has every word of it; ``ocr`` those whose
+        recognised text holds these words; ``person`` those in which all these people are; ``place``
+        those taken there. Dates, a place and people written in ``text`` are read out of it unless
+        ``literal``; ``explain`` returns that reading (an ``Explanation``) instead of searching.
         """
-        from mediasearch.search.query import Query, Term, parse_date, parse_near
+        from mediasearch.library.requests import query_of
 
-        terms = [Term("text", text, 1.0)] if text else []
-        if image is not None:
-            terms.append(Term("image", os.path.abspath(os.fspath(image)), 1.0))
-        terms += [Term("text", t, -1.0) for t in negatives]
-        if kind not in (None, "image", "video"):
-            raise QueryError(f"kind must be image or video, not {kind!r}")
-        if sort not in ("score", "date"):
-            raise QueryError(f"sort must be score or date, not {sort!r}")
-        q = Query(
-            terms=tuple(terms),
-            raw=raw,
-            limit=limit,
-            kind=kind,
-            path_prefix=os.path.abspath(os.fspath(path)) if path is not None else None,
-            tags=tuple(tags),
-            after=parse_date(after) if isinstance(after, str) else after,
-            before=parse_date(before) if isinstance(before, str) else before,
-            min_score=min_score,
-            sort=sort,
-            near=parse_near(near) if isinstance(near, str) else near,
-            camera=camera,
-        )
-        return self.search(q)
+        images = [image] if isinstance(image, str | os.PathLike) else list(image)
+        values = {
+            "text": text, "image": tuple(os.fspath(p) for p in images), "also": tuple(also),
+            "negatives": tuple(negatives), "not_image": tuple(os.fspath(p) for p in not_image), "weight": weight,
+            "raw": raw, "literal": literal, "explain": explain, "limit": limit, "min_score": min_score, "sort": sort,
+            "kind": kind, "folder": os.fspath(folder) if folder is not None else None, "tags": tuple(tags),
+            "after": after, "before": before, "near": near, "camera": camera, "place": place,
+            "person": tuple(person), "ocr": tuple(ocr),
+        }
+        q = query_of(values)
+        return self.backend.explain(q) if explain else self.search(q)
 
     def search(self, query: Query) -> list[Hit]:
         """:meth:`query` with the query already assembled (weighted terms, filters)."""
         return self.backend.search(query)
 
-    def similar(self, path: PathLike, *, limit: int = 10, kind: str | None = None) -> list[Hit]:
-        """Items that look like ``path`` (an indexed file, or any image or video)."""
-        from mediasearch.search.query import Query
+    def similar(
+        self,
+        path: PathLike,
+        *,
+        limit: int = 10,
+        sort: str = "score",
+        kind: str | None = None,
+        folder: PathLike | None = None,
+        tags: Sequence[str] = (),
+        after: str | float | None = None,
+        before: str | float | None = None,
+        near: str | tuple[float, float, float] | None = None,
+        camera: str | None = None,
+        place: str | None = None,
+        person: Sequence[str] = (),
+        ocr: Sequence[str] = (),
+    ) -> list[Hit]:
+        """Items that look like ``path`` (an indexed file, or any image or video), with :meth:`query`'s filters."""
+        from mediasearch.library.requests import query_of
 
-        if kind not in (None, "image", "video"):
-            raise QueryError(f"kind must be image or video, not {kind!r}")
-        return self.backend.similar(os.fspath(path), Query(limit=limit, kind=kind))
+        values = {
+            "limit": limit, "sort": sort, "kind": kind, "folder": os.fspath(folder) if folder is not None else None,
+            "tags": tuple(tags), "after": after, "before": before, "near": near, "camera": camera, "place": place,
+            "person": tuple(person), "ocr": tuple(ocr),
+        }
+        return self.backend.similar(os.fspath(path), query_of(values, similar=True))
 
     def duplicates(self, paths: Sequence[PathLike] = (), *, threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups of copies among the indexed files under ``paths`` (everything when empty), largest first.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
@@ -32,6 +32,8 @@ class Backend(Protocol):
     def search(self, query: Query) -> list[Hit]: ...
 
     def similar(self, path: str, query: Query) -> list[Hit]: ...
+
+    def explain(self, query: Query) -> Explanation: ...
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]: ...
 

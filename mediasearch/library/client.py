@@ -7,6 +7,7 @@ client that finds nothing answering behind it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -24,6 +25,10 @@ from mediasearch.errors import MediaSearchError
 from mediasearch.fsutil import atomic_write
 
 if TYPE_CHECKING:
+    import threading
+
+    from mediasearch.index.options import Progress
+    from mediasearch.library.types import Explanation
     from mediasearch.search.query import Hit, Query
 
 PORT_FILE = "daemon.json"
@@ -52,6 +57,7 @@ class DaemonInfo:
     host: str = ""
     hostname: str = ""
     started: float = 0.0
+    read_token: str = ""  # searches and views only: the one to give the search page
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +73,7 @@ class DaemonInfo:
                 host=str(data.get("host", "")),
                 hostname=str(data.get("hostname", "")),
                 started=float(data.get("started", 0.0)),
+                read_token=str(data.get("read_token", "")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -151,12 +158,25 @@ class DaemonClient:
         return answer if isinstance(answer, dict) else {}
 
     def query(self, query: Query, model: str | None = None) -> list[Hit]:
-        return hits_from_json(self.call("POST", "/query", {**query_to_json(query), "model": model}))
+        from mediasearch.library.wire import from_json
+        from mediasearch.search.query import Hit
+
+        rows = self.call("POST", "/query", {**query_to_json(query), "model": model})
+        return [from_json(Hit, row) for row in rows]
+
+    def explain(self, query: Query, model: str | None = None) -> Explanation:
+        from mediasearch.library.types import Explanation
+        from mediasearch.library.wire import from_json
+
+        body = {**query_to_json(query), "explain": True, "model": model}
+        return from_json(Explanation, self.call("POST", "/query", body))
 
     def similar(self, path: str, query: Query, model: str | None = None) -> list[Hit]:
-        filters = {k: v for k, v in query_to_json(query).items() if k not in ("terms", "raw", "min_score")}
-        body = {**filters, "path": os.path.abspath(path), "model": model}
-        return hits_from_json(self.call("POST", "/similar", body))
+        from mediasearch.library.wire import from_json
+        from mediasearch.search.query import Hit
+
+        body = {**filters_to_json(query), "path": os.path.abspath(path), "model": model}
+        return [from_json(Hit, row) for row in self.call("POST", "/similar", body)]
 
     def status(self) -> dict[str, Any]:
         return dict(self.call("GET", "/status"))
@@ -168,9 +188,11 @@ class DaemonClient:
     def forget(self, path: str) -> dict[str, Any]:
         return dict(self.call("POST", "/forget", {"path": os.path.abspath(path)}, timeout=None))
 
-    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
-        body = {"vocab": os.path.abspath(vocab) if vocab else None,
-                "prompts": os.path.abspath(prompts) if prompts else None}
+    def tag(self, labels: dict[str, float] | None, prompts: str | None = None) -> dict[str, Any]:
+        """Tag with ``labels`` (each with its threshold), learned prompts, or (neither) the built-in vocabulary."""
+        body: dict[str, Any] = {"prompts": os.path.abspath(prompts) if prompts else None}
+        if labels is not None:
+            body |= {"labels": list(labels), "thresholds": labels}
         return dict(self.call("POST", "/tag", body, timeout=None))
 
     def tags(self) -> dict[str, int]:
@@ -200,34 +222,47 @@ def _error_from(exc: urllib.error.HTTPError) -> MediaSearchError:
     return DaemonError(message)
 
 
+UPLOAD_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+UPLOAD_MAX_BYTES = 20 << 20  # the daemon's cap on a picture sent to search by
+
+
+def filters_to_json(query: Query) -> dict[str, Any]:
+    """A Query's limit, order and filters as the fields of the daemon's ``/query`` and ``/similar`` bodies."""
+    near = dict(zip(("lat", "lon", "km"), query.near, strict=True)) if query.near is not None else None
+    return {
+        "limit": query.limit, "sort": query.sort, "kind": query.kind, "folder": query.path_prefix,
+        "tags": list(query.tags), "after": query.after, "before": query.before, "near": near,
+        "camera": query.camera, "place": query.place, "person": list(query.people), "ocr": list(query.ocr),
+    }
+
+
 def query_to_json(query: Query) -> dict[str, Any]:
-    """A Query as the daemon's ``POST /query`` body (image terms as absolute paths)."""
-    data = asdict(query)
-    data["terms"] = [
-        {**t, "value": os.path.abspath(t["value"]) if t["kind"] == "image" else t["value"]} for t in data["terms"]
-    ]
-    data["tags"] = list(query.tags)
-    data["near"] = dict(zip(("lat", "lon", "km"), query.near, strict=True)) if query.near is not None else None
-    return data
+    """A Query as the daemon's ``POST /query`` body: the text to read first (unless literal), then the terms;
+    a picture this process can read is sent as its bytes (the daemon reads no path a request names unless
+    it is indexed), others by absolute path."""
+    terms = list(query.terms)
+    body: dict[str, Any] = {**filters_to_json(query), "raw": query.raw, "min_score": query.min_score}
+    body["literal"] = not query.parse_text
+    if query.parse_text and terms and terms[0].kind == "text":
+        first = terms.pop(0)
+        body.update(text=first.value, weight=first.weight)
+    body["terms"] = [_term_json({"kind": t.kind, "value": t.value, "weight": t.weight}) for t in terms]
+    return body
 
 
-def hits_from_json(rows: Any) -> list[Hit]:
-    """The daemon's hits (``query --json`` rows) as Hit objects, for the CLI's printers."""
-    from mediasearch.search.query import Hit
-
-    return [
-        Hit(
-            path=r["path"],
-            score=r["score"],
-            kind=r["kind"],
-            calibrated=r.get("calibrated", 0.0),
-            timestamp=r.get("timestamp"),
-            start=r.get("start"),
-            end=r.get("end"),
-            tags=list(r.get("tags") or []),
-        )
-        for r in rows
-    ]
+def _term_json(term: dict[str, Any]) -> dict[str, Any]:
+    if term["kind"] != "image":
+        return term
+    path = os.path.abspath(term["value"])
+    try:
+        small = os.path.getsize(path) <= UPLOAD_MAX_BYTES and path.lower().endswith(UPLOAD_SUFFIXES)
+        if small:
+            with open(path, "rb") as fh:
+                encoded = base64.b64encode(fh.read()).decode("ascii")
+            return {"kind": "image", "data": encoded, "weight": term["weight"]}
+    except OSError:
+        pass
+    return {**term, "value": path}
 
 
 def find_daemon(home: Path, *, wait_s: float = STARTING_WAIT_S) -> DaemonClient | None:
@@ -262,3 +297,33 @@ def find_daemon(home: Path, *, wait_s: float = STARTING_WAIT_S) -> DaemonClient 
             what = health.get("message") or state
             raise DaemonError(f"the daemon for {home} (pid {info.pid}) is not ready: {what}")
         time.sleep(0.2)
+
+
+PROGRESS_POLL_S = 0.5
+
+
+def follow_progress(client: DaemonClient, paths: Sequence[str], progress: Progress, worker: threading.Thread) -> None:
+    """Show on ``progress`` the daemon's index run of ``paths`` (its status's ``indexing`` part) until
+    ``worker``, which waits for the run's answer, is done: each phase (the CLIP pass, the enrichers) is
+    started and finished as a local run does. Another run (a watched folder's) is not shown."""
+    phase = shown_files = shown_frames = 0
+    wanted = [os.path.realpath(p) for p in paths]
+    while worker.is_alive():
+        worker.join(PROGRESS_POLL_S)
+        try:
+            now = (client.status().get("daemon") or {}).get("indexing")
+        except MediaSearchError:
+            continue  # busy or restarting: the answer, or its error, comes from the worker
+        if not isinstance(now, dict) or [os.path.realpath(p) for p in now.get("paths") or ()] != wanted:
+            continue
+        if int(now["phase"]) != phase:
+            if phase:
+                progress.finish()
+            phase, shown_files, shown_frames = int(now["phase"]), 0, 0
+            progress.start(int(now["files"]))
+        files, frames = int(now["done"]), int(now["frames"])
+        if files > shown_files or frames > shown_frames:
+            progress.advance(files=files - shown_files, frames=frames - shown_frames)
+            shown_files, shown_frames = files, frames
+    if phase:
+        progress.finish()

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from mediasearch.store.base import Store
 
 STATE_FILE = "state.json"
+FAILURES_FILE = "failures.json"
+MOUNTS_FILE = "mounts.json"
 OWN_FOLDERS = ("store", "cache", "logs")  # what a home holds besides small files; media may live beside them
 
 
@@ -224,14 +226,34 @@ def save_state(settings: Settings, update: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(state, indent=1))
 
 
+def failures_path(settings: Settings) -> Path:
+    """The files that failed to decode, remembered (``index.failures``)."""
+    return settings.home / FAILURES_FILE
+
+
+def mounts_path(settings: Settings) -> Path:
+    """The mount points seen under the indexed folders, remembered (``index.mounts``)."""
+    return settings.home / MOUNTS_FILE
+
+
+def failures_listing(settings: Settings, last_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``status``'s failures: the last run's errors, then every file still remembered as failing."""
+    from mediasearch.index.failures import FailureLog
+
+    shown = {e.get("path") for e in last_errors}
+    remembered = FailureLog(failures_path(settings)).listing()
+    return [*last_errors, *(f for f in remembered if f["path"] not in shown)]
+
+
 def empty_status(settings: Settings) -> dict[str, Any]:
     """``status`` of a home where nothing is indexed yet (the last run may still have failures)."""
     last = load_state(settings).get("last_run") or {}
     return {
         "home": str(settings.home),
         "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
-        "failures": last.get("errors", []),
+        "failures": failures_listing(settings, last.get("errors", [])),
         "skipped": int(last.get("skipped", 0) or 0),
+        "skipped_extensions": dict(last.get("skipped_extensions") or {}),
     }
 
 
@@ -303,9 +325,10 @@ def store_status(settings: Settings, opened: Opened, counts: Counts | None = Non
         "store": opened.store.location,
         "collection": opened.collection,
         "last_run": {k: v for k, v in last.items() if k != "errors"} or None,
-        "failures": last.get("errors", []),
+        "failures": failures_listing(settings, last.get("errors", [])),
         "tagging": bool(meta.get("tagging")),
         "skipped": int(last.get("skipped", 0) or 0),
+        "skipped_extensions": dict(last.get("skipped_extensions") or {}),
         "enrichers": progress,
     }
 

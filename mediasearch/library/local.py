@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
 from mediasearch.library.people import LocalPeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mediasearch.index.plan import StoredFile
     from mediasearch.library.text import FileText
     from mediasearch.search.query import Query
+    from mediasearch.search.vocabulary import Vocabulary
     from mediasearch.store.base import Store
 
 SEARCH_INDEX_KEY = "search_index"  # collection meta: the HNSW build that last completed
@@ -149,6 +150,8 @@ class LocalLibrary(LocalPeople):
     ) -> IndexReport:
         """One index run, without recording it (see :meth:`complete`); ``enrich=False`` leaves the
         enrichment pass (:meth:`enrich`) to the caller (the daemon runs it in the background)."""
+        from mediasearch.index.failures import FailureLog
+        from mediasearch.index.mounts import MountLog
         from mediasearch.index.runner import index_paths
 
         opened = self.index_side
@@ -159,8 +162,12 @@ class LocalLibrary(LocalPeople):
             return opened.model, home.index_tagger(settings, opened)
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
-        target = self._forgetting(store or opened.store)
-        summary = index_paths(list(paths), None, target, options, progress, load_model=load_model, exclude=own)
+        target = store or opened.store
+        failures, mounts = FailureLog(home.failures_path(self.settings)), MountLog(home.mounts_path(self.settings))
+        summary = index_paths(
+            list(paths), None, target, options, progress, load_model=load_model, exclude=own, failures=failures,
+            mounts=mounts,
+        )
         if enrich:
             self.enrich(paths, summary, progress=progress, store=target, workers=options.workers)
         return summary
@@ -186,6 +193,8 @@ class LocalLibrary(LocalPeople):
         sync_enabled(target, on, installed)
         present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
         enrich(target, present, on, summary, progress, workers=workers, stop=stop)
+        if summary.removed or summary.moved or summary.updated:
+            _tidy(on, target)  # side data (faces) of points that went or moved
         return summary
 
     def enrichment_progress(self) -> dict[str, dict[str, int]]:
@@ -249,17 +258,18 @@ class LocalLibrary(LocalPeople):
 
     def forget(self, path: str) -> int:
         """Drop ``path`` (a folder or a file) from every collection; the number of files dropped."""
+        from mediasearch.index import enrichers
+        from mediasearch.index.mounts import MountLog
         from mediasearch.index.plan import forget as forget_folder
 
         target = os.path.abspath(path)
-        return max((forget_folder(self._forgetting(store), target) for store in self.every_collection()), default=0)
-
-    def _forgetting(self, store: Store) -> Store:
-        """``store``, telling the installed enrichers which points leave it (``enrich.Forgetting``)."""
-        from mediasearch.index import enrichers
-        from mediasearch.index.enrich import Forgetting
-
-        return cast("Store", Forgetting(store, enrichers.installed(self.settings)))
+        mounts = MountLog(home.mounts_path(self.settings))
+        mounts.forget(target)  # a mount point gone for good: no longer protected
+        mounts.save()
+        dropped = max((forget_folder(store, target) for store in self.every_collection()), default=0)
+        if dropped and self._has_index():
+            _tidy(enrichers.enabled(self.settings), self._store_only())
+        return dropped
 
     def every_collection(self) -> Iterator[Store]:
         """Each collection of the home (one per model it was indexed with), the open ones reused."""
@@ -328,8 +338,10 @@ class LocalLibrary(LocalPeople):
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, query: Query) -> list[Hit]:
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search
 
+        query = resolve(self, query)
         opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
         if any(t.kind == "image" for t in query.terms):
             opened = self.query_side
@@ -337,11 +349,25 @@ class LocalLibrary(LocalPeople):
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
+        from mediasearch.library.resolve import resolve
         from mediasearch.search.query import search_vector, similar_vector
 
+        query = resolve(self, query)
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
         return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+
+    def place_names(self) -> list[str]:
+        """The folded names of the places the indexed files were taken in (for the one-line parse)."""
+        from mediasearch.search.places import place_names
+
+        return place_names(self._store_only()) if self._has_index() else []
+
+    def explain(self, query: Query) -> Explanation:
+        """How the query's text is read (dates, place, people...), with its explicit fields winning."""
+        from mediasearch.library.resolve import explain
+
+        return explain(self, query)
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups of exact and near copies among the indexed files under ``paths`` (all when empty).
@@ -360,14 +386,18 @@ class LocalLibrary(LocalPeople):
 
         return file_text(self._store_only() if self._has_index() else None, path)
 
-    def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        """Tag everything in the query collection and remember the vocabulary for items indexed later."""
+    def tag(
+        self, vocab: str | None = None, prompts: str | None = None, *, vocabulary: Vocabulary | None = None
+    ) -> TagReport:
+        """Tag everything in the query collection and remember the vocabulary for items indexed later;
+        ``vocabulary`` (labels already read, as the daemon receives them) instead of a file."""
         from mediasearch.search.tagging import Tagger, tag_store
         from mediasearch.search.vocabulary import choose_vocabulary
 
         opened = self.query_side
         # Without a file, the vocabulary that suits the model.
-        vocabulary = choose_vocabulary(opened.model, vocab, prompts)
+        if vocabulary is None or prompts is not None:
+            vocabulary = choose_vocabulary(opened.model, vocab, prompts)
         result = tag_store(opened.store, Tagger(opened.model, vocabulary))
         opened.store.set_meta({**(opened.store.get_meta() or {}), "tagging": vocabulary.to_json()})
         return TagReport(**result)
@@ -413,3 +443,11 @@ class LocalLibrary(LocalPeople):
         if self._query is not None or (self._index is not None and not self._index.activate_when_done):
             return True
         return active_collection(**home.store_kwargs(self.settings)) is not None
+
+
+def _tidy(enrichers: Sequence[Any], store: Store) -> None:
+    """Let the enrichers that keep data beside the points (faces) follow points removed or moved."""
+    for enricher in enrichers:
+        tidy = getattr(enricher, "tidy", None)
+        if tidy is not None:
+            tidy(store)

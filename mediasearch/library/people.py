@@ -14,7 +14,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import MediaSearchError, QueryError
+from mediasearch.errors import MediaSearchError, UnknownPersonError
+from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,11 +32,6 @@ class FaceRef:
     box: list[float]
     timestamp: float | None = None
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FaceRef:
-        stamp = data.get("timestamp")
-        return cls(str(data["path"]), [float(x) for x in data["box"]], None if stamp is None else float(stamp))
-
 
 @dataclass(frozen=True)
 class Person:
@@ -46,17 +42,6 @@ class Person:
     faces: int
     files: list[str] = field(default_factory=list)
     cover: FaceRef | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Person:
-        cover = data.get("cover")
-        return cls(
-            id=str(data["id"]),
-            name=data.get("name"),
-            faces=int(data["faces"]),
-            files=[str(f) for f in data.get("files") or []],
-            cover=FaceRef.from_json(cover) if isinstance(cover, dict) else None,
-        )
 
 
 def person_of(summary: PersonSummary) -> Person:
@@ -105,7 +90,7 @@ class LocalPeople:
         for summary in self.people_book().summaries(hidden=True):
             if summary.id == person:
                 return person_of(summary)
-        raise QueryError(f"there is no person {person}: `mediasearch people` lists them")
+        raise UnknownPersonError(f"there is no person {person}: `mediasearch people` lists them")
 
     def name_person(self, person: str, name: str) -> Person:
         self.people_book().name(person, name)
@@ -142,20 +127,20 @@ class RemotePeople:
 
     def people(self, hidden: bool = False) -> list[Person]:
         rows = self.client.call("GET", "/people" + ("?hidden=true" if hidden else ""))
-        return [Person.from_json(r) for r in rows]
+        return [from_json(Person, r) for r in rows]
 
     def name_person(self, person: str, name: str) -> Person:
-        return Person.from_json(self.client.call("POST", f"/people/{_quote(person)}/name", {"name": name}))
+        return from_json(Person, self.client.call("POST", f"/people/{_quote(person)}/name", {"name": name}))
 
     def hide_person(self, person: str, hidden: bool = True) -> Person:
-        return Person.from_json(self.client.call("POST", f"/people/{_quote(person)}/hide", {"hidden": hidden}))
+        return from_json(Person, self.client.call("POST", f"/people/{_quote(person)}/hide", {"hidden": hidden}))
 
     def merge_people(self, keep: str, other: str) -> Person:
-        return Person.from_json(self.client.call("POST", "/people/merge", {"keep": keep, "other": other}))
+        return from_json(Person, self.client.call("POST", "/people/merge", {"keep": keep, "other": other}))
 
     def remove_face(self, path: str, face: int | None = None) -> list[Person]:
         rows = self.client.call("POST", "/people/remove-face", {"path": path, "face": face})
-        return [Person.from_json(r) for r in rows]
+        return [from_json(Person, r) for r in rows]
 
 
 class PeopleMethods:

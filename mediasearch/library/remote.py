@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.library import home
+from mediasearch.library.client import follow_progress
 from mediasearch.library.people import RemotePeople
-from mediasearch.library.types import DuplicateGroup, Hit, IndexReport, PlaceCount, Status, TagReport
+from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
+from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,8 +42,23 @@ class RemoteLibrary(RemotePeople):
         self, paths: Sequence[str], options: IndexOptions, *, tag: bool | None = None, progress: Progress | None = None
     ) -> IndexReport:
         request = {**dataclasses.asdict(options), "tag": self.settings.tagging if tag is None else tag}
-        data = self.client.index([os.path.abspath(p) for p in paths], request, model=self.settings.model)
-        return IndexReport(**{k: v for k, v in data.items() if k in IndexReport.__dataclass_fields__})
+        wanted = [os.path.abspath(p) for p in paths]
+        if progress is None:
+            return from_json(IndexReport, self.client.index(wanted, request, model=self.settings.model))
+        done: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                done["report"] = self.client.index(wanted, request, model=self.settings.model)
+            except BaseException as exc:  # handed to the caller's thread below
+                done["error"] = exc
+
+        worker = threading.Thread(target=run, name="daemon-index", daemon=True)
+        worker.start()
+        follow_progress(self.client, wanted, progress, worker)
+        if "error" in done:
+            raise done["error"]
+        return from_json(IndexReport, done["report"])
 
     def forget(self, path: str) -> int:
         return int(self.client.forget(os.path.abspath(path))["files"])
@@ -49,29 +67,55 @@ class RemoteLibrary(RemotePeople):
         return self.client.query(query, model=self.settings.model)
 
     def similar(self, path: str, query: Query) -> list[Hit]:
-        return self.client.similar(path, query, model=self.settings.model)
+        """The daemon answers for indexed files only; a picture here that is not indexed is sent as an
+        image query's bytes (the same ranking: the file is not among the hits either way)."""
+        from mediasearch.errors import NotIndexedError
+        from mediasearch.search.query import Term
+
+        try:
+            return self.client.similar(path, query, model=self.settings.model)
+        except NotIndexedError:
+            if not os.path.isfile(path):
+                raise
+        image = dataclasses.replace(query, terms=(Term("image", os.path.abspath(path)),))
+        return self.client.query(image, model=self.settings.model)
+
+    def explain(self, query: Query) -> Explanation:
+        return self.client.explain(query, model=self.settings.model)
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[DuplicateGroup]:
         rows = self.client.duplicates([os.path.abspath(p) for p in paths], threshold)
-        return [DuplicateGroup(list(r["paths"]), float(r["similarity"]), str(r["kind"])) for r in rows]
+        return [from_json(DuplicateGroup, r) for r in rows]
 
     def text(self, path: str) -> FileText:
-        from mediasearch.library.text import FileText
+        """The daemon answers for indexed files; a file here that is not indexed is read in this process."""
+        from mediasearch.errors import NotIndexedError
+        from mediasearch.library.text import FileText, file_text
 
-        return FileText.from_json(self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
+        try:
+            return from_json(FileText, self.client.call("POST", "/text", {"path": os.path.abspath(path)}))
+        except NotIndexedError:
+            if not os.path.isfile(path):
+                raise
+        return file_text(None, os.path.abspath(path))
 
     def tag(self, vocab: str | None = None, prompts: str | None = None) -> TagReport:
-        data = self.client.tag(vocab, prompts)
-        return TagReport(files=data["files"], tagged=data["tagged"], tags=data["tags"])
+        """A vocabulary file is read here and its labels sent: the daemon reads no file a request names
+        (learned prompts excepted, from under its library roots)."""
+        from mediasearch.search.vocabulary import load_vocabulary
+
+        vocabulary = load_vocabulary(vocab) if vocab else None
+        labels = dict(zip(vocabulary.labels, vocabulary.thresholds, strict=True)) if vocabulary else None
+        return from_json(TagReport, self.client.tag(labels, prompts))
 
     def tags(self) -> dict[str, int]:
         return self.client.tags()
 
     def places(self) -> list[PlaceCount]:
-        return [PlaceCount(**row) for row in self.client.places()]
+        return [from_json(PlaceCount, row) for row in self.client.places()]
 
     def status(self) -> Status:
-        return Status.from_json(self.client.status())
+        return from_json(Status, self.client.status())
 
     def load_model(self) -> Any:
         """The settings' model, loaded here: embedding and classifying need no store, so no daemon."""

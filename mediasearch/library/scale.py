@@ -69,13 +69,19 @@ def index_on_ray(
 ) -> IndexSummary:
     """One index run whose decoding and encoding run on Ray; a collection in bulk-load mode leaves it."""
     from mediasearch.index.distributed import RayOptions, encode_stage
+    from mediasearch.index.failures import FailureLog
+    from mediasearch.index.mounts import MountLog
     from mediasearch.index.runner import index_paths
 
     tagger = home.index_tagger(replace(settings, tagging=tag) if tag is not None else settings, opened)
     server = (settings.qdrant_url, settings.qdrant_api_key) if settings.qdrant_url else None
     stage = encode_stage(model_loader(settings), RayOptions(address=address, actors=actors, server=server))
     own = home.own_folders(settings)
-    report = index_paths(list(paths), opened.model, opened.store, options, progress, tagger, encode=stage, exclude=own)
+    failures, mounts = FailureLog(home.failures_path(settings)), MountLog(home.mounts_path(settings))
+    report = index_paths(
+        list(paths), opened.model, opened.store, options, progress, tagger, encode=stage, exclude=own,
+        failures=failures, mounts=mounts,
+    )
     if getattr(opened.store, "in_bulk_load", False) and not report.failed:
         opened.store.set_bulk_load(False)  # type: ignore[attr-defined]  # a QdrantStore
     return report

@@ -10,12 +10,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import MediaError, QueryError
+from mediasearch.errors import MediaError, MissingFileError, QueryError
 
 if TYPE_CHECKING:
     from mediasearch.store.base import Store
 
-READ_SIDE = 1600  # the long side a file read now is reduced to (index.enrichers.ocr.MAX_SIDE)
+READ_SIDE = 1500  # the long side a file read now is reduced to (index.enrichers.ocr.MAX_SIDE)
 FRAME_INTERVAL_S = 2.0  # as indexing samples videos (IndexOptions)
 MAX_FRAMES = 600
 
@@ -43,11 +43,6 @@ class FileText:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FileText:
-        lines = [TextLine(**{k: line.get(k) for k in ("text", "conf", "box", "timestamp")}) for line in data["lines"]]
-        return cls(str(data["path"]), str(data["kind"]), str(data["source"]), lines)
-
 
 def file_text(store: Store | None, path: str) -> FileText:
     """The text of ``path``: from ``store`` when it holds the file's OCR, else read now."""
@@ -59,7 +54,7 @@ def file_text(store: Store | None, path: str) -> FileText:
     if stored is not None:
         return stored
     if not os.path.isfile(path):
-        raise QueryError(f"{shown}: no such file")
+        raise MissingFileError(f"{shown}: no such file")
     try:
         return _read_now(path, shown)
     except MediaError as exc:
@@ -99,7 +94,7 @@ def _read_now(path: str, shown: str) -> FileText:
         frames = [(f.timestamp, np.asarray(_fit(f.image))) for f in sample.frames]
         kind = "video"
     else:
-        image, _ = load_image(path, target=READ_SIDE // 2)
+        image, _ = load_image(path, target=READ_SIDE)
         frames = [(None, np.asarray(_fit(image)))]
         kind = "image"
     lines = [

@@ -1,7 +1,8 @@
 """What the use cases return: dataclasses whose fields are exactly the keys of the matching ``--json`` output.
 
 ``IndexReport`` is the indexer's own summary and ``Hit`` the search's own result (re-exported here); the
-rest are defined here. ``dataclasses.asdict`` of any of them is what the CLI prints.
+rest are defined here. ``dataclasses.asdict`` of any of
+them is what the CLI prints.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ __all__ = [
     "Hit",
     "IndexReport",
     "LabelProb",
+    "Explanation",
     "PlaceCount",
+    "PlaceRef",
     "Status",
     "TagReport",
 ]
@@ -51,13 +54,9 @@ class Status:
     failures: list[dict[str, str]] = field(default_factory=list)
     tagging: bool = False
     skipped: int = 0  # files the last run passed over for their extension
+    skipped_extensions: dict[str, int] = field(default_factory=dict)  # those files, by extension
     enrichers: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> {"done", "pending"} points
     daemon: dict[str, Any] | None = None  # set when a daemon owns the home
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Status:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass
@@ -123,3 +122,29 @@ class PlaceCount:
     region: str
     country: str
     files: int
+
+
+@dataclass
+class PlaceRef:
+    """A place a query names: its name and the circle that stands for it (``km`` from its centre)."""
+
+    name: str
+    lat: float
+    lon: float
+    km: float
+
+
+@dataclass
+class Explanation:
+    """``query --explain``: how the one-line query is read, with the explicit options winning. ``text`` is
+    what CLIP searches; ``after``/``before`` are local ISO times; every field the query does not give is
+    empty."""
+
+    text: str | None
+    after: str | None = None
+    before: str | None = None
+    place: PlaceRef | None = None
+    people: list[str] = field(default_factory=list)
+    kind: str | None = None
+    ocr: list[str] = field(default_factory=list)
+    sort: str | None = None

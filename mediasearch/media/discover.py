@@ -89,7 +89,8 @@ def discover(
 ) -> Iterator[FileEntry]:
     """Yield the media files under `roots`, sorted by name at every level, depth first.
 
-    Symbolic links are followed; a directory reached twice is walked once. Problems are passed to
+    Symbolic links are followed; a directory reached twice is walked once, across roots too (a
+    symlinked root and its target, given together, give one copy of each file). Problems are passed to
     `on_error(path, reason)` and never raised; `on_skip(path)` hears of each (visible) file passed
     over for its extension. A file reachable from several roots is yielded once, under the first
     root (roots are walked in sorted order, so an outer root comes first). Folders in `exclude` (the
@@ -103,8 +104,9 @@ def discover(
         with contextlib.suppress(OSError):
             st = os.stat(folder)
             excluded.add((st.st_dev, st.st_ino))
+    visited = set(excluded)  # shared by the roots: a folder reached from two of them is walked once
     for root in sorted({os.path.abspath(os.fspath(r)) for r in roots}):
-        for entry in _walk_root(root, include_hidden, report, skip, excluded):
+        for entry in _walk_root(root, include_hidden, report, skip, visited):
             if entry.path not in yielded:
                 yielded.add(entry.path)
                 yield entry
@@ -210,10 +212,11 @@ def ancestor_dirs(path: str) -> list[str]:
 
 
 def _walk_root(
-    root: str, include_hidden: bool, report: ErrorCallback, skip: SkipCallback, excluded: set[tuple[int, int]]
+    root: str, include_hidden: bool, report: ErrorCallback, skip: SkipCallback, visited: set[tuple[int, int]]
 ) -> Iterator[FileEntry]:
     """Depth-first walk of one root with an explicit stack (no recursion limit on deep trees); folders
-    whose (device, inode) is in ``excluded`` are passed over like folders already walked."""
+    whose (device, inode) is in ``visited`` (walked already, or excluded) are passed over, and the
+    ones this walk enters are added to it."""
     try:
         st = os.stat(root)
     except OSError as exc:
@@ -226,7 +229,9 @@ def _walk_root(
         elif stat.S_ISREG(st.st_mode):
             skip(root)
         return
-    visited = {*excluded, (st.st_dev, st.st_ino)}
+    if (st.st_dev, st.st_ino) in visited:  # the same folder as one walked already (a link to it)
+        return
+    visited.add((st.st_dev, st.st_ino))
     stack = [iter(_scan(root, report))]
     while stack:
         entry = next(stack[-1], None)

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-DET_SIDE = 960  # detector input, long side: 12 MP photos cost a 960x720 pass
-FINE_SIDE = 1920  # a second detection at this size where the first found only small text
+DET_SIDE = 640  # the first detection, long side: a photo without text costs a 640x480 pass
+FINE_SIDE = 1600  # a second detection at up to this size where the first found only small print
 FINE_BELOW = 14  # px: lines lower than this in the first pass are read again from the larger pass
 REC_SIDE = 2560  # lines are cut out of the picture reduced to at most this long side
 DET_BOX_THRESH = 0.5  # mean text probability inside a box for the detector to keep it

@@ -4,17 +4,25 @@
 Qdrant's word tokenizer makes. ``index_text`` is what goes into the payload's ``ocr_text``: the
 normalised lines, then extra words so that a whole-word match also finds
 - a long word from its beginning: "starbuck" finds "STARBUCKS" (``PREFIX_MIN`` letters or more);
-- a word the recogniser read with a digit for a letter: "oyster" finds "0YSTER".
+- a word the recogniser read with a digit for a letter: "oyster" finds "0YSTER";
+- a word inside words the recogniser ran together (it often drops the spaces of tight print):
+  "account" finds "CHEQUINGACCOUNT", split by word frequencies (wordninja's English list);
+- a word of Chinese or Japanese, written without spaces: every run of 2-4 of its characters.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 PREFIX_MIN = 6  # a query word this long matches the words it begins
 PREFIX_MAX_WORD = 24  # longer "words" are lines whose spaces the recogniser dropped: no prefixes
+GLUED_MIN = 10  # a run of letters this long may be several words without their spaces
+PART_MIN = 3  # shorter pieces of a split run are not words of their own
+CJK_GRAMS = (2, 3, 4)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _DIGIT_FOR_LETTER = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b"})
 
@@ -49,9 +57,50 @@ def _variants(token: str) -> list[str]:
     out = []
     if any(ch.isdigit() for ch in token) and sum(ch.isalpha() for ch in token) >= 2:
         out.append(token.translate(_DIGIT_FOR_LETTER))
+    if _CJK.search(token):
+        return out + _cjk_grams(token)
+    for word in list(out) + [token]:
+        if len(word) >= GLUED_MIN and word.isascii():
+            out.extend(_split_glued(word))
     for word in [token, *out]:
         if PREFIX_MIN < len(word) <= PREFIX_MAX_WORD and word.isalpha():
             out.extend(word[:end] for end in range(PREFIX_MIN, len(word)))
+    return out
+
+
+def _split_glued(run: str) -> list[str]:
+    """The words of a run the recogniser glued together, and runs of short pieces joined back (a word
+    the frequency list lacks comes out in pieces: "che" "quin" "g" -> "chequing")."""
+    parts = _splitter()(run)
+    if len(parts) < 2:
+        return []
+    words = [p for p in parts if len(p) >= PART_MIN and p.isalpha()]
+    short: list[str] = []
+    for part in [*parts, ""]:
+        if part and len(part) <= 4 and part.isalpha():
+            short.append(part)
+            continue
+        if len(short) >= 2:
+            words.append("".join(short))
+        short = []
+    return words
+
+
+@functools.cache
+def _splitter() -> Callable[[str], list[str]]:
+    import wordninja
+
+    return cast(Callable[[str], list[str]], wordninja.split)
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
+
+
+def _cjk_grams(token: str) -> list[str]:
+    out: list[str] = []
+    for run in _CJK.findall(token):
+        for n in CJK_GRAMS:
+            out.extend(run[i : i + n] for i in range(len(run) - n + 1))
     return out
 
 

@@ -95,6 +95,11 @@ class Query:
     sort: str = "score"
     near: tuple[float, float, float] | None = None  # (lat, lon, km)
     camera: str | None = None
+    ocr: tuple[str, ...] = ()  # words the recognised text must hold, normalised (textnorm.words)
+    people: tuple[str, ...] = ()  # names of people who must all be in the item
+    place: str | None = None  # a place name, lowercase
+    person_ids: tuple[str, ...] = ()  # ``people`` resolved to the home's person ids (by the library)
+    parse_text: bool = False  # read dates, a place, people... out of the first term's text (library.resolve)
 
     def filter(self, exclude_ids: Sequence[str] = ()) -> Filter:
         return Filter(
@@ -106,6 +111,9 @@ class Query:
             exclude_ids=tuple(exclude_ids),
             near=self.near,
             camera=self.camera or None,
+            ocr=self.ocr,
+            people=self.person_ids,
+            place=self.place,
         )
 
     @property
@@ -125,6 +133,8 @@ class Hit:
     start: float | None = None
     end: float | None = None
     tags: list[str] = field(default_factory=list)
+    text: str | None = None  # the recognised text that matched (a snippet), when the query asked for text
+    people: list[str] = field(default_factory=list)  # names of the people in the item
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +146,8 @@ class Hit:
             "start": self.start,
             "end": self.end,
             "tags": self.tags,
+            "text": self.text,
+            "people": self.people,
         }
 
 
@@ -240,8 +252,9 @@ def search_vector(
     for hit in ranked:
         if hit.kind == "video":
             _moment(store, hit, vec)
-    if query.sort == "date":
-        ranked.sort(key=lambda h: (dates.get(h.path) is None, -(dates.get(h.path) or 0.0)))
+    if query.sort in ("date", "oldest"):  # newest first, or oldest first; undated last either way
+        sign = -1.0 if query.sort == "date" else 1.0
+        ranked.sort(key=lambda h: (dates.get(h.path) is None, sign * (dates.get(h.path) or 0.0)))
     return ranked
 
 

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import logging.handlers
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -25,10 +24,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mediasearch import lane
 from mediasearch.errors import ConfigError
+from mediasearch.fsutil import make_private
 from mediasearch.library.client import (
     DaemonError,
     DaemonInfo,
@@ -39,6 +39,14 @@ from mediasearch.library.client import (
 )
 from mediasearch.serve.changes import changes, points_changed
 from mediasearch.serve.options import DaemonOptions, check_binding, is_loopback, parse_interval
+from mediasearch.serve.security import (
+    HEADER_TIMEOUT_S,
+    FloodFilter,
+    HostCheck,
+    connection_cap,
+    guarded_protocol,
+    make_tokens,
+)
 from mediasearch.serve.service import LOG_NAME, NotIndexedError, NotReadyError, Service
 from mediasearch.settings import Settings
 
@@ -59,6 +67,9 @@ def setup_logging(home: Path, echo: bool) -> logging.Logger:
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    flood = FloodFilter()  # redacts, and keeps a storm of one error (a full disk, a flood of sockets) short
+    file_handler.addFilter(flood)
+    console.addFilter(flood)
     console.setLevel(logging.INFO if echo else logging.WARNING)
     log = logging.getLogger(LOG_NAME)
     log.setLevel(logging.INFO)
@@ -70,6 +81,13 @@ def setup_logging(home: Path, echo: bool) -> logging.Logger:
     server_log = logging.getLogger("uvicorn.error")
     server_log.setLevel(logging.WARNING)
     server_log.addHandler(file_handler)
+    # The event loop's own errors (e.g. "socket.accept() out of system resource", with a traceback each
+    # time) go to the log, once per burst, instead of stderr without limit.
+    loop_log = logging.getLogger("asyncio")
+    loop_log.propagate = False
+    for old in list(loop_log.handlers):
+        loop_log.removeHandler(old)
+    loop_log.addHandler(file_handler)
     return log
 
 
@@ -95,8 +113,11 @@ class HttpServer:
     def __init__(self, app: Any, sock: socket.socket) -> None:
         import uvicorn
 
+        # h11 with a cap on connections and a time limit for headers (security.guarded_protocol).
+        protocol = guarded_protocol(connection_cap(), HEADER_TIMEOUT_S)
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=3
+            app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=3,
+            http=protocol, timeout_keep_alive=5, h11_max_incomplete_event_size=64 << 10,
         )
         self.server = uvicorn.Server(config)
         self.sock = sock
@@ -133,6 +154,52 @@ def _stop_on_signals(service: Service) -> threading.Event:
     return stop
 
 
+LOCK_FILE = "daemon.lock"
+ORPHAN_WAIT_S = 30.0  # how long a lock held only by a dead daemon's helper processes is waited for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _claim_home(home: Path) -> IO[str]:
+    """The home's daemon lock (an exclusive ``flock`` on ``HOME/daemon.lock``, held for the process's
+    life and dropped by the kernel when it dies), taken before binding or opening anything: a second
+    ``serve`` for the home leaves at once, naming the first, instead of waiting to own the store."""
+    path = home / LOCK_FILE
+    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the life of the process
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while True:
+        try:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except ImportError:  # no flock (Windows): the port file's check below still holds
+            break
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            pid = int(holder.split(",")[0].removeprefix("pid ")) if holder.startswith("pid ") else 0
+            # A daemon killed with -9 leaves its forked helpers holding the lock for a moment: wait for them.
+            if pid and not _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            fh.close()
+            raise ConfigError(f"a daemon already serves {home} ({holder or 'starting'}): stop it first") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, mediasearch serve")  # the program, never its command line
+    fh.flush()
+    return fh
+
+
 def _already_served(home: Path) -> bool:
     try:
         return find_daemon(home, wait_s=0) is not None
@@ -143,20 +210,26 @@ def _already_served(home: Path) -> bool:
 def serve(settings: Settings, options: DaemonOptions, announce: Callable[[DaemonInfo], None] | None = None) -> None:
     """Run the daemon for ``settings.home`` until SIGTERM or SIGINT."""
     check_binding(options.host, options.token)
+    tokens = make_tokens(options.token, options.read_token, loopback=is_loopback(options.host))
+    os.umask(0o077)  # everything this process writes in the home is its owner's alone
+    make_private(settings.home)
+    claim = _claim_home(settings.home)
     if _already_served(settings.home):
         raise ConfigError(f"a daemon already serves {settings.home} (see {settings.home / 'daemon.json'})")
-    settings.home.mkdir(parents=True, exist_ok=True)
     log = setup_logging(settings.home, options.echo)
     sock = bind(options.host, options.port)
     port = int(sock.getsockname()[1])
     url = connect_url(options.host, port)
-    token = options.token or secrets.token_urlsafe(24)
-    info = DaemonInfo(os.getpid(), url, token, uuid.uuid4().hex, options.host, socket.gethostname(), time.time())
+    info = DaemonInfo(
+        os.getpid(), url, tokens.admin, uuid.uuid4().hex, options.host, socket.gethostname(), time.time(),
+        read_token=tokens.read,
+    )
     service = Service(settings, options, log)
     service.info = info
     from mediasearch.serve.api import create_app
 
-    app = create_app(service, token, instance=lambda: {"instance": info.instance, "pid": info.pid})
+    hosts = HostCheck.for_daemon([*options.allowed_hosts, *([] if is_loopback(options.host) else [options.host])])
+    app = create_app(service, tokens, instance=lambda: {"instance": info.instance, "pid": info.pid}, hosts=hosts)
     http = HttpServer(app, sock)
     stop = _stop_on_signals(service)
     http.start()
@@ -174,3 +247,4 @@ def serve(settings: Settings, options: DaemonOptions, announce: Callable[[Daemon
         http.stop()
         remove_port_file(settings.home, info.instance)
         log.info("stopped")
+        claim.close()

@@ -87,3 +87,34 @@ def opened_checked(path: str, payload: dict[str, Any]) -> Iterator[ServedFile]:
 
 def _changed(path: str) -> FileChangedError:
     return FileChangedError(f"{display_path(path)} has changed since it was indexed, or cannot be read: not served")
+
+
+def descriptor_response(served: ServedFile, headers: dict[str, str]) -> Any:
+    """A FileResponse (ranges, ETag, HEAD) that reads the descriptor the daemon checked, never the path
+    again; the descriptor is closed when the response is done (or abandoned)."""
+    import mimetypes
+
+    import anyio
+    from fastapi.responses import FileResponse
+
+    class DescriptorResponse(FileResponse):
+        @contextlib.asynccontextmanager
+        async def _open_file(self) -> Any:
+            source = os.fdopen(os.dup(served.fd), "rb")
+            source.seek(0)
+            file = anyio.wrap_file(source)
+            try:
+                yield file
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await file.aclose()
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+            try:
+                await super().__call__({**scope, "extensions": extensions}, receive, send)
+            finally:
+                served.close()
+
+    kind = mimetypes.guess_type(served.path)[0] or "application/octet-stream"
+    return DescriptorResponse(served.path, media_type=kind, headers=headers, stat_result=served.stat)

@@ -1,6 +1,7 @@
 """`mediasearch mcp`: the library as a Model Context Protocol server over stdio, for assistants.
 
-Tools: ``search`` (text and/or an example image, negatives, filters, a calibrated cut-off), ``similar``,
+Tools: ``search`` (the fields of the one query specification, ``queryspec.py``: text and/or
+example images, negatives, filters, a calibrated cut-off), ``similar`` (its filters),
 ``status`` and ``tags``; with ``--allow-index`` also ``index`` and ``forget`` (read-only otherwise).
 Each hit names a thumbnail resource, ``mediasearch://thumbnail/{key}``: the key is opaque and known
 only for files a search of this session returned, so an assistant can read no other file through it.
@@ -13,13 +14,19 @@ signatures to build their input schemas.
 """
 
 import dataclasses
+import functools
 import hashlib
 import importlib
-from typing import Annotated, Any, Literal
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from mediasearch.errors import ConfigError, QueryError
+from mediasearch import queryspec
+from mediasearch.errors import ConfigError, MediaSearchError, QueryError, redact
+from mediasearch.library import roots
+from mediasearch.queryspec import QueryField
 from mediasearch.settings import Settings
 
 THUMBNAIL_URI = "mediasearch://thumbnail/{key}"
@@ -73,42 +80,28 @@ class Tools:
             rows.append({**dataclasses.asdict(hit), "thumbnail": THUMBNAIL_URI.format(key=key)})
         return rows
 
-    def search(
-        self,
-        text: Annotated[str | None, _about("what to look for, in words ('a dog on a beach')")] = None,
-        image: Annotated[str | None, _about("an example image or video file (absolute path)")] = None,
-        exclude: Annotated[list[str] | None, _about("texts to subtract ('people', 'text')")] = None,
-        limit: Annotated[int, _about("how many items, at most")] = 10,
-        kind: Annotated[Literal["image", "video"] | None, _about("only images, or only videos")] = None,
-        folder: Annotated[str | None, _about("only items under this folder")] = None,
-        tags: Annotated[list[str] | None, _about("only items with all these tags")] = None,
-        after: Annotated[str | None, _about("taken on or after: YYYY, YYYY-MM or YYYY-MM-DD")] = None,
-        before: Annotated[str | None, _about("taken before: YYYY, YYYY-MM or YYYY-MM-DD")] = None,
-        min_score: Annotated[float | None, _about("only items with a calibrated score (0..1) this high")] = None,
-    ) -> list[dict[str, Any]]:
-        """Photos and video moments by what they show: a text, an example image, or both; best first.
+    def search(self, **fields: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        """Photos and video moments by what they show: a text, example images, or both; best first.
 
         A video appears once, with its best moment (``timestamp``) and the span that matches (``start``,
         ``end``, seconds). ``calibrated`` is a 0..1 score; ``thumbnail`` a resource to look at the item.
+        Dates, a place and people named in ``text`` are read out of it (``literal`` turns that off);
+        ``explain`` answers how the text was read instead of searching.
         """
-        if not text and not image:
+        from mediasearch.library.wire import to_json
+
+        values = spec_values(fields, queryspec.QUERY_FIELDS)
+        if not values["text"] and not values["image"]:
             raise QueryError("give a text, an image, or both")
         with self._library() as lib:
-            hits = lib.query(
-                text, image=image, negatives=list(exclude or ()), limit=_limit(limit), kind=kind, path=folder,
-                tags=list(tags or ()), after=after, before=before, min_score=min_score,
-            )
-        return self._hits(hits)
+            found = lib.query(**values)
+        return dict(to_json(found)) if values["explain"] else self._hits(found)
 
-    def similar(
-        self,
-        path: Annotated[str, _about("a file (indexed, or any image or video on this machine), absolute")],
-        limit: Annotated[int, _about("how many items, at most")] = 10,
-        kind: Annotated[Literal["image", "video"] | None, _about("only images, or only videos")] = None,
-    ) -> list[dict[str, Any]]:
-        """Items that look like a file, best first (the file itself excluded when it is indexed)."""
+    def similar(self, path: str, **fields: Any) -> list[dict[str, Any]]:
+        """Items that look like a file, best first (the file itself excluded when it is indexed), with the
+        filters of ``search``."""
         with self._library() as lib:
-            return self._hits(lib.similar(path, limit=_limit(limit), kind=kind))
+            return self._hits(lib.similar(path, **spec_values(fields, queryspec.SIMILAR_FIELDS)))
 
     def status(self) -> dict[str, Any]:
         """What is indexed (files, images, videos, frames), by which model, where, and the last run."""
@@ -127,13 +120,18 @@ class Tools:
         with self._library() as lib:
             return lib.text(path).to_json()
 
-    def index(self, paths: Annotated[list[str], _about("folders or files to index")]) -> dict[str, Any]:
-        """Index folders (or files): add new ones, update changed ones, drop deleted ones. Can take a while."""
+    def index(self, paths: Annotated[list[str], _about("folders or files to index (absolute)")]) -> dict[str, Any]:
+        """Index folders (or files) under the library's roots: add new ones, update changed ones, drop
+        deleted ones. Can take a while."""
+        allowed = roots.recorded(self.settings.home)
+        checked = [roots.checked(p, allowed) for p in paths]
         with self._library() as lib:
-            return dataclasses.asdict(lib.index(paths))
+            return dataclasses.asdict(lib.index(checked))
 
-    def forget(self, path: Annotated[str, _about("a folder or file to drop")]) -> dict[str, Any]:
-        """Drop a folder (or file) and everything under it from the index (the files themselves stay)."""
+    def forget(self, path: Annotated[str, _about("a folder or file to drop (absolute)")]) -> dict[str, Any]:
+        """Drop a folder (or file) under the library's roots, and everything under it, from the index
+        (the files themselves stay)."""
+        path = roots.checked(path, roots.recorded(self.settings.home))
         with self._library() as lib:
             return {"path": path, "files": lib.forget(path)}
 
@@ -147,22 +145,86 @@ class Tools:
         return make_thumbnail(path, kind, THUMBNAIL_SIZE, at=timestamp)
 
 
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= 1000:
-        raise QueryError("limit must be between 1 and 1000")
-    return limit
+def spec_values(fields: dict[str, Any], spec: tuple[QueryField, ...]) -> dict[str, Any]:
+    """A tool call's arguments as the query specification's values (lists as tuples, ``near`` as a tuple)."""
+    values = {f.name: fields.get(f.name, f.default) for f in spec}
+    near = values.get("near")
+    if near is not None and not isinstance(near, str | tuple):
+        values["near"] = (near.lat, near.lon, near.km)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _with_spec(method: Any, spec: tuple[QueryField, ...], first: list[inspect.Parameter]) -> Any:
+    """``method`` with a signature of the specification's fields, which the SDK turns into the tool's schema."""
+    from mediasearch.serve.schemas import query_fields
+
+    @functools.wraps(method)
+    def tool(**fields: Any) -> Any:
+        return method(**fields)
+
+    made = query_fields(spec)
+    params = first + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=info)
+        for name, (ann, info) in made.items()
+    ]
+    tool.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        params, return_annotation=inspect.signature(method).return_annotation
+    )
+    del tool.__wrapped__  # the SDK must read this signature, not the method's
+    return tool
+
+
+def tool_function(tools: Tools, name: str) -> Any:
+    """The callable the server registers as the tool ``name`` (search and similar: made from the spec)."""
+    method = getattr(tools, name)
+    if name == "search":
+        return _with_spec(method, queryspec.QUERY_FIELDS, [])
+    if name == "similar":
+        about = "a file (indexed, or any image or video on this machine), absolute"
+        path = inspect.Parameter(
+            "path", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, Field(min_length=1, description=about)]
+        )
+        return _with_spec(method, queryspec.SIMILAR_FIELDS, [path])
+    return method
 
 
 READ_TOOLS = ("search", "similar", "status", "tags", "text")
 WRITE_TOOLS = ("index", "forget")
 
 
+def _tool_error_class() -> type[Exception]:
+    """The SDK's ``ToolError``: the one exception whose message reaches the assistant."""
+    for module in ("mcp.server.mcpserver.exceptions", "mcp.server.fastmcp.exceptions"):
+        try:
+            found: type[Exception] = importlib.import_module(module).ToolError
+            return found
+        except (ImportError, AttributeError):
+            continue
+    return RuntimeError
+
+
+def _told(fn: Callable[..., Any], tool_error: type[Exception]) -> Callable[..., Any]:
+    """``fn`` whose domain errors reach the assistant as their one line (redacted), not as the SDK's bare
+    "Error executing tool"; anything else stays a crash, logged by the server."""
+
+    @functools.wraps(fn)
+    def told(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MediaSearchError as exc:
+            raise tool_error(redact(str(exc))) from None
+
+    return told
+
+
 def build_server(settings: Settings, *, allow_index: bool = False) -> Any:
-    """The MCP server for the home in ``settings``; ``allow_index`` adds the tools that change the index."""
+    """The MCP server for the home in ``settings``; ``allow_index`` adds the tools that change the index,
+    within the home's library roots (`library.roots`)."""
     server = _server_class()("mediasearch", instructions=INSTRUCTIONS)
     tools = Tools(settings)
+    tool_error = _tool_error_class()
     for name in READ_TOOLS + (WRITE_TOOLS if allow_index else ()):
-        server.tool(name=name)(getattr(tools, name))
+        server.tool(name=name)(_told(tool_function(tools, name), tool_error))
     server.resource(THUMBNAIL_URI, name="thumbnail", mime_type="image/jpeg")(tools.thumbnail)
     return server
 

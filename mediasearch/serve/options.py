@@ -17,7 +17,9 @@ class DaemonOptions:
     roots: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
-    token: str | None = None
+    token: str | None = None  # the admin token (from a file or the environment, never argv); None: random
+    read_token: str | None = None  # the read token (search and view); None: random
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's and this machine's
     rescan_every: float = 86400.0  # seconds; 0: only at start
     debounce: float = 2.0
     poll: bool = False
@@ -54,6 +56,8 @@ def check_binding(host: str, token: str | None) -> None:
     if is_loopback(host):
         return
     if not token:
-        raise ConfigError(f"--host {host} is not loopback: it needs --token (or MEDIASEARCH_TOKEN)")
+        raise ConfigError(
+            f"--host {host} is not loopback: it needs an admin token (--token-file FILE or MEDIASEARCH_TOKEN)"
+        )
     if len(token) < 16:
         raise ConfigError("the token must be at least 16 characters long")

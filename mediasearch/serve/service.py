@@ -17,8 +17,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mediasearch.errors import MediaSearchError, ModelMismatchError, StoreError, StoreLockedError
-from mediasearch.library import home
+from mediasearch.errors import (
+    MediaSearchError,
+    ModelMismatchError,
+    NotIndexedError,
+    QueryError,
+    StoreError,
+    StoreLockedError,
+)
+from mediasearch.library import home, roots
 from mediasearch.library.client import DaemonInfo
 from mediasearch.library.home import Counts
 from mediasearch.library.local import LocalLibrary
@@ -29,12 +36,13 @@ from mediasearch.media.thumbnails import ThumbnailCache
 from mediasearch.serve.changes import NewFiles, changes, points_changed
 from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, opened_checked
 from mediasearch.serve.options import DaemonOptions
+from mediasearch.serve.people_service import PeopleService
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
 from mediasearch.serve.watcher import Coalescer, Watcher, under
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
-    from mediasearch.library.requests import Query, Store
+    from mediasearch.library.requests import Query, Store, Vocabulary
 
 LOG_NAME = "mediasearch.serve.daemon"
 ROOTS_KEY = "daemon_roots"
@@ -50,10 +58,6 @@ RECOVER_EVERY_S = 30.0  # in the "error" state, how often the store is tried aga
 
 class NotReadyError(MediaSearchError):
     """The daemon is starting, stopping or rebuilding its index: try again shortly."""
-
-
-class NotIndexedError(MediaSearchError):
-    """The path asked for is not in the index (thumbnails are served for indexed files only)."""
 
 
 class Cancelled(Exception):
@@ -79,15 +83,30 @@ class _GuardedStore:
 
 
 class _LogProgress:
-    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end)."""
+    """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end), and as
+    the ``indexing`` part of the status, for a client's progress bar."""
 
-    def __init__(self, log: logging.Logger, every: float = 30.0, doing: str = "indexing") -> None:
-        self.log, self.every, self.doing = log, every, doing
-        self.total = self.files = self.frames = 0
+    def __init__(
+        self, log: logging.Logger, paths: Sequence[str] = (), every: float = 30.0, doing: str = "indexing"
+    ) -> None:
+        self.log, self.every, self.paths, self.doing = log, every, list(paths), doing
+        self.total = self.files = self.frames = self.phase = 0
         self._next = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self.phase > 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"paths", "phase", "files", "done", "frames"}``: the run's paths, its phase (1: the CLIP pass, 2:
+        the enrichers), the phase's files, files done and frames."""
+        counts = {"files": self.total, "done": self.files, "frames": self.frames}
+        return {"paths": self.paths, "phase": self.phase, **counts}
 
     def start(self, files: int) -> None:
         self.total, self._next = files, time.monotonic() + self.every
+        self.files = self.frames = 0
+        self.phase += 1
         if files:
             self.log.info("%s %d files", self.doing, files)
 
@@ -102,7 +121,7 @@ class _LogProgress:
         pass
 
 
-class Service:
+class Service(PeopleService):
     """What the HTTP API calls: the open store, the warm model, the watched roots, the index worker."""
 
     def __init__(self, settings: Settings, options: DaemonOptions, log: logging.Logger) -> None:
@@ -130,6 +149,7 @@ class Service:
         self.counts = Counts()  # of the collection queries use: counted at start, then kept current
         self._changes = 0  # points written or deleted since the HNSW graph was last built
         self._checked_changes = -1
+        self.progress: _LogProgress | None = None  # of the index run under way
         self._next_recover = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
@@ -288,12 +308,12 @@ class Service:
         base = self.counts
         written = NewFiles(before, self._grow) if counting else None
         store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
+        self.progress = _LogProgress(self.log, paths)
         try:
-            summary = lib.run_index(
-                paths, options, tag=tagging, progress=_LogProgress(self.log), store=store, enrich=False
-            )
+            summary = lib.run_index(paths, options, tag=tagging, progress=self.progress, store=store, enrich=False)
             self._to_enrich.update(paths)  # the scheduler runs the enrichers once nothing else waits
         finally:
+            self.progress = None
             after = lib.snapshot(paths)
             done = changes(before, after)
             for verb, what in done:
@@ -304,7 +324,7 @@ class Service:
             if done:
                 self.last_change = time.time()
         for err in summary.errors:
-            self.log.warning("skipped %s: %s", err["path"], err["error"])
+            self.log.warning("failed %s: %s", err["path"], err["error"])
         return summary
 
     def _enrich_job(self) -> None:
@@ -316,7 +336,7 @@ class Service:
         self._give_way.clear()
         report = IndexReport()
         store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel))
-        self._enriching = _LogProgress(self.log, doing="enriching")
+        self._enriching = _LogProgress(self.log, roots, doing="enriching")
 
         def stop() -> bool:
             return self.cancel.is_set() or self._give_way.is_set()
@@ -464,9 +484,18 @@ class Service:
             return [h.to_json() for h in lib.search(query)]
 
     def similar(self, path: str, query: Query, model: str | None = None) -> list[dict[str, Any]]:
-        """Items that look like ``path`` (indexed or not), as `similar --json` prints them."""
+        """Items that look like the indexed file ``path``, as `similar --json` prints them (a picture that
+        is not indexed is sent as a query's image bytes instead: no request learns what else exists)."""
+        real = self.indexed_path(path)
         with self._querying(model) as lib:
-            return [h.to_json() for h in lib.similar(path, query)]
+            return [h.to_json() for h in lib.similar(real, query)]
+
+    def explain(self, query: Query, model: str | None = None) -> dict[str, Any]:
+        """How the query's text is read (`query --explain`), with the home's people and places known."""
+        from mediasearch.library.wire import to_json
+
+        with self._querying(model) as lib:
+            return dict(to_json(lib.explain(query)))
 
     def duplicates(self, paths: Sequence[str], threshold: float | None = None) -> list[dict[str, Any]]:
         """Groups of copies among the indexed files under ``paths``, as `duplicates --json` prints them."""
@@ -474,9 +503,11 @@ class Service:
             return [asdict(g) for g in lib.duplicates(paths, threshold)]
 
     def text(self, path: str) -> dict[str, Any]:
-        """The recognised text of ``path``, as `text --json` prints one file."""
+        """The recognised text of the indexed file ``path``, as `text --json` prints one file (any other
+        path is refused, existing or not: the CLI reads such a file itself)."""
+        real = self.indexed_path(path)
         with self._querying() as lib:
-            return lib.text(path).to_json()
+            return lib.text(real).to_json()
 
     def index(
         self,
@@ -490,7 +521,11 @@ class Service:
         """Bring the index in step with ``paths`` (as `mediasearch index` does); ``watch`` adds them as roots."""
         lib = self._library()
         _check_model(model, lib.index_side.model.spec.name, self.settings.home, "indexes")
-        paths = [os.path.abspath(p) for p in paths]
+        allowed = self.library_roots()
+        paths = [roots.checked(p, allowed) for p in paths]
+        missing = [p for p in paths if watch and not os.path.isdir(p)]
+        if missing:
+            raise QueryError(f"cannot watch {missing[0]}: it is not a folder")
 
         def job() -> dict[str, Any]:
             summary = self._run_index(paths, options, tagging)
@@ -502,12 +537,16 @@ class Service:
         return cast("dict[str, Any]", self._wait(self._submit(job)))
 
     def forget(self, path: str) -> dict[str, Any]:
-        """Drop a folder from every collection; roots at or under it are no longer watched."""
-        path = os.path.abspath(path)
+        """Drop a folder from every collection; roots at or under it are no longer watched. The path is
+        a library root, or a file or folder under one that holds indexed files."""
+        allowed = self.library_roots()
+        path = roots.checked(path, allowed)
 
         def job() -> dict[str, Any]:
             lib = self._library()
             before = lib.snapshot([path])
+            if not before and path not in allowed:
+                raise NotIndexedError(f"nothing is indexed at {display_path(path)}")
             dropped = lib.forget(path)
             after = lib.snapshot([path])
             for verb, what in changes(before, after):
@@ -526,11 +565,14 @@ class Service:
         return cast("dict[str, Any]", self._wait(self._submit(job)))
 
 
-    def tag(self, vocab: str | None, prompts: str | None = None) -> dict[str, Any]:
-        """Tag everything indexed (as `mediasearch tag`); new items are tagged from then on."""
+    def tag(self, vocabulary: Vocabulary | None, prompts: str | None = None) -> dict[str, Any]:
+        """Tag everything indexed (as `mediasearch tag`) with the labels sent, or learned prompts from a
+        file under the library roots or the home; new items are tagged from then on."""
+        if prompts is not None:
+            prompts = roots.checked(prompts, [*self.library_roots(), str(self.settings.home)])
 
         def job() -> dict[str, Any]:
-            return asdict(self._query_side(None).tag(vocab, prompts))
+            return asdict(self._query_side(None).tag(None, prompts, vocabulary=vocabulary))
 
         return cast("dict[str, Any]", self._wait(self._submit(job)))
 
@@ -563,6 +605,7 @@ class Service:
             "last_scan": self.last_scan,
             "last_change": self.last_change,
             "started": self.started,
+            "indexing": self.progress.to_json() if self.progress is not None and self.progress.started else None,
         }
 
     def _enrichment(self) -> dict[str, Any] | None:
@@ -593,6 +636,15 @@ class Service:
             return open_checked(real, payload)
         except FileChangedError as exc:
             raise NotIndexedError(str(exc)) from None
+
+    def library_roots(self) -> list[str]:
+        """The folders requests may name: those watched, and those the owner indexed on this machine."""
+        return sorted({*self.roots, *roots.recorded(self.settings.home)})
+
+    def indexed_path(self, path: str) -> str:
+        """The stored path of the indexed file ``path`` names; NotIndexedError for any other path,
+        whether or not it exists."""
+        return self._indexed(path)[0]
 
     def _indexed(self, path: str) -> tuple[str, dict[str, Any]]:
         """The stored path and payload of the indexed file ``path`` names (after lexical clean-up)."""

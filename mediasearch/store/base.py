@@ -51,13 +51,14 @@ TEXT_FIELDS = ("camera", "ocr_text")  # full-text (word) index: "canon" matches 
 # set to the same count for every vector size (``graph_threshold_kb``): left to its default (10 MB of
 # vectors per segment) it built the graph from 10k points at 512-d but only from 40k at 128-d.
 EXACT_SEARCH_MAX_POINTS = 20_000
-# The graph. A CLIP text query lies far from every image vector (the modality gap), where a graph
-# built and searched with Qdrant's defaults (m 16, ef 100) kept only 0.71 of the exact top 10 at 100k
-# demo-model points; m 32 / ef_construct 200, searched with ef 1024, keeps all of it
-# (scripts/bench_search.py: recall@10 of text queries at 20k, 100k and 1M points).
+# The graph. A CLIP text query lies far from every image vector (the modality gap): with Qdrant's
+# defaults (m 16, ef_construct 100, ef 100) the graph kept 0.64 of the exact top 10 at 150k points
+# (issue #32). Built with m 32 / ef_construct 200, at 100k demo-model points it keeps 0.955 of it
+# searched with ef 512, 0.990 with 1024 and 0.998 with 2048 (`python scripts/bench_search.py --ef 512
+# 1024 2048`; README, "Search at library size").
 HNSW_M = 32
 HNSW_EF_CONSTRUCT = 200
-SEARCH_EF = 1024  # candidates the graph search keeps (Qdrant's hnsw_ef); never fewer than the limit
+SEARCH_EF = 2048  # candidates the graph search keeps (Qdrant's hnsw_ef); never fewer than the limit
 BYTES_PER_COMPONENT = 2  # vectors are kept in float16
 # What a graph was built with (recorded beside a build): a store opened with other settings is given
 # the new ones, and its next optimise rebuilds the graph.
@@ -66,6 +67,7 @@ AUTO_FLUSH_S = 5.0
 # The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
 # error. So a write needs this much free space first, or it is refused with StoreFullError.
 MIN_FREE_BYTES = 128 << 20  # a new segment alone maps a 32 MiB vector chunk and a 32 MiB log file
+OPEN_FREE_BYTES = 48 << 20  # opening an existing shard maps its 32 MiB write-ahead log
 LOCK_RETRY_S = 0.1
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8a-9c41-2e7d0b9a4f13")  # fixed forever: ids depend on it
 _S = TypeVar("_S", bound="StoreBase")

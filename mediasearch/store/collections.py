@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mediasearch.errors import StoreError
+from mediasearch.errors import StoreError, redact_url
 from mediasearch.store.base import ACTIVE_ALIAS, COLLECTION_PREFIX, VALID_NAME, Store, write_small_file
 from mediasearch.store.edge import edge_store_dir, open_edge
 from mediasearch.store.server import (
@@ -76,7 +76,9 @@ def set_active_collection(
     try:
         with server_errors(qdrant_url, "switching the active collection"):
             if not client.collection_exists(collection):
-                raise StoreError(f"cannot make {collection} active: Qdrant {qdrant_url} has no such collection")
+                raise StoreError(
+                    f"cannot make {collection} active: Qdrant {redact_url(qdrant_url)} has no such collection"
+                )
             current = [a for a in client.get_aliases().aliases if a.alias_name == ACTIVE_ALIAS]
             drop = m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=ACTIVE_ALIAS))
             create = m.CreateAliasOperation(

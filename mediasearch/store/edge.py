@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from mediasearch.errors import MediaSearchError, StoreError, StoreFullError, StoreLockedError
+from mediasearch.fsutil import make_private
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
@@ -27,6 +28,8 @@ from mediasearch.store.base import (
     HNSW_M,
     KEYWORD_FIELDS,
     LOCK_RETRY_S,
+    MIN_FREE_BYTES,
+    OPEN_FREE_BYTES,
     TEXT_FIELDS,
     VECTOR_NAME,
     Filter,
@@ -45,6 +48,13 @@ from mediasearch.store.base import (
     write_small_file,
 )
 from mediasearch.store.filters import translate
+
+
+def _program() -> str:
+    """This process's program and, for mediasearch, its command word (``mediasearch serve``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    word = next((a for a in sys.argv[1:] if a.isalpha()), "") if name == "mediasearch" else ""
+    return f"{name} {word}".strip()[:60]
 
 
 class _OwnerLock:
@@ -73,7 +83,9 @@ class _OwnerLock:
         except OSError:
             fh.close()
             return False
-        owner = {"pid": os.getpid(), "command": " ".join(sys.argv)[:300], "since": time.time()}
+        # The program, never its command line: that may hold a token or a password, and this file is read
+        # to name the holder in messages other processes print.
+        owner = {"pid": os.getpid(), "program": _program(), "since": time.time()}
         with contextlib.suppress(OSError):  # only names the holder: a full disk must not stop us
             fh.seek(0)
             fh.truncate()
@@ -94,8 +106,8 @@ class _OwnerLock:
             return "this same process (it is already open here)"
         if not _pid_alive(pid):
             return unknown  # a forked child of the dead owner may still hold the lock
-        command = str(owner.get("command", "")).strip()
-        return f"{unknown} (pid {pid}: {command})" if command else f"{unknown} (pid {pid})"
+        program = str(owner.get("program", "")).strip()
+        return f"{unknown} (pid {pid}: {program})" if program else f"{unknown} (pid {pid})"
 
     def release(self) -> None:
         """Clear the owner record and drop the lock."""
@@ -246,12 +258,16 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
 def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
     folder = edge_store_dir(home)
     try:
+        make_private(home)  # the store holds what the library shows: its owner's alone
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {folder}: {exc.strerror or exc}") from exc
     shard_dir = folder / collection
-    if create:
-        check_free_space(folder)
+    # A new shard needs room for its first segment; an existing one only for what opening it maps (its
+    # write-ahead log), so an unchanged re-index, which writes nothing, is not refused for want of space
+    # its writes would need (each write checks for itself) -- and a nearly full disk is one line, not
+    # the SIGBUS of a mapping that cannot be backed.
+    check_free_space(folder, MIN_FREE_BYTES if create and not shard_dir.exists() else OPEN_FREE_BYTES)
     deadline = time.monotonic() + max(0.0, wait_s)
     lock = _OwnerLock(folder / f"{collection}.owner")
     if not _retry_until(lambda: lock.try_acquire() or None, deadline):

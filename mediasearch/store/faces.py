@@ -8,7 +8,7 @@ payload keeps the length (``norm``), so the descriptor dlib made comes back exac
 by Euclidean distance. Payload: ``path``, ``point`` (the media point's id), ``timestamp`` (frames),
 ``face`` (its number in the item, clearest first), ``box`` (fractions of the picture: left, top,
 right, bottom), ``quality`` (0..1), ``people`` (the person's id, one element, so that
-``Filter(people=...)`` finds a person's faces), ``norm``.
+``Filter(people=...)`` finds a person's faces), ``norm``, ``fingerprint`` (the file's).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mediasearch.store.collections import open_store
 FACES_COLLECTION = "mediasearch_faces"
 FACES_DIM = 128
 FACES_FOLDER = "faces"  # under the home: the shard and people.json
-_FIELDS = ("path", "point", "timestamp", "face", "box", "quality", "people", "norm")
+_FIELDS = ("path", "point", "timestamp", "face", "box", "quality", "people", "norm", "fingerprint")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class FaceRecord:
     person: str
     vector: np.ndarray
     timestamp: float | None = None
+    fingerprint: str | None = None  # the file's content fingerprint: a moved file's faces follow it
 
 
 def face_id(point: str, face: int) -> str:
@@ -53,6 +54,13 @@ def face_id(point: str, face: int) -> str:
 def faces_home(home: Path) -> Path:
     """The folder under a home that holds the faces shard and the people file."""
     return Path(home) / FACES_FOLDER
+
+
+def faces_exist(home: Path, qdrant_url: str | None = None) -> bool:
+    """Whether the library may have faces: an Edge shard was created (a server is asked when opened)."""
+    if qdrant_url:
+        return True
+    return (faces_home(home) / "store" / FACES_COLLECTION / "edge_config.json").is_file()
 
 
 class FaceStore:
@@ -76,6 +84,7 @@ class FaceStore:
                 "people": [face.person],
                 "norm": norm,
                 "timestamp": face.timestamp,
+                "fingerprint": face.fingerprint,
             }
             points.append(PointIn(face.id, vector / norm, payload))
         self.store.upsert(points)
@@ -85,6 +94,15 @@ class FaceStore:
         flt = Filter(path=path, people=(person,) if person is not None else ())
         for record in self.store.scroll(flt, fields=_FIELDS, with_vectors=True):
             yield _face(record)
+
+    def points(self) -> Iterator[tuple[str, str, str]]:
+        """(face id, media point id, path) of every face, without descriptors (a light scroll)."""
+        for record in self.store.scroll(fields=("point", "path"), batch=4096):
+            yield record.id, str(record.payload.get("point", "")), str(record.payload.get("path", ""))
+
+    def set_path(self, ids: Sequence[str], path: str) -> None:
+        """Faces whose file moved: their new path."""
+        self.store.set_payload(list(ids), {"path": path})
 
     def retrieve(self, ids: Sequence[str]) -> list[FaceRecord]:
         """The faces with these ids that exist."""
@@ -166,4 +184,5 @@ def _face(record: Record) -> FaceRecord:
         person=str(people[0]),
         vector=np.asarray(vector, dtype=np.float32) * float(payload.get("norm", 1.0)),
         timestamp=None if timestamp is None else float(timestamp),
+        fingerprint=payload.get("fingerprint"),
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mediasearch.errors import StoreError
+from mediasearch.errors import StoreError, redact, redact_url
 from mediasearch.store.base import (
     FLOAT_FIELDS,
     GEO_FIELDS,
@@ -49,12 +49,13 @@ def server_errors(url: str, what: str) -> Iterator[None]:
         yield
     except ResponseHandlingException as exc:
         reason = first_line(exc.source) if exc.source is not None else first_line(exc)
-        raise StoreError(f"cannot reach Qdrant at {url}: {reason}") from exc
+        raise StoreError(redact(f"cannot reach Qdrant at {redact_url(url)}: {reason}")) from exc
     except UnexpectedResponse as exc:
         content = exc.content.decode("utf-8", "replace")[:200] if exc.content else ""
-        raise StoreError(f"Qdrant at {url}: {what} failed: HTTP {exc.status_code} {content}".strip()) from exc
+        failed = f"Qdrant at {redact_url(url)}: {what} failed: HTTP {exc.status_code} {content}"
+        raise StoreError(redact(failed.strip())) from exc
     except ValueError as exc:  # the in-process (":memory:") server reports errors this way
-        raise StoreError(f"Qdrant at {url}: {what} failed: {first_line(exc)}") from exc
+        raise StoreError(redact(f"Qdrant at {redact_url(url)}: {what} failed: {first_line(exc)}")) from exc
 
 
 def server_client(url: str, api_key: str | None) -> Any:
@@ -85,7 +86,7 @@ def forget_memory_servers() -> None:
 def _server_dim(url: str, collection: str, info: Any) -> int:
     vectors = info.config.params.vectors
     if not isinstance(vectors, dict) or VECTOR_NAME not in vectors:
-        raise StoreError(f"collection {collection} at Qdrant {url} is not a mediasearch collection")
+        raise StoreError(f"collection {collection} at Qdrant {redact_url(url)} is not a mediasearch collection")
     return int(vectors[VECTOR_NAME].size)
 
 
@@ -132,13 +133,13 @@ def open_server(url: str, api_key: str | None, collection: str, dim: int | None,
         with server_errors(url, f"opening {collection}"):
             if not client.collection_exists(collection):
                 if not create:
-                    raise StoreError(f"there is no collection {collection} at Qdrant {url}")
+                    raise StoreError(f"there is no collection {collection} at Qdrant {redact_url(url)}")
                 if dim is None:
-                    raise StoreError(f"cannot create {collection} at Qdrant {url} without a vector size")
+                    raise StoreError(f"cannot create {collection} at Qdrant {redact_url(url)} without a vector size")
                 _create_collection(client, collection, dim)
             info = client.get_collection(collection)
             stored = _server_dim(url, collection, info)
-            check_dim(f"qdrant:{url}/{collection}", stored, dim)
+            check_dim(f"qdrant:{redact_url(url)}/{collection}", stored, dim)
             _ensure_server_indexes(client, collection, info.payload_schema or {})
     except BaseException:
         release_client(url, client)
@@ -192,7 +193,7 @@ class QdrantStore(StoreBase):
         self._url = url
         self._local = url == ":memory:"
         self._count_cache: tuple[float, int] = (-1e9, 0)
-        self.location = f"qdrant:{url}/{collection}"
+        self.location = f"qdrant:{redact_url(url)}/{collection}"
         self.collection = collection
         self.dim = dim
 
@@ -351,7 +352,8 @@ class QdrantStore(StoreBase):
             if time.monotonic() > deadline:
                 state = "green" if green else "not green"
                 raise StoreError(
-                    f"Qdrant at {self._url}: {len(pending)} written points not applied after {timeout_s:.0f} s "
+                    f"Qdrant at {redact_url(self._url)}: {len(pending)} written points not applied "
+                    f"after {timeout_s:.0f} s "
                     f"(collection {state}); run the command again to resume"
                 )
             time.sleep(poll_s)
@@ -450,7 +452,8 @@ def create_server_collection(
     try:
         with server_errors(url, f"creating {collection}"):
             if client.collection_exists(collection):
-                raise StoreError(f"collection {collection} exists at Qdrant {url}: its layout cannot change")
+                shown = redact_url(url)
+                raise StoreError(f"collection {collection} exists at Qdrant {shown}: its layout cannot change")
             datatype = m.Datatype.FLOAT16 if options.float16 else None
             vectors = m.VectorParams(
                 size=dim, distance=m.Distance.COSINE, on_disk=options.on_disk or None, datatype=datatype

@@ -239,7 +239,7 @@
   function filters() {
     return {
       kind: state.type || null,
-      path_prefix: state.folder || null,
+      folder: state.folder || null,
       tags: state.tag ? [state.tag] : [],
       after: state.after || null,
       before: nextDay(state.before),
@@ -250,14 +250,13 @@
     if (state.like && !state.q && !state.not && !state.image) {
       return ["similar", { path: state.like, limit: state.limit, sort: state.sort, ...filters() }];
     }
-    const terms = [];
-    if (state.q) terms.push({ kind: "text", value: state.q });
+    const terms = [];  // the text goes as `text`: the daemon reads dates, places and people out of it
     if (state.image) terms.push({ kind: "image", data: state.image.data });
     if (state.like) terms.push({ kind: "image", value: state.like });
     for (const word of state.not.split(",").map((w) => w.trim()).filter(Boolean)) {
       terms.push({ kind: "text", value: word, weight: -1 });
     }
-    return ["query", { terms, limit: state.limit, sort: state.sort, ...filters() }];
+    return ["query", { text: state.q || null, terms, limit: state.limit, sort: state.sort, ...filters() }];
   }
 
   function describe() {
@@ -493,9 +492,32 @@
     folder.append(el("span", null, folderLabel(hit.path)));
     folder.title = dirname(hit.path);
     meta.append(title, folder);
+    if (hit.text) meta.append(recognised(hit.text, state.q || ""));
     if (hit.tags && hit.tags.length) meta.append(tagList(hit.tags.slice(0, 3)));
     li.append(open, like, meta);
     return li;
+  }
+
+  // The recognised text that matched (OCR), with the query's words marked: built from text nodes only.
+  function recognised(text, query) {
+    const box = el("div", "ocr");
+    box.title = "Text in the picture";
+    const fold = (s) => s.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+    const words = fold(query).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1);
+    const folded = fold(text);
+    let at = 0;
+    const marks = [];
+    for (const word of words) {
+      for (let i = folded.indexOf(word); i >= 0; i = folded.indexOf(word, i + word.length)) marks.push([i, i + word.length]);
+    }
+    marks.sort((a, b) => a[0] - b[0]);
+    for (const [start, end] of marks) {
+      if (start < at || folded.length !== text.length) continue;
+      box.append(document.createTextNode(text.slice(at, start)), el("mark", null, text.slice(start, end)));
+      at = end;
+    }
+    box.append(document.createTextNode(text.slice(at)));
+    return box;
   }
 
   function tagList(tags) {
@@ -821,6 +843,96 @@
     }
   }
 
+  // -- people (GET /people): a row of faces; a click lists the person's files, a name renames ----
+
+  const VIDEO_EXT = /\.(mp4|mov|m4v|mkv|webm|avi|mts|m2ts|ts|3gp|wmv|mpg|mpeg)$/i;
+
+  async function loadPeople() {
+    let people;
+    try {
+      people = await api("GET", "people");
+    } catch {
+      return;
+    }
+    const list = $("people-list");
+    list.replaceChildren(...people.slice(0, 24).map(personItem));
+    $("people").hidden = people.length === 0;
+  }
+
+  function personLabel(person) {
+    return person.name || "Add a name";
+  }
+
+  function personItem(person) {
+    const li = el("li", "person");
+    li.dataset.person = person.id;
+    const face = el("button", "face");
+    face.type = "button";
+    face.title = `${person.name || "Unnamed person"}: ${plural(person.files.length, "file", "files")}`;
+    const img = new Image(64, 64);
+    img.alt = "";
+    img.src = `people/${enc(person.id)}/face?size=96&token=${enc(token)}`;
+    face.append(img);
+    face.addEventListener("click", () => showPerson(person));
+    const name = el("button", person.name ? "name" : "name unnamed", personLabel(person));
+    name.type = "button";
+    name.title = "Rename";
+    name.addEventListener("click", () => renamePerson(person, li, name));
+    li.append(face, name, el("span", "count", plural(person.faces, "face", "faces")));
+    return li;
+  }
+
+  function renamePerson(person, li, label) {
+    const input = el("input", "rename");
+    input.value = person.name || "";
+    input.setAttribute("aria-label", "Name");
+    label.replaceWith(input);
+    input.focus();
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      const wanted = input.value.trim();
+      if (save && wanted && wanted !== person.name) {
+        try {
+          Object.assign(person, await api("POST", `people/${enc(person.id)}/name`, { name: wanted }));
+        } catch (error) {
+          showError(error.message);
+        }
+      }
+      label.textContent = personLabel(person);
+      label.className = person.name ? "name" : "name unnamed";
+      input.replaceWith(label);
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") finish(true);
+      if (event.key === "Escape") { event.stopPropagation(); finish(false); }
+    });
+    input.addEventListener("blur", () => finish(true));
+  }
+
+  function showPerson(person) {
+    if (inflight) inflight.abort();
+    hits = person.files.map((path) => ({
+      path, kind: VIDEO_EXT.test(path) ? "video" : "image", score: 1, calibrated: 1, tags: [],
+      timestamp: null, start: null, end: null,
+    }));
+    strongCount = hits.length;
+    foldOpen = false;
+    $("welcome").hidden = true;
+    $("toolbar").hidden = false;
+    $("more").hidden = true;
+    $("summary").replaceChildren(el("strong", null, person.name || "Unnamed person"), ` · ${plural(hits.length, "file", "files")}`);
+    grid.replaceChildren(...hits.map((hit, i) => {
+      const li = card(hit, i);
+      li.querySelector(".badge.score")?.remove();
+      return li;
+    }));
+    shown = hits.length;
+    grid.dataset.state = "ready";
+    grid.dataset.mode = "person";
+  }
+
   // -- duplicates (POST /duplicates): groups of copies, each a row of thumbnails ----------------
 
   async function showDuplicates() {
@@ -988,6 +1100,7 @@
     search().finally(() => {
       refreshStatus();
       loadTags();
+      loadPeople();
     });
   }
 

@@ -53,6 +53,14 @@ class Reader:
         pass
 
 
+@pytest.fixture(autouse=True)
+def mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the real enrichers only metadata (part of the CLIP pass): these tests are about the pass; each
+    signal's enricher (places, OCR, faces) is tested with its own package."""
+    real = enrichers.installed
+    monkeypatch.setattr(enrichers, "installed", lambda s: [e for e in real(s) if e.name == "metadata"])
+
+
 @pytest.fixture
 def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """``plug(*enrichers)``: these are installed besides the real ones (as an adapter module would be)."""
@@ -294,32 +302,3 @@ def test_after_any_run_each_point_records_exactly_the_enabled_versions(
                 assert payload["enrichers"] == ({**ENCODED, "ocr": reader.version} if on else ENCODED)
                 assert bool(payload.get("ocr_text")) == on
 
-
-def test_enrichers_hear_which_points_leave_the_index(
-    media: Path, demo_settings: Callable[..., Settings], plug: Callable[..., None]
-) -> None:
-    class Keeper(Reader):
-        """Keeps side data per point, as a faces collection would."""
-
-        def __init__(self) -> None:
-            super().__init__("faces")
-            self.kept: set[str] = set()
-
-        def run(self, item: FileInput, store: Store) -> dict[str, dict[str, Any]]:
-            self.kept |= {f.point_id for f in item.frames}
-            return {}
-
-        def forget(self, point_ids: Sequence[str], store: Store) -> None:
-            self.kept -= set(point_ids)
-
-    keeper = Keeper()
-    plug(keeper)
-    settings = demo_settings()
-    index(settings, media)
-    assert keeper.kept == set(points(settings))
-    (media / "red.jpg").unlink()
-    index(settings, media)  # a file gone: its point goes, and the enricher hears of it
-    assert keeper.kept == set(points(settings)) and len(keeper.kept) == 4
-    with ms.Library.open(settings=settings, use_daemon=False) as lib:
-        assert lib.forget(str(media / "clip.mp4")) == 1
-    assert keeper.kept == set(points(settings)) and len(keeper.kept) == 1

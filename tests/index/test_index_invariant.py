@@ -10,7 +10,9 @@ holds the store against:
   roots that are present and non-empty (each once, however the roots nest), each with the points a
   clean `index ROOTS...` in a fresh home writes (same frame timestamps, the same payload fields that
   describe the file, vectors within 1e-4); files outside the roots keep what earlier runs gave them;
-  a missing or empty root changes nothing. A killed run followed by the same command reaches it too.
+  a missing or empty root changes nothing, nor does a disk mounted inside a root that is unmounted
+  (``lib``, seen in an injected mount table while mounted). A killed run followed by the same command
+  reaches it too.
 - the report: `scanned` is the number of distinct media files under the roots; `unchanged`,
   `updated`, `moved`, `added`, `removed` and `frames` follow from what the model knows changed since
   the store last matched the disk (its own bookkeeping: sizes, mtimes and content hashes).
@@ -43,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -62,6 +65,7 @@ from typer.testing import CliRunner
 
 from mediasearch.cli import app
 from mediasearch.lab.shapes import COLOURS  # the shapes domain's colours (DESIGN.md)
+from mediasearch.media import mounts as mount_table
 
 # -- the store, read in one place ----------------------------------------------------------------
 
@@ -298,8 +302,18 @@ def depth(rel: str) -> int:
     return rel.count("/") + 1
 
 
+def strictly_under(path: str, folders: list[str]) -> bool:
+    return any(path != f and covered(path, [f]) for f in folders)
+
+
 class IndexInvariant(RuleBasedStateMachine):
-    """The library lives in ``base/w``; ``base/w/.parking`` (hidden, never indexed) holds an unmounted lib."""
+    """The library lives in ``base/w``; ``base/w/.parking`` (hidden, never indexed) holds an unmounted lib.
+
+    ``lib`` is a disk: the mount table this process sees (injected) lists it while it is mounted. A run
+    that reads a root at or above it while it is mounted remembers it as a mount point; while it is
+    unmounted, a run over a root above it keeps what is indexed under it (`forget` drops the memory).
+    Runs in child processes see the real table (lib is no mount point there): they use the memory only.
+    """
 
     files = Bundle("files")
 
@@ -322,8 +336,14 @@ class IndexInvariant(RuleBasedStateMachine):
         self.pending: list[str] | None = None  # the roots of a killed `index` not yet run again
         self.indexed: dict[str, Seen] = {}  # the model's bookkeeping: what the store holds, file by file
         self.reference: dict[str, Frames] = {}  # the store as last checked
+        self.lib_remembered = False  # the home remembers lib as a mount point
+        self.mount_table = mock.patch.object(
+            mount_table, "mount_points", lambda: [self.lib] if self.unmounted is None else []
+        )
+        self.mount_table.start()
 
     def teardown(self) -> None:
+        self.mount_table.stop()
         try:
             # A killed `index` is always followed by the same command: here, if the sequence ended first
             # (hypothesis calls teardown from a `finally`: skip it when a step failed).
@@ -426,16 +446,27 @@ class IndexInvariant(RuleBasedStateMachine):
             self.world.clean_runs[key] = (report, dump_index(clean))
         return self.world.clean_runs[key]
 
-    def check_index(self, roots: list[str], report: dict[str, Any], *, after_kill: bool = False) -> None:
-        """After a completed `index ROOTS`: the store against a clean run, the report against the model."""
+    def protected(self, ok: list[str]) -> list[str]:
+        """lib, when it is unmounted, remembered as a mount point and inside a root read: kept as it is."""
+        keep = self.unmounted is not None and self.lib_remembered and strictly_under(self.lib, ok)
+        return [self.lib] if keep else []
+
+    def check_index(
+        self, roots: list[str], report: dict[str, Any], *, after_kill: bool = False, sees_mounts: bool = True
+    ) -> None:
+        """After a completed `index ROOTS`: the store against a clean run, the report against the model.
+        ``sees_mounts``: the run saw the injected mount table (it ran in this process)."""
         ok = [r for r in roots if root_ok(r)]
+        kept = self.protected(ok)
+        if sees_mounts and self.unmounted is None and any(covered(self.lib, [r]) for r in ok):
+            self.lib_remembered = True
         disk = {p: seen(p) for p in media_files(ok)}
         clean_report, clean = self.clean_index(roots)
         assert set(clean) == set(disk), (
             f"a clean index of {[self.shown(r) for r in roots]} holds {sorted(map(self.shown, clean))}, "
             f"the folders hold {sorted(map(self.shown, disk))}"
         )
-        expected = {p: f for p, f in self.reference.items() if not covered(p, ok)} | clean
+        expected = {p: f for p, f in self.reference.items() if not covered(p, ok) or covered(p, kept)} | clean
         problems = store_problems(dump_index(self.home), expected, self.shown)
         if after_kill:
             assert not problems, "after a killed index, the same command did not reach a clean run's store:\n" + (
@@ -445,7 +476,7 @@ class IndexInvariant(RuleBasedStateMachine):
             assert not problems, "the store differs from a clean run's:\n" + "\n".join(problems)
 
         where = f"index {' '.join(self.shown(r) for r in roots)}"
-        bad_roots = {self.shown(r) for r in roots if r not in ok}
+        bad_roots = {self.shown(r) for r in [*roots, *kept] if r not in ok}
         scanned, n_files = report["scanned"], len(disk)
         assert scanned == n_files, f"{where}: scanned {scanned}, but {n_files} distinct media files are under the roots"
         for err in report["errors"]:
@@ -455,7 +486,7 @@ class IndexInvariant(RuleBasedStateMachine):
         assert done == n_files, f"{where}: added+updated+moved+unchanged = {done} for {n_files} files: {report}"
 
         if not after_kill:  # the model knows what changed since the store last matched the disk
-            before = {p: s for p, s in self.indexed.items() if covered(p, ok)}
+            before = {p: s for p, s in self.indexed.items() if covered(p, ok) and not covered(p, kept)}
             kept = set(disk) & set(before)
             unchanged = {p for p in kept if (disk[p].size, disk[p].mtime_ns) == (before[p].size, before[p].mtime_ns)}
             new = Counter((disk[p].size, disk[p].digest) for p in set(disk) - kept)
@@ -480,7 +511,7 @@ class IndexInvariant(RuleBasedStateMachine):
         clean_counts = (clean_report["scanned"], clean_report["added"])
         assert clean_counts == (n_files, n_files), f"clean {where} in a fresh home: {clean_report}, for {n_files} files"
         self.reference = expected
-        self.indexed = {p: s for p, s in self.indexed.items() if not covered(p, ok)} | disk
+        self.indexed = {p: s for p, s in self.indexed.items() if not covered(p, ok) or covered(p, kept)} | disk
 
     def index_in_child(self, script: str, argument: str, roots: list[str]) -> subprocess.CompletedProcess[str]:
         """`index ROOTS --json` in a child process run by ``script`` (which takes ``argument`` first)."""
@@ -721,6 +752,8 @@ class IndexInvariant(RuleBasedStateMachine):
         assert not problems, f"after forget {self.shown(target)}:\n" + "\n".join(problems)
         self.reference = expected
         self.indexed = {p: s for p, s in self.indexed.items() if p not in gone}
+        if covered(self.lib, [target]):
+            self.lib_remembered = False  # forget drops the mount points at or under its target
 
     @precondition(lambda self: self.pending is None)
     @rule(path=root_names | files)
@@ -764,7 +797,7 @@ class IndexInvariant(RuleBasedStateMachine):
         changed = report["added"] + report["updated"] + report["moved"] + report["removed"]
         assert writes > 0 or not changed, "the kill hook saw no store write: re-point KILL_AT_WRITE"
         note(f"{where}  (in a child process, which made {writes} store writes and finished)")
-        self.check_index(roots, report, after_kill=self.pending is not None)
+        self.check_index(roots, report, after_kill=self.pending is not None, sees_mounts=False)
         self.pending = None
 
 
@@ -791,17 +824,19 @@ class IndexInvariant(RuleBasedStateMachine):
         report = json.loads(child.stdout)
         if not int(child.stderr.rsplit("vanished:", 1)[1].split()[0]):
             note(f"{where}  (in a child process; {self.shown(path)} was never opened, so it stayed)")
-            self.check_index(roots, report)
+            self.check_index(roots, report, sees_mounts=False)
             return
         note(f"{where}  (in a child process; {self.shown(path)} vanished when the run first opened it)")
-        errors = [e for e in report["errors"] if os.path.relpath(e["path"], self.top) not in map(self.shown, roots)]
+        kept = self.protected(ok)
+        named = set(map(self.shown, roots + kept))
+        errors = [e for e in report["errors"] if os.path.relpath(e["path"], self.top) not in named]
         assert [e["path"] for e in errors] == [path], f"{where}: {self.shown(path)} vanished, errors {report['errors']}"
         assert report["scanned"] == n_files, f"{where}: scanned {report['scanned']} of {n_files} files"
         done = report["added"] + report["updated"] + report["moved"] + report["unchanged"]
         assert done == n_files - 1, f"{where}: {report} for {n_files} files, one of them vanished"
         # Every other file is as a clean run has it; the vanished one has nothing or what it had before.
         _, clean = self.clean_index(roots)
-        expected = {p: f for p, f in self.reference.items() if not covered(p, ok)} | clean
+        expected = {p: f for p, f in self.reference.items() if not covered(p, ok) or covered(p, kept)} | clean
         actual = dump_index(self.home)
         if path in actual and path in self.reference:
             expected[path] = self.reference[path]

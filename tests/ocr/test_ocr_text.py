@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mediasearch.ocr.text import PREFIX_MIN, index_text, normalise, query_words, snippet, words
@@ -31,6 +31,7 @@ def test_index_text_reads_digits_for_letters_in_words() -> None:
     assert "156g" in tokens and "lsbg" not in tokens  # a number with a unit stays a number
 
 
+@settings(deadline=None)  # the first call loads the word list
 @given(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=5))
 def test_every_word_of_the_lines_matches_their_index_text(lines: list[str]) -> None:
     """Invariant: what a query normalises a recognised word to is a whole word of the index text."""
@@ -40,6 +41,7 @@ def test_every_word_of_the_lines_matches_their_index_text(lines: list[str]) -> N
             assert word in indexed
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=st.characters(categories=["Ll", "Lu"]), min_size=PREFIX_MIN + 1, max_size=20))
 def test_a_long_word_is_found_from_each_beginning_of_prefix_length(word: str) -> None:
     indexed = set(words(index_text([word])))
@@ -56,3 +58,16 @@ def test_snippet_is_the_line_with_the_most_query_words() -> None:
     long_line = "x" * 200 + " invoice " + "y" * 200
     cut = snippet([long_line], ("invoice",), width=60)
     assert cut is not None and "invoice" in cut and len(cut) <= 62
+
+
+def test_words_run_together_are_found_one_by_one() -> None:
+    """The recogniser drops the spaces of tight print: "CHEQUINGACCOUNT" must still match "account",
+    and a word the frequency list lacks ("chequing") comes back whole from its pieces."""
+    tokens = set(index_text(["CHEQUINGACCOUNT", "informationpleasecontactyourlocalpublichealthoffice"]).split())
+    assert {"account", "chequing", "contact", "public", "health", "office"} <= tokens
+
+
+def test_chinese_words_match_inside_a_line_without_spaces() -> None:
+    tokens = set(index_text(["繁體中文測試"]).split())
+    assert {"繁體", "測試", "中文測試"} <= tokens
+    assert query_words("測試") == ("測試",)

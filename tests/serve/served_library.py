@@ -15,7 +15,7 @@ from pathlib import Path
 from daemon_helpers import photos
 from fault_helpers import wait_until
 
-from mediasearch.library.client import DaemonClient, read_port_file
+from mediasearch.library.client import DaemonClient, DaemonError, read_port_file
 
 MODEL = "demo"
 # Two red circles among other shapes: "a red circle" must find both before anything else.
@@ -85,7 +85,10 @@ def _ready(proc: subprocess.Popen[bytes], home: Path, base: Path) -> DaemonClien
     if info is None:
         return None
     client = DaemonClient(info)
-    return client if client.health().get("state") == "ready" else None
+    try:
+        return client if client.health().get("state") == "ready" else None
+    except DaemonError:  # slow to answer while it loads the model on a loaded machine: ask again
+        return None
 
 
 def _indexed(served: Served, files: int) -> bool:

@@ -141,7 +141,8 @@ def test_thumbnails_only_for_indexed_files(served: tuple[Daemon, Path], tmp_path
 
 
 def test_non_loopback_binding_needs_a_token(tmp_path: Path) -> None:
-    for extra in ([], ["--token", "short"]):
+    (tmp_path / "short").write_text("short\n")
+    for extra in ([], ["--token-file", str(tmp_path / "short")]):
         out = _cli(tmp_path / "home", "serve", "--host", "0.0.0.0", *extra, timeout=60)
         assert out.returncode == 1
         assert "token" in out.stderr and "Traceback" not in out.stderr
@@ -322,7 +323,8 @@ def test_api_token_errors_and_openapi() -> None:
 
     from mediasearch.serve.api import create_app
 
-    client = TestClient(create_app(_StubService(), "s3cret-token-0123"))  # type: ignore[arg-type]
+    app = create_app(_StubService(), "s3cret-token-0123")  # type: ignore[arg-type]
+    client = TestClient(app, base_url="http://127.0.0.1")  # a Host the daemon answers
     assert client.get("/health").json()["state"] == "ready"
     assert "/query" in client.get("/openapi.json").json()["paths"]
     assert client.post("/query", json={"text": "a cat"}).status_code == 401

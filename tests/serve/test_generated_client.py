@@ -13,6 +13,8 @@ import pytest
 from daemon_helpers import photos
 from served_library import Served, env, served_library
 
+from mediasearch.library import roots
+
 pytest.importorskip("openapi_python_client", reason="the test extra installs openapi-python-client")
 
 
@@ -57,6 +59,7 @@ def test_generated_client_indexes_queries_reads_status_and_forgets(served: Serve
 
     extra = served.lib.parent / "extra"
     added = photos(extra, [("orange", "triangle"), ("orange", "triangle")], seed=9)
+    roots.record(served.home, [str(extra)])  # a library root, as `mediasearch index` on the machine makes it
     client = AuthenticatedClient(base_url=served.url, token=served.token, timeout=300.0)
 
     report = index.sync(client=client, body=IndexRequest(paths=[str(extra)]))
@@ -85,7 +88,7 @@ def test_generated_client_gets_the_error_model(served: Served, generated: Any) -
 
     client = AuthenticatedClient(base_url=served.url, token=served.token, timeout=60.0)
     missing = similar.sync(client=client, body=SimilarRequest(path="/nonexistent/picture.png"))
-    assert isinstance(missing, Error) and missing.kind == "MissingFileError", missing
+    assert isinstance(missing, Error) and missing.kind == "NotIndexedError", missing
     refused = status.sync_detailed(client=AuthenticatedClient(base_url=served.url, token="wrong-token-123456"))
     assert refused.status_code == 401 and isinstance(refused.parsed, Error) and refused.parsed.kind == "Unauthorized"
     assert isinstance(Client, type)

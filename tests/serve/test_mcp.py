@@ -64,7 +64,8 @@ def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> Non
     assert names == {"search", "similar", "status", "tags", "text"}, names  # read-only by default
     search = next(tool for tool in got["tools"].tools if tool.name == "search")
     schema = getattr(search, "input_schema", None) or search.inputSchema
-    wanted = {"text", "image", "exclude", "kind", "folder", "tags", "after", "before", "min_score"}
+    wanted = {"text", "image", "negatives", "kind", "folder", "tags", "after", "before", "min_score", "near", "camera",
+              "sort", "ocr", "person", "place", "literal", "explain"}
     assert wanted <= set(schema["properties"])
 
     hits = got["hits"]
@@ -108,3 +109,30 @@ def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: P
     got = anyio.run(lambda: _session(served, tmp_path, work=work))
     assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
     assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
+
+
+def _error_text(result: Any) -> str:
+    assert getattr(result, "is_error", getattr(result, "isError", False)), result
+    return " ".join(getattr(part, "text", "") for part in result.content)
+
+
+def test_mcp_tool_errors_say_why_and_index_stays_within_the_roots(served: Served, tmp_path: Path) -> None:
+    """`--allow-index` let an assistant index /etc and forget /; domain errors read only "Error executing
+    tool search"."""
+    async def work(session: Any) -> dict[str, Any]:
+        return {
+            "etc": await session.call_tool("index", {"paths": ["/etc"]}),
+            "relative": await session.call_tool("index", {"paths": ["lib"]}),
+            "root": await session.call_tool("forget", {"path": "/"}),
+            "date": await session.call_tool("search", {"text": "a red circle", "after": "2024-02-30"}),
+            "status": await session.call_tool("status", {}),
+        }
+
+    got = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
+    for name in ("etc", "root"):
+        text = _error_text(got[name])
+        assert "outside the library roots" in text and "mediasearch index" in text, text
+    assert "absolute" in _error_text(got["relative"])
+    date = _error_text(got["date"])
+    assert "2024-02-30" in date and date.strip() != "Error executing tool search", date
+    assert _structured(got["status"])["files"] == 6  # nothing was indexed or forgotten

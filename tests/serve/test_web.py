@@ -25,6 +25,7 @@ from daemon_helpers import Daemon
 
 from mediasearch.cli.demo import VIDEO_SEGMENTS
 from mediasearch.lab.shapes import make_library, render, save_image, write_shapes_video
+from mediasearch.library import roots
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 CHROMIUM_ARGS = [
@@ -64,6 +65,7 @@ def web_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         (lib / "videos").mkdir()
         write_shapes_video(lib / "videos" / "shapes.mp4", VIDEO_SEGMENTS, seed=11)
         daemon.wait_ready()
+        roots.record(base / "home", [str(lib)])  # a library root, as `mediasearch index` on the machine makes it
         summary = daemon.call("POST", "/index", {"paths": [str(lib)], "watch": True, "tag": True})
         assert summary["added"] == 97 and not summary["errors"], summary
         yield daemon
@@ -112,7 +114,8 @@ def page(browser: Any, web_daemon: Daemon) -> Iterator[Any]:
 
 def open_page(tab: Any, daemon: Daemon, fragment: str = "") -> None:
     assert daemon.client is not None
-    tab.goto(f"{daemon.client.info.url}/?token={daemon.client.info.token}{fragment}")
+    # The read token, as `serve` prints it: the page only searches and views.
+    tab.goto(f"{daemon.client.info.url}/?token={daemon.client.info.read_token}{fragment}")
 
 
 def results(tab: Any, mode: str | None = None) -> list[dict[str, str]]:

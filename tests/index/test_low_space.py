@@ -1,0 +1,34 @@
+"""Free space: an unchanged re-index writes nothing, so it is not refused for want of the space a write
+needs; a run that must write is refused with one line, before the engine maps what it cannot back."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mediasearch.lab.shapes import render, save_image
+
+
+def test_an_unchanged_reindex_is_not_refused_for_low_space(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mediasearch.store import base as store_module
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    save_image(render("red", "circle", rng=np.random.default_rng(0)), lib / "a.png", "png")
+    assert cli.json("index", str(lib))["added"] == 1
+    real = shutil.disk_usage
+    low = (store_module.OPEN_FREE_BYTES + store_module.MIN_FREE_BYTES) // 2  # enough to open, not to write
+    monkeypatch.setattr(store_module.shutil, "disk_usage", lambda p: real(p)._replace(free=low))
+    assert cli.json("index", str(lib))["unchanged"] == 1
+    save_image(render("blue", "star", rng=np.random.default_rng(1)), lib / "b.png", "png")
+    refused = cli("index", str(lib), ok=False)
+    assert refused.exit_code == 1 and "is full" in refused.stderr
+    monkeypatch.setattr(store_module.shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    opening = cli("status", ok=False)  # too little even to open: one line, no SIGBUS
+    assert opening.exit_code == 1 and "is full" in opening.stderr and "Traceback" not in opening.stderr
