@@ -61,13 +61,21 @@ def mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(enrichers, "installed", lambda s: [e for e in real(s) if e.name == "metadata"])
 
 
-@pytest.fixture
+def only_metadata(settings: Settings) -> list[Any]:
+    """The installation's metadata enricher alone: the tests plug in their own instead of OCR, faces, places."""
+    return [e for e in REAL_INSTALLED(settings) if e.name == "metadata"]
+
+
+REAL_INSTALLED = enrichers.installed
+
+
+@pytest.fixture(autouse=True)
 def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """``plug(*enrichers)``: these are installed besides the real ones (as an adapter module would be)."""
-    real = enrichers.installed
+    """``plug(*enrichers)``: these are installed beside the metadata enricher (as adapter modules would be)."""
+    monkeypatch.setattr(enrichers, "installed", only_metadata)
 
     def install(*extra: Any) -> None:
-        monkeypatch.setattr(enrichers, "installed", lambda s: [*real(s), *extra])
+        monkeypatch.setattr(enrichers, "installed", lambda s: [*only_metadata(s), *extra])
 
     return install
 
@@ -286,9 +294,8 @@ def test_after_any_run_each_point_records_exactly_the_enabled_versions(
     base = tmp_path_factory.mktemp("case")
     make_image(base / "media" / "a.jpg", color=(40, 170, 60))
     make_image(base / "media" / "b.png", color=(250, 140, 20))
-    real = enrichers.installed
     reader = Reader()
-    monkeypatch.setattr(enrichers, "installed", lambda s: [*real(s), reader])
+    monkeypatch.setattr(enrichers, "installed", lambda s: [*only_metadata(s), reader])
     on = True
     for step in [*steps, "index"]:
         if step == "bump":
