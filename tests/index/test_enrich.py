@@ -18,6 +18,7 @@ from mediasearch.errors import MediaError
 from mediasearch.index import enrichers
 from mediasearch.index.enrich import FileInput, drop_fields
 from mediasearch.library import home as library
+from mediasearch.library import models
 from mediasearch.settings import Settings
 from mediasearch.store.base import Filter, Store
 
@@ -84,7 +85,7 @@ def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 def loads(monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[list[str]]:
     """Every model load and every batch the model encodes, by name."""
     calls: list[str] = []
-    load = library.load
+    load = models.load
 
     def counting_load(*args: Any, **kwargs: Any) -> Any:
         calls.append("load")
@@ -96,7 +97,7 @@ def loads(monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[list[str
         calls.append("encode")
         return encode(batch)
 
-    monkeypatch.setattr(library, "load", counting_load)
+    monkeypatch.setattr(models, "load", counting_load)
     monkeypatch.setattr(demo_model, "encode_tensors", counting_encode)
     yield calls
 
