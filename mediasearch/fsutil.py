@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write", "fsync_dir", "make_private"]
@@ -122,3 +122,25 @@ def _create_temporary(target: Path, mode: int) -> tuple[Path, int]:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
         except FileExistsError:
             continue
+
+
+def under(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or inside it, compared as written (no link is resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def outermost(paths: Sequence[str]) -> list[str]:
+    """``paths`` without those inside another of them (each once), in their order."""
+    unique = list(dict.fromkeys(paths))
+    return [p for p in unique if not any(p != q and under(p, q) for q in unique)]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, owned by another user
+        return True
+    return True

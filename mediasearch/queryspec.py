@@ -119,7 +119,8 @@ QUERY_FIELDS: tuple[QueryField, ...] = (
                similar=True),
     QueryField("min_score", FLOAT, "only items with a calibrated score (0..1) at least this high",
                minimum=0.0, maximum=1.0),
-    QueryField("sort", CHOICE, "the order: score or date", default="score", choices=("score", "date"), similar=True),
+    QueryField("sort", CHOICE, "the order: score, date (newest first) or oldest (oldest first)", default="score",
+               choices=("score", "date", "oldest"), similar=True),
     # filters
     QueryField("kind", CHOICE, "only images, or only videos", choices=("image", "video"), flag="--type",
                similar=True),

@@ -6,10 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mediasearch.cli.output import console
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+from mediasearch.cli.tables import pct
 
 
 def bias_table(report: Mapping[str, Any]) -> None:
@@ -27,16 +24,16 @@ def bias_table(report: Mapping[str, Any]) -> None:
         table.add_column(f"accuracy ({run})", justify="right")
         table.add_column(f"top-k share ({run})", justify="right")
     for group, row in report["before"]["groups"].items():
-        cells = [escape(group), str(row["n"]), _pct(row["data_share"])]
+        cells = [escape(group), str(row["n"]), pct(row["data_share"])]
         for run in runs:
             r = report[run]["groups"][group]
-            cells += [_pct(r["accuracy"]), _pct(r["topk_share"])]
+            cells += [pct(r["accuracy"]), pct(r["topk_share"])]
         table.add_row(*cells)
     out = console()
     out.print(table)
     for run in runs:
         r = report[run]
-        out.print(f"{run}: accuracy gap {_pct(r['accuracy_gap'])}, largest share gap {_pct(r['share_gap'])} "
+        out.print(f"{run}: accuracy gap {pct(r['accuracy_gap'])}, largest share gap {pct(r['share_gap'])} "
                   f"({escape(r['share_gap_group'])})")
 
 

@@ -133,9 +133,22 @@ def query(
             parsed = lib.query(**values)
             print_json(to_json(parsed))
             return
+        if values["text"] and not (values["literal"] or as_json or paths_only):
+            _print_reading(lib.query(**{**values, "explain": True}))
         hits = lib.query(**values)
     text_only = bool(values["text"] or values["also"]) and not (values["image"] or values["not_image"])
     _print_hits(hits, as_json, paths_only, title=values["text"] or "", fold=text_only)
+
+
+def _print_reading(reading: Any) -> None:
+    """The parse of a one-line query, in one dim line above its results (when it found more than text)."""
+    from rich.markup import escape
+
+    from mediasearch.cli.output import console, reading_line
+
+    line = reading_line(reading)
+    if line:
+        console().print(f"[dim]{escape(line)}[/dim]")
 
 
 def _print_hits(hits: list[Any], as_json: bool, paths_only: bool, title: str = "", *, fold: bool = False) -> None:

@@ -78,8 +78,9 @@ def hits_table(hits: Sequence[Hit], title: str = "", *, fold: bool = False) -> N
     if not hits:
         console().print("[yellow]no results[/yellow]")
         return
-    strong = [h for h in hits if not fold or h.calibrated >= WEAK_BELOW]
-    weak = [h for h in hits if fold and h.calibrated < WEAK_BELOW]
+    # A hit whose recognised text holds the query's words (``text``) is a match whatever CLIP thinks.
+    strong = [h for h in hits if not fold or h.calibrated >= WEAK_BELOW or h.text]
+    weak = [h for h in hits if fold and h.calibrated < WEAK_BELOW and not h.text]
     table = Table(title=shown(title) if title else None, show_lines=False, header_style="bold")
     table.add_column("score", justify="right")
     table.add_column("match", justify="right")
@@ -103,6 +104,10 @@ def _hit_row(table: Any, hit: Hit, style: str | None = None) -> None:
     where = file_link(hit.path)
     if hit.kind == "video":
         where += f" {moment(hit)}"
+    if hit.place:
+        where += f" [dim]· {escape(hit.place)}[/dim]"
+    if hit.text:  # the recognised text that matched (OCR)
+        where += f"\n[italic]“{escape(str(hit.text))}”[/italic]"
     table.add_row(
         f"{hit.score:.3f}", f"{hit.calibrated:.0%}", hit.kind, where, escape(", ".join(hit.tags)), style=style
     )
@@ -161,3 +166,20 @@ class RichProgress:
 
     def finish(self) -> None:
         self.bar.stop()
+
+
+def reading_line(reading: Any) -> str | None:
+    """How a one-line query was read (``query --explain``), as one line: None when only text was found."""
+    parts = []
+    if reading.after or reading.before:
+        parts.append(f"{reading.after or '…'} – {reading.before or '…'}")
+    if reading.place is not None:
+        parts.append(f"{reading.place.name} ({reading.place.km:g} km)")
+    parts += [", ".join(reading.people)] if reading.people else []
+    parts += [f"{reading.kind}s"] if reading.kind else []
+    parts += [f"text {' '.join(reading.ocr)!r}"] if reading.ocr else []
+    orders = {"date": "newest first", "oldest": "oldest first"}
+    parts += [orders.get(reading.sort, reading.sort)] if reading.sort else []
+    if not parts:
+        return None
+    return " · ".join([f"“{reading.text}”" if reading.text else "(filters only)", *parts])

@@ -16,7 +16,7 @@ METHOD_NAMES = {"prompt": "single prompt", "ensemble": "template ensemble", "lin
                 "learned": "learned prompts"}
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
@@ -44,14 +44,14 @@ def zeroshot_tables(report: Mapping[str, Any]) -> None:
     for domain in report["domains"]:
         methods = _table(f"{escape(domain['source'])}: {domain['files']} files", "method", "top-1", "top-5")
         for name, acc in domain["methods"].items():
-            methods.add_row(METHOD_NAMES.get(name, name), _pct(acc["top1"]), _pct(acc["top5"]))
+            methods.add_row(METHOD_NAMES.get(name, name), pct(acc["top1"]), pct(acc["top5"]))
         out.print(methods)
         worst = sorted(domain["per_class"].items(), key=lambda kv: kv[1]["top1"])[:5]
         worst = [(label, row) for label, row in worst if row["top1"] < 1]
         if worst:
             classes = _table("weakest classes", "class", "files", "top-1")
             for label, row in worst:
-                classes.add_row(escape(label), str(row["n"]), _pct(row["top1"]))
+                classes.add_row(escape(label), str(row["n"]), pct(row["top1"]))
             out.print(classes)
         if domain["confusions"]:
             out.print("most confused: " + "; ".join(
@@ -73,7 +73,7 @@ def _groups_table(groups: Mapping[str, Any]) -> None:
         return
     table = _table("per group", "group", "files", "top-1")
     for name, row in groups["groups"].items():
-        table.add_row(escape(name), str(row["n"]), _pct(row["top1"]))
+        table.add_row(escape(name), str(row["n"]), pct(row["top1"]))
     out.print(table)
     out.print(f"largest gap: {groups['gap'] * 100:.1f} pts ({escape(groups['best'])} vs {escape(groups['worst'])})")
     if groups["ungrouped"]:
@@ -87,7 +87,7 @@ def _shift_table(rows: Sequence[Mapping[str, Any]]) -> None:
     table = _table("domain shift (top-1; change from the first)", "domain",
                    *[METHOD_NAMES.get(m, m) for m in methods], "change")
     for row in rows:
-        table.add_row(escape(row["source"]), *[_pct(row["top1"][m]) for m in methods],
+        table.add_row(escape(row["source"]), *[pct(row["top1"][m]) for m in methods],
                       _signed(-row["drop"].get("ensemble", 0.0)))
     console().print(table)
 
@@ -106,7 +106,7 @@ def calibration_tables(report: Mapping[str, Any]) -> None:
                     "pairs", "count", f"pass ≥ {cut:g}", "should", "p1", "p10", "p50", "p90", "p99")
     for name, row in report["groups"].items():
         pct = row["percentiles"]
-        groups.add_row(name, str(row["pairs"]), _pct(row["pass_rate"]),
+        groups.add_row(name, str(row["pairs"]), pct(row["pass_rate"]),
                        "pass" if row["should_pass"] else "fail", *(f"{pct[k]:.3f}" for k in pct))
     out.print(groups)
     out.print(f"[dim]{CALIBRATION_LEGEND}[/dim]")
@@ -132,7 +132,7 @@ def retrieval_table(report: Mapping[str, Any]) -> None:
     title = f"{escape(report['source'])}: {report['images']} images, {report['texts']} captions"
     table = _table(title, "direction", *list(report["image_to_text"]))
     for key, name in (("image_to_text", "image → text"), ("text_to_image", "text → image")):
-        table.add_row(name, *[_pct(v) for v in report[key].values()])
+        table.add_row(name, *[pct(v) for v in report[key].values()])
     console().print(table)
 
 
@@ -147,15 +147,15 @@ def finetune_table(report: Mapping[str, Any]) -> None:
     table = _table(f"wrote {escape(report['out'])} (α = {report['alpha']:g})", "held-out set", "files",
                    f"zero-shot {metric}", f"fine-tuned {metric}", "change")
     test = report["test"]
-    table.add_row("test", str(test["files"]), _pct(test["zero_shot"]), _pct(test["fine_tuned"]),
+    table.add_row("test", str(test["files"]), pct(test["zero_shot"]), pct(test["fine_tuned"]),
                   _signed(test["change"]))
     if "linear_head" in test:
-        table.add_row("test, linear head", str(test["files"]), _pct(test["zero_shot"]), _pct(test["linear_head"]),
+        table.add_row("test, linear head", str(test["files"]), pct(test["zero_shot"]), pct(test["linear_head"]),
                       _signed(test["linear_head"] - test["zero_shot"]))
     ref = report.get("reference")
     if ref:
-        table.add_row(f"reference: {escape(ref['source'])}", str(ref["files"]), _pct(ref["zero_shot"]),
-                      _pct(ref["fine_tuned"]), _signed(ref["change"]))
+        table.add_row(f"reference: {escape(ref['source'])}", str(ref["files"]), pct(ref["zero_shot"]),
+                      pct(ref["fine_tuned"]), _signed(ref["change"]))
     console().print(table)
 
 

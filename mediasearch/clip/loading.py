@@ -192,7 +192,7 @@ def _int8_text_tower(spec: ModelSpec, cache_dir: Path) -> Any:
     from mediasearch.clip import onnx_text, text_tower
 
     weights, _ = text_tower.cache_paths(cache_dir, spec.key())
-    model = onnx_text.load_text_model(spec, weights, threads=1, wide=onnx_text.usable_threads())
+    model = onnx_text.load_onnx_text_model(spec, weights, threads=1, wide=onnx_text.usable_threads())
     return model.model if model is not None and model.model.int8 else None
 
 

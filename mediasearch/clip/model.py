@@ -1,7 +1,8 @@
 """The model layer: any open_clip model behind one small interface.
 
-``encode_images`` and ``encode_texts`` return L2-normalised float32 arrays; normalisation happens
-here and nowhere else. torch and open_clip are imported inside functions so that the CLI starts fast.
+``encode_images`` and ``encode_texts`` return L2-normalised float32 arrays, normalised here for this
+model (the text-only models normalise their own, once, in ``text_only.TextOnly``). torch and
+open_clip are imported inside functions so that the CLI starts fast.
 """
 
 from __future__ import annotations

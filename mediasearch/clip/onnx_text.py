@@ -26,6 +26,7 @@ import numpy as np
 
 from mediasearch.clip.text_only import TextOnly
 from mediasearch.errors import ModelError
+from mediasearch.fsutil import atomic_path, atomic_write
 from mediasearch.lane import usable_cpus
 
 if TYPE_CHECKING:
@@ -75,22 +76,35 @@ def export(tower: TextTower, weights: Path, meta: dict[str, Any], reference: Cal
         return False
     with contextlib.suppress(OSError):
         graph.parent.mkdir(parents=True, exist_ok=True)
-        tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")
-        try:
-            try:
-                verdict = _export_checked(tower, ours, tmp, tokens_file)
-            except Exception:  # an exporter or quantiser failure must never fail the index run
-                verdict = None
-            if verdict is None:
-                _write_json(desc, {**meta, "onnx_format": FORMAT, "unusable": "export failed or differs from torch"})
-                return False
-            os.replace(tmp, graph)
-        finally:
-            tmp.unlink(missing_ok=True)
-            Path(f"{tmp}.fp32").unlink(missing_ok=True)
+        verdict = _export_to(graph, tower, ours, tokens_file)
+        if verdict is None:
+            _write_json(desc, {**meta, "onnx_format": FORMAT, "unusable": "export failed or differs from torch"})
+            return False
         _write_json(desc, {**meta, "onnx_format": FORMAT, **verdict})
         return True
     return False
+
+
+class _Unfaithful(Exception):
+    """The exported graph is not the torch tower's: it must not replace anything."""
+
+
+def _export_to(graph: Path, tower: TextTower, tokenizer: Any, tokens_file: Path) -> dict[str, Any] | None:
+    """Export into a temporary beside ``graph``, renamed over it (`fsutil.atomic_path`) only when faithful;
+    the verdict, or None."""
+    try:
+        with atomic_path(graph) as tmp:
+            try:
+                verdict = _export_checked(tower, tokenizer, tmp, tokens_file)
+            except Exception:  # an exporter or quantiser failure must never fail the index run
+                verdict = None
+            finally:
+                Path(f"{tmp}.fp32").unlink(missing_ok=True)
+            if verdict is None:
+                raise _Unfaithful
+    except _Unfaithful:
+        return None
+    return verdict
 
 
 def _export_checked(tower: TextTower, tokenizer: Any, out: Path, tokens_file: Path) -> dict[str, Any] | None:
@@ -111,9 +125,8 @@ def _export_checked(tower: TextTower, tokenizer: Any, out: Path, tokens_file: Pa
     int8_cos = _min_cosine(reference, _run(out, embed, tokens.numpy()))
     if int8_cos < INT8_MIN_COSINE:
         os.replace(fp32, out)
-    tmp_table = tokens_file.with_name(f".{tokens_file.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp_table, table)
-    os.replace(tmp_table, tokens_file)
+    with atomic_path(tokens_file) as tmp_table, open(tmp_table, "wb") as fh:
+        np.save(fh, table)
     return {"int8": int8_cos >= INT8_MIN_COSINE, "int8_cosine": round(int8_cos, 6), "fp32_cosine": round(fp32_cos, 7)}
 
 
@@ -233,12 +246,10 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1))
 
 
-def load_text_model(spec: ModelSpec, weights: Path, threads: int = 0, wide: int = 0) -> OnnxTextModel | None:
+def load_onnx_text_model(spec: ModelSpec, weights: Path, threads: int = 0, wide: int = 0) -> OnnxTextModel | None:
     """The ONNX text tower cached beside ``weights``, or None (none cached, no onnxruntime);
     ``threads`` 0: up to 4 of the CPUs this process may use. ``wide`` > ``threads``: a second session
     of the graph on that many threads (``OnnxTower.wide``), for when the caller has the cores to itself."""

@@ -107,7 +107,7 @@ def load_text_model(spec: ModelSpec, cache_dir: Path) -> TextModel | OnnxTextMod
     from mediasearch.clip import onnx_text
 
     weights, desc = cache_paths(cache_dir, spec.key())
-    fast = onnx_text.load_text_model(spec, weights)
+    fast = onnx_text.load_onnx_text_model(spec, weights)
     if fast is not None:
         return fast
     try:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mediasearch.errors import MediaError, MediaSearchError
+from mediasearch.fsutil import outermost
 from mediasearch.index.options import IndexSummary, NoProgress, Progress
-from mediasearch.index.plan import outermost
 from mediasearch.index.versions import ENRICHERS_KEY, record_of
 from mediasearch.media.discover import display_path, path_from_payload
 from mediasearch.store.base import Filter, Store

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediasearch.errors import MediaError
+from mediasearch.fsutil import outermost, under
 from mediasearch.index.versions import ENRICHERS_KEY, encoded_record
 from mediasearch.media.discover import (
     FileEntry,
@@ -124,15 +125,9 @@ def stored_under(store: Store, paths: Sequence[str]) -> dict[str, StoredFile]:
     return out
 
 
-def outermost(paths: Sequence[str]) -> list[str]:
-    """``paths`` without those inside another of them (duplicates once), in their order."""
-    unique = list(dict.fromkeys(paths))
-    return [p for p in unique if not any(p != q and under(p, [q]) for q in unique)]
-
-
-def under(path: str, dirs: Sequence[str]) -> bool:
+def under_any(path: str, dirs: Sequence[str]) -> bool:
     """True when ``path`` is one of ``dirs`` or inside one of them."""
-    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+    return any(under(path, d) for d in dirs)
 
 
 def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], protected: Sequence[str]) -> Plan:
@@ -153,7 +148,7 @@ def make_plan(entries: Sequence[FileEntry], stored: dict[str, StoredFile], prote
             plan.unchanged.append(entry)
         else:
             plan.encode.append((entry, old))
-    gone = [sf for path, sf in stored.items() if path not in seen and not under(path, protected)]
+    gone = [sf for path, sf in stored.items() if path not in seen and not under_any(path, protected)]
     by_print: dict[tuple[int, str], list[StoredFile]] = {}
     for sf in gone:
         if sf.complete:

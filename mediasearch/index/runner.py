@@ -29,7 +29,7 @@ from mediasearch.index.pipeline import (
     _prefetch,
     decode_file,
 )
-from mediasearch.index.plan import Plan, StoredFile, apply_moves, make_plan, stored_under, under
+from mediasearch.index.plan import Plan, StoredFile, apply_moves, make_plan, stored_under, under_any
 from mediasearch.media.decode_pool import DecoderPool
 from mediasearch.media.discover import FileEntry, discover, root_status
 from mediasearch.store.base import Store
@@ -118,7 +118,7 @@ def _remember_failures(plan: Plan, failures: FailureLog, listed: list[str], summ
         failures.record(entry, reason)
     seen = {e.path for e in plan.unchanged} | set(plan_paths(plan.moves)) | set(listed)
     seen |= set(plan_paths(plan.unreadable))
-    failures.prune(lambda p: under(p, plan.read_roots) and not under(p, plan.protected) and p not in seen)
+    failures.prune(lambda p: under_any(p, plan.read_roots) and not under_any(p, plan.protected) and p not in seen)
     failures.save()
 
 
@@ -158,7 +158,7 @@ def plan_roots(
     found = discover(ok, include_hidden=options.include_hidden, on_error=on_error, on_skip=on_skip, exclude=exclude)
     entries = list(found)
     summary.scanned = len(entries)
-    plan = make_plan(entries, {p: sf for p, sf in stored.items() if under(p, ok)}, errored)
+    plan = make_plan(entries, {p: sf for p, sf in stored.items() if under_any(p, ok)}, errored)
     plan.read_roots = ok
     return plan
 
@@ -174,7 +174,7 @@ def _unmounted(
     mounts.save()
     away = mounts.away(ok)
     for point, status in away:
-        indexed = sum(under(p, [point]) for p in stored)
+        indexed = sum(under_any(p, [point]) for p in stored)
         if indexed:
             summary.error(
                 point,
@@ -187,8 +187,8 @@ def _unmounted(
 
 def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list[str], summary: IndexSummary) -> None:
     """Say why a missing or empty root was not read (an empty one inside a present root is not news)."""
-    indexed = sum(under(p, [root]) for p in stored)
-    if under(root, ok):  # inside a present root, which says what is there
+    indexed = sum(under_any(p, [root]) for p in stored)
+    if under_any(root, ok):  # inside a present root, which says what is there
         if status == "missing":
             summary.error(root, "no such file or folder")
     elif root in stored and indexed == 1:  # an indexed file that is gone

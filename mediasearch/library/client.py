@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediasearch import errors
 from mediasearch.errors import MediaSearchError
-from mediasearch.fsutil import atomic_write
+from mediasearch.fsutil import atomic_write, pid_alive
 
 if TYPE_CHECKING:
     import threading
@@ -112,16 +112,6 @@ def remove_port_file(home: Path, instance: str) -> None:
     if current is not None and current.instance == instance:
         with contextlib.suppress(OSError):
             port_file(home).unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, another user's
-        return True
-    return True
 
 
 class DaemonClient:
@@ -274,7 +264,7 @@ def find_daemon(home: Path, *, wait_s: float = STARTING_WAIT_S) -> DaemonClient 
     info = read_port_file(home)
     if info is None:
         return None
-    if info.hostname in ("", socket.gethostname()) and not _pid_alive(info.pid):
+    if info.hostname in ("", socket.gethostname()) and not pid_alive(info.pid):
         remove_port_file(home, info.instance)
         return None
     client = DaemonClient(info)

@@ -83,6 +83,10 @@ def _merge(query: Query, parsed: ParsedQuery) -> Query:
     """The fields the parse found that the query does not give explicitly; the text becomes what is left."""
     first, rest = query.terms[0], query.terms[1:]
     terms = ((Term(first.kind, parsed.text, first.weight),) if parsed.text else ()) + rest
+    sort = parsed.sort if query.sort == "score" and parsed.sort else query.sort
+    if not any(t.weight > 0 for t in terms):  # "photos from last summer": all filters, nothing to look for
+        terms = query.terms  # CLIP ranks what the filters keep by the whole query; shown newest first
+        sort = "date" if sort == "score" else sort
     place, near = query.place, query.near
     if parsed.place is not None and place is None and near is None:
         from mediasearch.geo.names import fold
@@ -100,7 +104,7 @@ def _merge(query: Query, parsed: ParsedQuery) -> Query:
         people=query.people or tuple(parsed.people),
         kind=query.kind or parsed.kind,
         ocr=query.ocr or tuple(parsed.ocr),
-        sort=parsed.sort if query.sort == "score" and parsed.sort else query.sort,
+        sort=sort,
         parse_text=False,
     )
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mediasearch.errors import QueryError
-from mediasearch.fsutil import atomic_write, make_private
+from mediasearch.fsutil import atomic_write, make_private, under
 
 ROOTS_FILE = "roots.json"
 WATCHED_KEY = "daemon_roots"  # the daemon's watched folders, in the home's state.json
@@ -57,8 +57,7 @@ def _own(home: Path) -> list[str]:
 
 def is_under(path: str, root: str) -> bool:
     """Whether ``path`` is ``root`` or inside it (lexically: ``..`` is resolved first)."""
-    path, root = os.path.normpath(path), os.path.normpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return under(os.path.normpath(path), os.path.normpath(root))
 
 
 def checked(path: str, roots: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ nothing else escapes `load_image`. `sample_video`, `plan_timestamps`, `Frame`, `
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -35,6 +36,13 @@ NEUTRAL_GREY = (128, 128, 128)
 """Background that transparent areas are composited on."""
 
 _IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "JPEG2000")  # JPEG also opens MPO
+# errno values that say the file could not be read (a decoder's own OSError, such as libtiff's EINVAL on
+# a damaged file, is about the content: the failure is remembered, index.failures)
+_IO_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOENT", "EACCES", "EPERM", "EIO", "EISDIR", "ENXIO", "ESTALE", "ETIMEDOUT", "EAGAIN", "ELOOP")
+    if hasattr(errno, name)
+)
 _MAX_ASPECT = 4  # images are centre-cropped to at most 4:1 (see _crop_aspect)
 
 
@@ -210,7 +218,7 @@ def _image_failure(exc: BaseException) -> str:
         return memory.bomb_message(_bomb_size(exc))
     if isinstance(exc, UnidentifiedImageError):
         return "cannot identify image file"
-    if isinstance(exc, OSError) and exc.errno is not None:
+    if isinstance(exc, OSError) and exc.errno in _IO_ERRNOS:  # the file, not its content
         return f"cannot read file: {one_line(exc.strerror or str(exc)).lower()}"
     if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
         return "truncated image"

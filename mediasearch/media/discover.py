@@ -42,7 +42,9 @@ SkipCallback = Callable[[str], None]
 # Extensions are lower case, without the dot; use `media_kind` rather than testing them by hand.
 # A format whose optional package is missing (JPEG XL) is still listed: the file is reported with
 # what to install, instead of being passed over in silence. README's table of formats lists them all.
-_BASE_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jp2", "j2k", "jpf", "jpx"})
+_BASE_IMAGE_EXTS = frozenset(
+    {"jpg", "jpeg", "mpo", "png", "webp", "gif", "bmp", "tif", "tiff", "jp2", "j2k", "jpf", "jpx"}
+)
 _PLUGIN_IMAGE_EXTS = frozenset({"avif", "heic", "heif", "hif", "jxl"})
 IMAGE_EXTS: frozenset[str] = _BASE_IMAGE_EXTS | _PLUGIN_IMAGE_EXTS | RAW_EXTS
 VIDEO_EXTS: frozenset[str] = frozenset(

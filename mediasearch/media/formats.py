@@ -141,13 +141,16 @@ def register_jxl() -> bool:
 
 PNG_TEXT_LIMIT = 1024 * 1024  # text chunks larger than this (compressed) are passed over
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # iCCP: a compressed colour profile, which Pillow
+# unpacks under the same limit (an 8-bit RGB conversion does not use it)
 
 
 def png_without_big_text(source: BinaryIO) -> BinaryIO | None:
-    """The PNG in ``source`` as Pillow should see it: without its text chunks over `PNG_TEXT_LIMIT`
-    (Pillow refuses a file whose text would decompress past its limit, though every viewer shows
-    the picture); None when there is no such chunk. The file is read in place, not copied."""
+    """The PNG in ``source`` as Pillow should see it: without the chunks that may be too big for it
+    (Pillow refuses a file whose text or colour profile would decompress past its limit, though every
+    viewer shows the picture): the compressed ones (zTXt, compressed iTXt, iCCP: a small chunk may
+    unpack to gigabytes) and any text over `PNG_TEXT_LIMIT`; None when there is no such chunk. The
+    file is read in place, not copied."""
     source.seek(0)
     if source.read(8) != _PNG_SIGNATURE:
         return None
@@ -159,7 +162,7 @@ def png_without_big_text(source: BinaryIO) -> BinaryIO | None:
             break
         length, kind = int.from_bytes(header[:4], "big"), header[4:]
         end = offset + 12 + length
-        if kind in _PNG_TEXT_CHUNKS and length > PNG_TEXT_LIMIT:
+        if kind in _PNG_TEXT_CHUNKS and (length > PNG_TEXT_LIMIT or _compressed_text(source, kind)):
             dropped = True
         else:
             kept.append((offset, end))
@@ -169,6 +172,17 @@ def png_without_big_text(source: BinaryIO) -> BinaryIO | None:
         source.seek(offset)
     source.seek(0)
     return io.BufferedReader(_Spliced(source, kept)) if dropped else None
+
+
+def _compressed_text(source: BinaryIO, kind: bytes) -> bool:
+    """Is the text chunk whose data ``source`` is at compressed (zTXt always; iTXt by its flag)?"""
+    if kind in (b"zTXt", b"iCCP"):
+        return True
+    if kind != b"iTXt":
+        return False
+    head = source.read(81)  # a keyword (1-79 bytes), its NUL, then the compression flag
+    end = head.find(b"\0")
+    return 0 <= end < len(head) - 1 and head[end + 1] != 0
 
 
 class _Spliced(io.RawIOBase):

@@ -1,8 +1,8 @@
-"""Recognised text as the index holds it and as queries match it: one normaliser for both sides.
+"""Recognised text as the index holds it and as queries match it, on the one normaliser of the project
+(``mediasearch.textnorm``: lowercase, accents folded, words split on what is not a letter or digit).
 
-``normalise`` lowercases and folds accents ("Café" -> "cafe"); ``words`` splits into the words that
-Qdrant's word tokenizer makes. ``index_text`` is what goes into the payload's ``ocr_text``: the
-normalised lines, then extra words so that a whole-word match also finds
+``index_text`` is what goes into the payload's ``ocr_text``: the normalised lines, then extra words so
+that a whole-word match also finds
 - a long word from its beginning: "starbuck" finds "STARBUCKS" (``PREFIX_MIN`` letters or more);
 - a word the recogniser read with a digit for a letter: "oyster" finds "0YSTER";
 - a word inside words the recogniser ran together (it often drops the spaces of tight print):
@@ -14,29 +14,27 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import cast
+
+from mediasearch import textnorm
 
 PREFIX_MIN = 6  # a query word this long matches the words it begins
 PREFIX_MAX_WORD = 24  # longer "words" are lines whose spaces the recogniser dropped: no prefixes
 GLUED_MIN = 10  # a run of letters this long may be several words without their spaces
 PART_MIN = 3  # shorter pieces of a split run are not words of their own
 CJK_GRAMS = (2, 3, 4)
-_WORD = re.compile(r"\w+", re.UNICODE)
 _DIGIT_FOR_LETTER = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b"})
 
 
 def normalise(text: str) -> str:
-    """Lowercase, compatibility forms folded (NFKC), accents removed, whitespace collapsed."""
-    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    """Lowercase, accents removed (``textnorm.fold``), whitespace collapsed; punctuation kept."""
+    return " ".join(textnorm.fold(text).split())
 
 
 def words(text: str) -> list[str]:
-    """The normalised words of ``text`` (letters and digits; punctuation splits)."""
-    return _WORD.findall(normalise(text).replace("_", " "))
+    """The normalised words of ``text`` (``textnorm.words``: letters and digits; punctuation splits)."""
+    return list(textnorm.words(text))
 
 
 def query_words(text: str) -> tuple[str, ...]:

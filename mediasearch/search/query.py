@@ -20,6 +20,9 @@ from mediasearch.clip.spec import Embedder
 from mediasearch.clip.zeroshot import ensemble_embeddings, templates_for
 from mediasearch.errors import MediaSearchError, QueryError
 from mediasearch.media.discover import path_from_payload
+from mediasearch.ocr.text import snippet
+from mediasearch.search.lexical import FIELDS as LEXICAL_FIELDS
+from mediasearch.search.lexical import LexicalHit, fuse, lexical_search, searchable_words, text_moment
 from mediasearch.search.relevance import Calibrator
 from mediasearch.store.base import Filter, Record, Store
 
@@ -135,6 +138,7 @@ class Hit:
     tags: list[str] = field(default_factory=list)
     text: str | None = None  # the recognised text that matched (a snippet), when the query asked for text
     people: list[str] = field(default_factory=list)  # names of the people in the item
+    place: str | None = None  # where it was taken: "Nice, France" (the places enricher), or None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,7 +152,16 @@ class Hit:
             "tags": self.tags,
             "text": self.text,
             "people": self.people,
+            "place": self.place,
         }
+
+
+def place_label(place: Any) -> str | None:
+    """A stored ``place`` ({"city", "region", "country"}) as a hit shows it: "Nice, France"."""
+    if not isinstance(place, dict):
+        return None
+    parts = [str(place[k]) for k in ("city", "country") if place.get(k)]
+    return ", ".join(parts) or None
 
 
 def text_vector(model: Embedder, text: str, *, raw: bool) -> np.ndarray:
@@ -210,7 +223,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def search(store: Store, model: Embedder, query: Query, *, exclude_ids: Sequence[str] = ()) -> list[Hit]:
-    """Run a query: nearest points, grouped by file, calibrated, filtered, sorted."""
+    """Run a query: nearest points, grouped by file, calibrated, filtered, sorted. A query of recognised
+    text alone (``--ocr`` and no text or image) lists the items whose text holds those words."""
+    if query.ocr and not any(t.weight > 0 for t in query.terms):
+        return text_only_hits(store, query, exclude_ids)
     vec = query_vector(model, query)
     return search_vector(store, model, vec, query, exclude_ids=exclude_ids)
 
@@ -242,20 +258,75 @@ def search_vector(
             break
         fetch *= 4
     candidates = sorted(best.values(), key=lambda r: -_score(r))
+    found = _lexical(store, query, flt)  # files whose recognised text holds the query's words
+    if found:
+        candidates = _fused(candidates, found)
     if query.min_score is None:
         candidates = candidates[: query.limit]
     hits, dates = _hits(store, candidates, vec, calibrate)
-    ranked = sorted(hits, key=lambda h: -h.score)
+    # With words matched in pictures the fused order stands (and a word match is kept whatever its
+    # CLIP score); otherwise the order of the cosines read back.
+    ranked = hits if found else sorted(hits, key=lambda h: -h.score)
     if query.min_score is not None:
-        ranked = [h for h in ranked if h.calibrated >= query.min_score]
+        ranked = [h for h in ranked if h.calibrated >= query.min_score or h.path in found]
     ranked = ranked[: query.limit]
+    chosen = {_shown(r.payload): r for r in candidates}
     for hit in ranked:
+        rec = chosen[hit.path]
+        wanted = (*query.ocr, *(found[hit.path].words if hit.path in found else ()))
+        hit.text = snippet([str(line.get("text", "")) for line in rec.payload.get("ocr_lines") or []], wanted)
         if hit.kind == "video":
-            _moment(store, hit, vec)
+            moment = text_moment(store, hit.path, wanted) if wanted else None
+            if moment is None:
+                _moment(store, hit, vec, query)
+            else:
+                hit.timestamp, hit.start, hit.end = moment
     if query.sort in ("date", "oldest"):  # newest first, or oldest first; undated last either way
         sign = -1.0 if query.sort == "date" else 1.0
         ranked.sort(key=lambda h: (dates.get(h.path) is None, sign * (dates.get(h.path) or 0.0)))
     return ranked
+
+
+def _shown(payload: dict[str, Any]) -> str:
+    """The path a hit shows for a point (as ``_hits`` sets it)."""
+    return str(payload.get("path", path_from_payload(payload)))
+
+
+def _lexical(store: Store, query: Query, flt: Filter) -> dict[str, LexicalHit]:
+    """The files whose recognised text holds words of the query's texts (``search.lexical``), by path."""
+    if query.raw:
+        return {}
+    words = searchable_words([t.value for t in query.terms if t.kind == "text" and t.weight > 0])
+    return {_shown(hit.record.payload): hit for hit in lexical_search(store, words, flt)} if words else {}
+
+
+def _fused(candidates: list[Record], found: dict[str, LexicalHit]) -> list[Record]:
+    """The CLIP candidates and the word matches in one list, ordered by reciprocal rank fusion; a file
+    found by its words is represented by the point (frame) holding them."""
+    by_path = {_shown(r.payload): r for r in candidates}
+    order = fuse(list(by_path), list(found))
+    return [found[p].record if p in found else by_path[p] for p in order]
+
+
+def text_only_hits(store: Store, query: Query, exclude_ids: Sequence[str] = ()) -> list[Hit]:
+    """``--ocr`` alone: the items whose recognised text holds every word, most recent first (no score)."""
+    flt = query.filter(exclude_ids)
+    best: dict[str, Record] = {}
+    for rec in store.scroll(flt, fields=(*LEXICAL_FIELDS, "tags", "date")):
+        path = path_from_payload(rec.payload)
+        if path not in best or (rec.payload.get("timestamp") or 0.0) < (best[path].payload.get("timestamp") or 0.0):
+            best[path] = rec
+    records = sorted(best.values(), key=lambda r: (-(r.payload.get("date") or 0.0), path_from_payload(r.payload)))
+    hits = []
+    for rec in records[: query.limit]:
+        p = rec.payload
+        hit = Hit(path=p.get("path", path_from_payload(p)), score=0.0, kind=p.get("kind", "image"), calibrated=0.0,
+                  timestamp=p.get("timestamp"), tags=list(p.get("tags") or []))
+        hit.text = snippet([str(line.get("text", "")) for line in p.get("ocr_lines") or []], query.ocr)
+        if hit.kind == "video":
+            hit.timestamp, hit.start, hit.end = text_moment(store, hit.path, query.ocr) or (hit.timestamp,) * 3
+        hits.append(hit)
+    return hits
 
 
 def _score(record: Record) -> float:
@@ -287,15 +358,19 @@ def _hits(
             calibrated=float(c),
             timestamp=p.get("timestamp"),
             tags=list(p.get("tags") or []),
+            people=list(p.get("people") or []),  # ids here; the library names them (LocalPeople.name_hits)
+            place=place_label(p.get("place")),
         )
         hits.append(hit)
         dates[hit.path] = p.get("date")
     return hits, dates
 
 
-def _moment(store: Store, hit: Hit, vec: np.ndarray) -> None:
-    """Set the span of neighbouring frames that match about as well as the best one."""
-    frames = list(store.scroll(Filter(path=hit.path), fields=("timestamp",), with_vectors=True))
+def _moment(store: Store, hit: Hit, vec: np.ndarray, query: Query | None = None) -> None:
+    """Set the span of neighbouring frames that match about as well as the best one (among the frames
+    whose recognised text holds the ``--ocr`` words, when the query has some)."""
+    where = Filter(path=hit.path, ocr=query.ocr if query is not None else ())
+    frames = list(store.scroll(where, fields=("timestamp",), with_vectors=True))
     frames = [f for f in frames if f.vector is not None and f.payload.get("timestamp") is not None]
     if not frames:
         hit.start = hit.end = hit.timestamp

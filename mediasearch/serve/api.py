@@ -57,8 +57,8 @@ def create_app(
     async def health() -> dict[str, Any]:
         """Liveness (no token): the state, and the instance id the port file names. Answered on the event
         loop, not a worker thread: it stays quick however busy the routes are."""
-        message = redact(service.message)
-        return {"ok": True, "state": service.state, "message": message, **(instance() if instance else {})}
+        state, message = service.shown_state() if hasattr(service, "shown_state") else (service.state, service.message)
+        return {"ok": True, "state": state, "message": redact(message), **(instance() if instance else {})}
 
     guarded = [Depends(_token_check(tokens, READ))]
     admin = [Depends(_token_check(tokens, ADMIN))]

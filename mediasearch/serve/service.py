@@ -25,6 +25,7 @@ from mediasearch.errors import (
     StoreError,
     StoreLockedError,
 )
+from mediasearch.fsutil import under
 from mediasearch.library import home, roots
 from mediasearch.library.client import DaemonInfo
 from mediasearch.library.home import Counts
@@ -38,7 +39,7 @@ from mediasearch.serve.files import FileChangedError, ServedFile, open_checked, 
 from mediasearch.serve.options import DaemonOptions
 from mediasearch.serve.people_service import PeopleService
 from mediasearch.serve.rwlock import LockTimeout, ReadWriteLock
-from mediasearch.serve.watcher import Coalescer, Watcher, under
+from mediasearch.serve.watcher import Coalescer, Watcher
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ QUERY_WAIT_S = 10.0  # a query waits this long for a collection switch or an HNS
 REOPEN_TRIES = 3  # after an HNSW build, attempts to open the store again before the "error" state
 REOPEN_WAIT_S = 20.0  # each attempt waits this long for the build's process to let go of the store
 RECOVER_EVERY_S = 30.0  # in the "error" state, how often the store is tried again
+FAULT_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # a watched run that failed is retried after these
 
 
 class NotReadyError(MediaSearchError):
@@ -151,6 +153,9 @@ class Service(PeopleService):
         self._checked_changes = -1
         self.progress: _LogProgress | None = None  # of the index run under way
         self._next_recover = 0.0
+        self.fault: dict[str, Any] | None = None  # a watched run that failed (disk full, ...): "degraded"
+        self._fault_paths: list[str] = []
+        self._fault_retry_at = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
         # The enrichment pass runs after each index run, in the background: roots whose CLIP pass is done,
@@ -273,11 +278,15 @@ class Service(PeopleService):
         every = self.options.rescan_every
         next_rescan = time.monotonic()  # the first rescan catches up with what changed while down
         job: Future[Any] | None = None
+        job_paths: list[str] | None = None  # the folders of the index job in flight (None: another job)
         while not self.cancel.wait(TICK_S):
             if job is not None and not job.done():
                 if self._enriching is not None and (self.coalescer.pending() or time.monotonic() >= next_rescan):
                     self._give_way.set()  # changes on disk come before the enrichers
                 continue
+            if job is not None:
+                self._after_job(job, job_paths)
+                job, job_paths = None, None
             try:
                 if self.state == "error":
                     if time.monotonic() >= self._next_recover:
@@ -286,12 +295,18 @@ class Service(PeopleService):
                     continue
                 if self.state != "ready" or self.busy:  # e.g. a request's job: the store may be closed
                     continue
+                self._flush_when_idle()
+                if self.fault is not None and time.monotonic() >= self._fault_retry_at:
+                    job_paths = list(self._fault_paths)
+                    job = self._submit(self._run_index, job_paths, self.options.index)
+                    continue
                 if time.monotonic() >= next_rescan:
                     job = self._submit(self._rescan_job)
                     next_rescan = time.monotonic() + every if every > 0 else math.inf
                     continue
                 folders = self.coalescer.ready()
                 if folders:
+                    job_paths = list(folders)
                     job = self._submit(self._run_index, folders, self.options.index)
                 elif self._to_enrich and not self.coalescer.pending():
                     job = self._submit(self._enrich_job)
@@ -299,6 +314,45 @@ class Service(PeopleService):
                     job = self._submit(self._optimize_job)
             except MediaSearchError as exc:  # the scheduler must outlive any one failure
                 self.log.error("scheduling: %s", exc)
+
+    def _after_job(self, job: Future[Any], paths: list[str] | None) -> None:
+        """After a scheduled job: a watched run that failed (a full disk, a read-only home, ...) puts the
+        daemon in the "degraded" state, saying why, and is retried with backoff; one that worked clears it."""
+        exc = job.exception() if not job.cancelled() else None
+        if paths is None:
+            return
+        if exc is None:
+            if self.fault is not None:
+                self.log.info("the failed run went through: ready again (%s)", self.fault["reason"])
+                self.fault, self._fault_paths = None, []
+            return
+        if not isinstance(exc, MediaSearchError) or isinstance(exc, NotReadyError):
+            return
+        tries = self.fault["retries"] + 1 if self.fault is not None else 0
+        wait = FAULT_RETRY_S[min(tries, len(FAULT_RETRY_S) - 1)]
+        since = self.fault["since"] if self.fault is not None else time.time()
+        self._fault_paths = sorted(set(self._fault_paths) | set(paths))
+        self._fault_retry_at = time.monotonic() + wait
+        self.fault = {"reason": str(exc), "since": since, "retries": tries, "next_retry": time.time() + wait}
+        self.log.warning("degraded: %s; the run is tried again in %.0f s", exc, wait)
+
+    def shown_state(self) -> tuple[str, str]:
+        """The state and message to show: "degraded" (and why) while a failed watched run waits for a retry."""
+        if self.state == "ready" and self.fault is not None:
+            retry = max(0.0, self.fault["next_retry"] - time.time())
+            return "degraded", f"{self.fault['reason']} (tried again in {retry:.0f} s)"
+        return self.state, self.message
+
+    def _flush_when_idle(self) -> None:
+        """Make the last writes durable within the store's auto-flush delay even when no write follows
+        (the store flushes on a write that comes that much later, and the daemon may then sit idle)."""
+        store = self.lib.index_side.store if self.lib is not None else None
+        flush_if_due = getattr(store, "flush_if_due", None)
+        if flush_if_due is not None:
+            try:
+                flush_if_due()
+            except MediaSearchError as exc:
+                self.log.warning("flushing the store: %s", exc)
 
     def _run_index(self, paths: Sequence[str], options: IndexOptions, tagging: bool | None = None) -> IndexReport:
         """One index run with a line in the log per file changed or skipped."""
@@ -596,7 +650,8 @@ class Service(PeopleService):
         return {
             "pid": os.getpid(),
             "url": self.info.url if self.info else None,
-            "state": self.state,
+            "state": self.shown_state()[0],
+            "fault": self.fault,
             "roots": self.roots,
             "watching": dict(self.watcher.modes),
             "busy": self.busy,

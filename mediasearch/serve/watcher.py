@@ -22,26 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediasearch.fsutil import outermost, under
 from mediasearch.media.discover import media_kind
 
 NETWORK_FS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "davfs", "virtiofs"}
 )
 _MAX_TRACKED_FILES = 2000  # per folder; past this the mtime check is skipped (a big copy settles by events)
-
-
-def under(path: str, folder: str) -> bool:
-    """True when ``path`` is ``folder`` or inside it."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def reduce_folders(folders: Sequence[str]) -> list[str]:
-    """Drop every folder that lies inside another one of the list."""
-    out: list[str] = []
-    for folder in sorted(set(folders), key=lambda f: (f.count(os.sep), f)):
-        if not any(under(folder, kept) for kept in out):
-            out.append(folder)
-    return sorted(out)
 
 
 @dataclass
@@ -126,7 +113,7 @@ class Coalescer:
             for folder in settled:
                 del self._pending[folder]
             roots = list(self.roots)
-        return reduce_folders([self._trusted(f, roots) for f in settled])
+        return sorted(outermost([self._trusted(f, roots) for f in settled]))
 
     def _recently_written(self, files: set[str]) -> bool:
         """A file changed within the debounce window: a writer that pauses without an event."""

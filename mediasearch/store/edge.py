@@ -7,6 +7,7 @@ The shard's write-ahead log takes a lock: a second opener waits briefly, then ge
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 
 from mediasearch.errors import MediaSearchError, StoreError, StoreFullError, StoreLockedError
-from mediasearch.fsutil import make_private
+from mediasearch.fsutil import make_private, pid_alive
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
     FLOAT_FIELDS,
@@ -77,6 +78,8 @@ class _OwnerLock:
         try:
             fh = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # the home, not the index, is the problem
+                raise StoreError(read_only_home(self.path.parent, exc)) from exc
             raise StoreError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -104,7 +107,7 @@ class _OwnerLock:
             return unknown
         if pid == os.getpid():
             return "this same process (it is already open here)"
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return unknown  # a forked child of the dead owner may still hold the lock
         program = str(owner.get("program", "")).strip()
         return f"{unknown} (pid {pid}: {program})" if program else f"{unknown} (pid {pid})"
@@ -118,16 +121,6 @@ class _OwnerLock:
             self._fh.truncate()
         self._fh.close()  # closing the file drops the flock
         self._fh = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, owned by another user
-        return True
-    return True
 
 
 def _locked_error(shard_dir: Path, holder: str = "another process") -> StoreLockedError:
@@ -253,6 +246,16 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
         shard.close()
         raise StoreError(f"cannot index payload fields in {shard_dir}: {first_line(exc)}") from exc
     return shard, stored
+
+
+def read_only_home(folder: Path, exc: OSError) -> str:
+    """The one line for an index folder this process may not write (every command takes the store's lock,
+    so status and query too)."""
+    why = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable by this user"
+    return (
+        f"the index folder {folder} {why}: mediasearch writes a lock there even to read the index; "
+        "make it writable, or give --home (MEDIASEARCH_HOME) a writable folder"
+    )
 
 
 def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
@@ -484,6 +487,11 @@ class EdgeStore(StoreBase):
         with self._engine("facet"):
             hits = self._shard.facet(request)
         return {str(hit.value): int(hit.count) for hit in hits}
+
+    def flush_if_due(self) -> None:
+        """Flush writes older than the auto-flush delay (a long-lived owner calls it when idle)."""
+        if self._unflushed and time.monotonic() - self._last_flush >= AUTO_FLUSH_S:
+            self.flush()
 
     def flush(self) -> None:
         """Make every write so far durable on disk (survives a power cut)."""

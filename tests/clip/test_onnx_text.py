@@ -154,7 +154,7 @@ def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, m
     if fast.fast_text is None:
         pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
     weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
-    loaded = onnx_text.load_text_model(fast.spec, weights, threads=1, wide=2)  # 2 even on a 1-CPU machine
+    loaded = onnx_text.load_onnx_text_model(fast.spec, weights, threads=1, wide=2)  # 2 even on a 1-CPU machine
     assert loaded is not None and loaded.model.wide_session is not None
     tower = loaded.model
     tokens = BpeTokenizer()([t.format("a blue star") for t in CLIP_TEMPLATES])

@@ -32,3 +32,27 @@ def test_an_unchanged_reindex_is_not_refused_for_low_space(
     monkeypatch.setattr(store_module.shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
     opening = cli("status", ok=False)  # too little even to open: one line, no SIGBUS
     assert opening.exit_code == 1 and "is full" in opening.stderr and "Traceback" not in opening.stderr
+
+
+def test_a_read_only_home_is_one_true_line(tmp_path: Path, cli: Any) -> None:
+    """A home on a read-only file system: every command says so (not a lock file, not a download)."""
+    import subprocess
+
+    lib, home, ro = tmp_path / "lib", cli.home, tmp_path / "ro"
+    lib.mkdir()
+    save_image(render("red", "circle", rng=np.random.default_rng(0)), lib / "a.png", "png")
+    cli.json("index", str(lib))
+    ro.mkdir()
+    bind = subprocess.run(["mount", "--bind", str(home), str(ro)], capture_output=True, check=False)
+    if bind.returncode != 0:
+        pytest.skip("this process may not bind-mount (not root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        readonly = type(cli)(ro)
+        for args in (("status",), ("query", "a red circle"), ("index", str(lib))):
+            result = readonly(*args, ok=False)
+            assert result.exit_code == 1, args
+            assert "read-only file system" in result.stderr and "writable" in result.stderr, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from test_index import shape_photos
 
 from mediasearch.errors import StoreError
+from mediasearch.fsutil import outermost
 from mediasearch.index import runner as indexer
 from mediasearch.index.options import IndexOptions
-from mediasearch.index.plan import StoredFile, make_plan, outermost, stored_under, under
+from mediasearch.index.plan import StoredFile, make_plan, stored_under, under_any
 from mediasearch.library import home as library
 from mediasearch.media.discover import FileEntry
 
@@ -285,7 +286,7 @@ def test_the_plan_accounts_for_every_file_once(
     placed = [e.path for e in plan.unchanged] + [e.path for e, _ in plan.encode]
     placed += [e.path for e, _ in plan.moves] + [e.path for e, _ in plan.unreadable]
     assert sorted(placed) == sorted(disk)
-    gone = {p for p in index if p not in disk and not under(p, protected)}
+    gone = {p for p in index if p not in disk and not under_any(p, protected)}
     assert sorted([sf.path for _, sf in plan.moves] + [sf.path for sf in plan.removed]) == sorted(gone)
     for e in plan.unchanged:
         s, m, _, whole = index[e.path]

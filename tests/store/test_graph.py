@@ -84,3 +84,20 @@ def test_text_query_recall_at_10_of_the_graph(
     assert _recall(graph_store, queries) >= 0.99
     monkeypatch.setattr(store_base, "SEARCH_EF", 10)
     assert _recall(graph_store, queries) < 0.99
+
+
+@pytest.mark.parametrize("dim", [64, 512, 768])
+def test_the_engine_builds_a_graph_from_the_same_count_at_every_vector_size(
+    dim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's indexing threshold is in bytes of vectors: set from our count, the graph appears
+    past the same number of points whatever the model's dimension (here with a switch at 400 points)."""
+    monkeypatch.setattr(store_base, "EXACT_SEARCH_MAX_POINTS", 400)
+    rng = np.random.default_rng(dim)
+    for count, graph in ((360, False), (440, True)):
+        vectors = rng.standard_normal((count, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        with open_store(home=tmp_path / str(count), collection="media_switch", dim=dim) as store:
+            store.upsert([PointIn(point_id(f"/{i}.jpg", None), v, {}) for i, v in enumerate(vectors)])
+            store.optimize()
+            assert store.graph_points() == (count if graph else 0), (dim, count)
