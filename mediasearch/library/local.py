@@ -338,7 +338,7 @@ class LocalLibrary(LocalPeople):
         opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
         if any(t.kind == "image" for t in query.terms):
             opened = self.query_side
-        return search(opened.store, opened.model, query)
+        return self.name_hits(search(opened.store, opened.model, query))
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
@@ -348,7 +348,7 @@ class LocalLibrary(LocalPeople):
         query = resolve(self, query)
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
-        return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+        return self.name_hits(search_vector(opened.store, opened.model, vec, query, exclude_ids=own))
 
     def place_names(self) -> list[str]:
         """The folded names of the places the indexed files were taken in (for the one-line parse)."""
