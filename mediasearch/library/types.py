@@ -51,7 +51,7 @@ class Status:
     store: str | None = None
     collection: str | None = None
     last_run: dict[str, Any] | None = None
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {"path", "error", "since": unix time}
     tagging: bool = False
     skipped: int = 0  # files the last run passed over for their extension
     skipped_extensions: dict[str, int] = field(default_factory=dict)  # those files, by extension
