@@ -31,7 +31,7 @@ import numpy as np
 
 from mediasearch.errors import ConfigError, ModelError
 from mediasearch.index.encode_core import Decoded, delete_stale, file_done, file_failed, file_points
-from mediasearch.index.options import IndexOptions, IndexSummary, Progress
+from mediasearch.index.options import IndexOptions, IndexReport, Progress
 from mediasearch.index.pipeline import EncodeStage, Tagger, decode_file
 from mediasearch.index.plan import StoredFile
 from mediasearch.lane import tune_openmp
@@ -195,7 +195,7 @@ def encode_stage(load_model: Callable[[], Embedder], ray_options: RayOptions) ->
         model: Embedder,
         store: Store,
         options: IndexOptions,
-        summary: IndexSummary,
+        summary: IndexReport,
         progress: Progress,
         tagger: Tagger | None,
     ) -> None:
@@ -255,7 +255,7 @@ class _RayRun:
         model: Embedder,
         store: Store,
         options: IndexOptions,
-        summary: IndexSummary,
+        summary: IndexReport,
         progress: Progress,
         tagger: Tagger | None,
     ) -> None:

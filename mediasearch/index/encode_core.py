@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mediasearch.index.options import IndexSummary, Progress
+from mediasearch.index.options import IndexReport, Progress
 from mediasearch.index.plan import StoredFile, file_key, file_payload
 from mediasearch.media.discover import FileEntry
 from mediasearch.store.base import PointIn, Store, point_id
@@ -65,7 +65,7 @@ def delete_stale(store: Store, old: StoredFile | None, new_ids: Iterable[str]) -
         store.delete(stale)
 
 
-def file_done(summary: IndexSummary, progress: Progress, item: Decoded | Any, frames: int) -> None:
+def file_done(summary: IndexReport, progress: Progress, item: Decoded | Any, frames: int) -> None:
     """Count a file whose points are stored: added or updated, its frames, a partial read as a note."""
     if item.old is not None and item.old.complete:
         summary.updated += 1
@@ -78,7 +78,7 @@ def file_done(summary: IndexSummary, progress: Progress, item: Decoded | Any, fr
 
 
 def file_failed(
-    summary: IndexSummary, progress: Progress, entry: FileEntry, reason: str, *, remember: bool = True
+    summary: IndexReport, progress: Progress, entry: FileEntry, reason: str, *, remember: bool = True
 ) -> None:
     """Count a file that could not be encoded: one line in the errors (a file that cannot be decoded is
     also remembered, ``index.failures``; not a cluster's failure), and the bar moves on."""
