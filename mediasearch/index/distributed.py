@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mediasearch.errors import ConfigError, ModelError
-from mediasearch.index.options import IndexOptions, IndexSummary, Progress
+from mediasearch.index.options import IndexOptions, IndexReport, Progress
 from mediasearch.index.pipeline import Decoded, EncodeStage, Tagger, decode_file
 from mediasearch.index.plan import StoredFile, file_key, file_payload
 from mediasearch.lane import tune_openmp
@@ -208,7 +208,7 @@ def encode_stage(load_model: Callable[[], Embedder], ray_options: RayOptions) ->
         model: Embedder,
         store: Store,
         options: IndexOptions,
-        summary: IndexSummary,
+        summary: IndexReport,
         progress: Progress,
         tagger: Tagger | None,
     ) -> None:
@@ -268,7 +268,7 @@ class _RayRun:
         model: Embedder,
         store: Store,
         options: IndexOptions,
-        summary: IndexSummary,
+        summary: IndexReport,
         progress: Progress,
         tagger: Tagger | None,
     ) -> None:

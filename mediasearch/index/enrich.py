@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mediasearch.errors import MediaError, MediaSearchError
 from mediasearch.fsutil import outermost
-from mediasearch.index.options import IndexSummary, NoProgress, Progress
+from mediasearch.index.options import IndexReport, NoProgress, Progress
 from mediasearch.index.versions import ENRICHERS_KEY, record_of
 from mediasearch.media.discover import display_path, path_from_payload
 from mediasearch.store.base import Filter, Store
@@ -116,7 +116,7 @@ def enrich(
     store: Store,
     roots: Sequence[str],
     enrichers: Sequence[Enricher],
-    summary: IndexSummary,
+    summary: IndexReport,
     progress: Progress | None = None,
     *,
     workers: int = 0,
@@ -242,7 +242,7 @@ def _fit(image: Any, side: int) -> Any:
 
 
 def _run_file(
-    item: Pending, inputs: _Inputs, by_name: dict[str, Enricher], store: Store, summary: IndexSummary
+    item: Pending, inputs: _Inputs, by_name: dict[str, Enricher], store: Store, summary: IndexReport
 ) -> None:
     """Run the file's pending enrichers and write each point's new fields with the versions, at once."""
     updates: dict[str, dict[str, Any]] = {pid: {} for pid, _, _ in item.points}

@@ -17,7 +17,7 @@ import numpy as np
 
 from mediasearch import lane
 from mediasearch.errors import MediaError
-from mediasearch.index.options import IndexOptions, IndexSummary, Progress
+from mediasearch.index.options import IndexOptions, IndexReport, Progress
 from mediasearch.index.plan import StoredFile, file_key, file_payload
 from mediasearch.media.decode_pool import DecoderPool
 from mediasearch.media.discover import (
@@ -41,7 +41,7 @@ EncodeStage = Callable[
         "Embedder",
         Store,
         IndexOptions,
-        IndexSummary,
+        IndexReport,
         Progress,
         "Tagger | None",
     ],
@@ -181,7 +181,7 @@ class _Encoder:
     the one being encoded, and files are counted done only once their points are stored.
     """
 
-    def __init__(self, model: Embedder, store: Store, summary: IndexSummary, progress: Progress, batch: int):
+    def __init__(self, model: Embedder, store: Store, summary: IndexReport, progress: Progress, batch: int):
         self.model, self.store, self.summary = model, store, summary
         self.progress, self.batch = progress, batch
         self.queue: list[tuple[Decoded, int]] = []

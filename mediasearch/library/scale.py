@@ -14,7 +14,7 @@ from mediasearch.library import home
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
-    from mediasearch.index.options import IndexOptions, IndexSummary, Progress
+    from mediasearch.index.options import IndexOptions, IndexReport, Progress
 
 
 @dataclass
@@ -66,7 +66,7 @@ def index_on_ray(
     actors: int,
     tag: bool | None,
     progress: Progress | None,
-) -> IndexSummary:
+) -> IndexReport:
     """One index run whose decoding and encoding run on Ray; a collection in bulk-load mode leaves it."""
     from mediasearch.index.distributed import RayOptions, encode_stage
     from mediasearch.index.failures import FailureLog
