@@ -317,6 +317,11 @@ class _StubService:
 
         raise NotIndexedError(f"{path} is not in the index")
 
+    def indexed_path(self, path: str) -> str:
+        from mediasearch.serve.service import NotIndexedError
+
+        raise NotIndexedError(f"{path} is not in the index")
+
 
 def test_api_token_errors_and_openapi() -> None:
     from fastapi.testclient import TestClient
