@@ -1,7 +1,7 @@
 """What the use cases return: dataclasses whose fields are exactly the keys of the matching ``--json`` output.
 
-``IndexReport`` is the indexer's own summary and ``Hit`` the search's own result (re-exported here); the
-rest are defined here. ``dataclasses.asdict`` of any of
+``IndexReport`` is the indexer's own report (``index/options.py``) and ``Hit`` the search's own result
+(``search/query.py``), re-exported here; the rest are defined here. ``dataclasses.asdict`` of any of
 them is what the CLI prints.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediasearch.index.options import IndexSummary as IndexReport
+from mediasearch.index.options import IndexReport
 from mediasearch.search.query import Hit
 
 __all__ = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ def test_people_commands_go_through_the_daemon(tmp_path: Path, faces_dir: Path, 
     home = tmp_path / "home"
     daemon = Daemon(home, str(folder), "--rescan-every", "off").wait_ready(timeout=180)
     try:
-
         seen: list[int] = []
 
         def enriched() -> bool:  # the faces pass may run in the background: wait until nothing changes
@@ -54,6 +54,15 @@ def test_people_commands_go_through_the_daemon(tmp_path: Path, faces_dir: Path, 
         merged = _cli(home, "people", "merge", first["id"], second["id"], "--json")
         assert merged.returncode == 0, merged.stderr
         assert json.loads(merged.stdout)["faces"] == first["faces"] + second["faces"]
+        read = urllib.request.Request(
+            f"{info.url}/people/{first['id']}/hide",
+            data=b'{"hidden": true}',
+            method="POST",
+            headers={"Content-Type": "application/json", "X-Mediasearch-Token": info.read_token},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the read token lists, never changes
+            urllib.request.urlopen(read, timeout=60)
+        assert refused.value.code == 403
         unknown = _cli(home, "people", "hide", "99999")
         assert unknown.returncode == 1 and "there is no person 99999" in unknown.stderr
     finally:

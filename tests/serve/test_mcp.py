@@ -109,12 +109,15 @@ def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: P
 
     async def work(session: Any) -> Any:
         with_words = await session.call_tool("search", {"text": "a red circle", "ocr": ["starbucks"]})
-        without = await session.call_tool("search", {"text": "a red circle"})
+        without = _structured(await session.call_tool("search", {"text": "a red circle"}))
         got = _structured(await session.call_tool("text", {"path": str(picture)}))
-        return got, _structured(with_words), _structured(without)
+        indexed = _structured(await session.call_tool("text", {"path": without[0]["path"]}))
+        return got, _structured(with_words), without, indexed
 
-    got, with_words, without = anyio.run(lambda: _session(served, tmp_path, work=work))
+    got, with_words, without, indexed = anyio.run(lambda: _session(served, tmp_path, work=work))
     assert with_words == [] and without
+    # An indexed file: the daemon answers (from the index once its background OCR pass is done).
+    assert indexed["path"] == without[0]["path"] and indexed["kind"] == "image" and indexed["lines"] == []
     assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
     assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
 
