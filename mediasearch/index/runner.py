@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mediasearch.index.encode_core import Decoded, file_failed
 from mediasearch.index.failures import FailureLog, remembered_reason
 from mediasearch.index.mounts import MountLog
 from mediasearch.index.options import IndexOptions, IndexReport, NoProgress, Progress
 from mediasearch.index.pipeline import (
-    Decoded,
     EncodeStage,
     Tagger,
     _Encoder,
@@ -235,8 +235,7 @@ def _encode_all(
     try:
         for item in _prefetch(work, decode, workers, ahead=batch + 2 * workers, initializer=_one_torch_thread):
             if item.fatal:
-                summary.decode_failed(item.entry, item.error or "cannot decode")
-                progress.advance(files=1)
+                file_failed(summary, progress, item.entry, item.error or "cannot decode")
                 continue
             encoder.add(item)
         encoder.close()

@@ -324,7 +324,7 @@ class Library(PeopleMethods):
         Without labels: a fine-tuned checkpoint's linear head, or the classes of learned ``prompts``.
         A file that cannot be read goes to ``on_error`` (without one, it raises).
         """
-        from mediasearch.library.home import classify_embeddings_of
+        from mediasearch.library.models import classify_embeddings_of
 
         chosen = list(dict.fromkeys(lab.strip() for lab in labels or () if lab.strip()))
         if labels is not None and prompts is None and len(chosen) < 2:
@@ -342,7 +342,7 @@ class Library(PeopleMethods):
         ]
 
     def _encode(self, files: Sequence[PathLike], on_error: OnError | None) -> list[tuple[str, Any]]:
-        from mediasearch.library.home import encode_each
+        from mediasearch.library.models import encode_each
 
         done, errors = encode_each(self.load_model(), [os.fspath(f) for f in files])
         for err in errors:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import StoreError
-from mediasearch.library import home
+from mediasearch.library import home, models
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def model_loader(settings: Settings) -> Callable[[], Any]:
 
     return functools.partial(
         load_model,
-        home.spec_from_settings(settings),
+        models.spec_from_settings(settings),
         device=settings.device,
         cache_dir=settings.cache_dir / "models",
         batch_size=settings.batch_size,
@@ -73,7 +73,8 @@ def index_on_ray(
     from mediasearch.index.mounts import MountLog
     from mediasearch.index.runner import index_paths
 
-    tagger = home.index_tagger(replace(settings, tagging=tag) if tag is not None else settings, opened)
+    tagging = replace(settings, tagging=tag) if tag is not None else settings
+    tagger = models.index_tagger(tagging, opened.store, opened.model)
     server = (settings.qdrant_url, settings.qdrant_api_key) if settings.qdrant_url else None
     stage = encode_stage(model_loader(settings), RayOptions(address=address, actors=actors, server=server))
     own = home.own_folders(settings)

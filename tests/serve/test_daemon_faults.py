@@ -105,4 +105,4 @@ def test_dng_thumbnail_and_a_full_disk_through_the_daemon(
         wait_for(indexed, 60, "the run that failed is retried once there is room, and the daemon is ready")
     finally:
         daemon.stop()
-        subprocess.run(["umount", str(ext)], capture_output=True, check=False)
+        subprocess.run(["umount", "-l", str(ext)], capture_output=True, check=False)
