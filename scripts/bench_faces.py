@@ -159,11 +159,53 @@ def grouping_seconds(faces: int = 10_000, people: int = 1_000) -> float:
     return time.perf_counter() - started
 
 
+def stall_seconds(pixels: np.ndarray, worker: bool, seconds: float = 5.0) -> float:
+    """The longest time this thread waits for the interpreter while another one finds faces without
+    pause, in this process (dlib holds the lock) or in a worker process (the daemon's way)."""
+    import threading
+
+    if worker:
+        from mediasearch.index.enrichers.faces import _WorkerEngine
+
+        engine: Any = _WorkerEngine()
+    else:
+        engine = FaceEngine()
+    engine.faces(pixels)  # models loaded before timing
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            engine.faces(pixels)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    worst, last, end = 0.0, time.perf_counter(), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        time.sleep(0.001)
+        now = time.perf_counter()
+        worst, last = max(worst, now - last), now
+    stop.set()
+    thread.join()
+    if worker:
+        engine.close()
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=12, help="12 MP photos for the speed rows")
     parser.add_argument("--no-cnn", action="store_true", help="skip the CNN detector's timing")
+    parser.add_argument("--stall", action="store_true", help="only the stall of another thread (daemon)")
     args = parser.parse_args()
+    if args.stall:
+        print(f"load average at start: {os.getloadavg()[0]:.2f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            pixels = load(big_photos(Path(tmp), 1)[0])
+        for worker in (False, True):
+            where = "a worker process" if worker else "this process"
+            print(f"longest stall of another thread, faces found in {where}: {stall_seconds(pixels, worker):.3f} s")
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
+        return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {cores})")
     rows: list[tuple[str, str]] = []

@@ -16,7 +16,7 @@ import pytest
 from fault_helpers import wait_until
 
 from mediasearch.lab.shapes import render, save_image
-from mediasearch.library.client import DaemonClient, read_port_file
+from mediasearch.library.client import DaemonClient, DaemonError, read_port_file
 
 MODEL = "demo"
 OTHERS = [("blue", "star"), ("green", "square"), ("yellow", "triangle"), ("purple", "square"), ("blue", "square")]
@@ -70,7 +70,10 @@ class Daemon:
             if info is None:
                 return False
             self.client = DaemonClient(info)
-            return self.client.health().get("state") == "ready"
+            try:
+                return self.client.health().get("state") == "ready"
+            except DaemonError:  # slow to answer while it loads the model on a loaded machine: ask again
+                return False
 
         wait_for(ready, timeout, "the daemon is ready")
         return self

@@ -50,7 +50,7 @@ def _share_demo_model(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         return
     model = request.getfixturevalue("demo_model")
     from mediasearch.clip.spec import ModelSpec
-    from mediasearch.library import home as library
+    from mediasearch.library import models as library
 
     real_load = library.load
 

@@ -13,7 +13,7 @@ from mediasearch.cli.core import JSON_OPT, app, handles_errors, print_errors, se
 
 def _model(ctx: typer.Context, *, precision: str = "auto") -> Any:
     """The settings' model, as the library loads it."""
-    from mediasearch.library.home import load, spec_from_settings
+    from mediasearch.library.models import load, spec_from_settings
 
     settings = settings_of(ctx)
     return load(settings, spec_from_settings(settings), precision=precision)

@@ -141,3 +141,21 @@ def quality(side_px: float, chip: np.ndarray, score: float) -> float:
     sharpness = min(1.0, float(laplacian.var()) / 400.0)
     confidence = 1.0 / (1.0 + float(np.exp(-2.0 * score)))
     return round(size * (0.5 + 0.5 * sharpness) * confidence, 4)
+
+
+_ENGINES: dict[str, FaceEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(detector: str = "hog") -> FaceEngine:
+    """This process's engine for ``detector`` (its models are loaded once, however many runs use it)."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(detector)
+        if engine is None:
+            engine = _ENGINES[detector] = FaceEngine(detector)
+        return engine
+
+
+def faces_of_pixels(path: str, *, pixels: np.ndarray, detector: str = "hog") -> list[Face]:
+    """``FaceEngine.faces`` as a decoder-pool worker calls it (``path`` names the file, for messages)."""
+    return shared_engine(detector).faces(pixels)

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mediasearch.errors import ConfigError, ModelError
-from mediasearch.index.options import IndexOptions, IndexSummary, Progress
-from mediasearch.index.pipeline import Decoded, EncodeStage, Tagger, decode_file
-from mediasearch.index.plan import StoredFile, file_key, file_payload
+from mediasearch.index.encode_core import Decoded, delete_stale, file_done, file_failed, file_points
+from mediasearch.index.options import IndexOptions, IndexReport, Progress
+from mediasearch.index.pipeline import EncodeStage, Tagger, decode_file
+from mediasearch.index.plan import StoredFile
 from mediasearch.lane import tune_openmp
 from mediasearch.media.decode_pool import DecoderPool
 from mediasearch.media.discover import FileEntry
-from mediasearch.store.base import PointIn, Store, point_id
+from mediasearch.store.base import PointIn, Store
 
 if TYPE_CHECKING:
     from mediasearch.clip.spec import Embedder
@@ -82,20 +83,6 @@ class Preprocessor:
 
     def preprocess(self, image: Any) -> Any:
         return self.transform(image)
-
-
-def file_points(item: Decoded, matrix: np.ndarray, tagger: Tagger | None) -> list[PointIn]:
-    """One file's points: the payload of ``plan.file_payload`` and the ids of ``store.point_id``."""
-    base = file_payload(item.entry, item.fingerprint, len(item.timestamps), item.meta)
-    tags = tagger(matrix) if tagger is not None else None
-    key = file_key(item.entry.path)
-    points = []
-    for i, ts in enumerate(item.timestamps):
-        payload = {**base, "timestamp": ts}
-        if tags is not None:
-            payload["tags"] = tags[i]
-        points.append(PointIn(point_id(key, ts), matrix[i], payload))
-    return points
 
 
 class EncoderActor:
@@ -208,7 +195,7 @@ def encode_stage(load_model: Callable[[], Embedder], ray_options: RayOptions) ->
         model: Embedder,
         store: Store,
         options: IndexOptions,
-        summary: IndexSummary,
+        summary: IndexReport,
         progress: Progress,
         tagger: Tagger | None,
     ) -> None:
@@ -268,7 +255,7 @@ class _RayRun:
         model: Embedder,
         store: Store,
         options: IndexOptions,
-        summary: IndexSummary,
+        summary: IndexReport,
         progress: Progress,
         tagger: Tagger | None,
     ) -> None:
@@ -333,8 +320,7 @@ class _RayRun:
         except RayError as exc:  # retried already: these files stay unindexed until the next run
             reason = f"encoding failed on the Ray cluster: {_first_line(exc)}"
             for entry, _ in group:
-                self.summary.error(entry.path, reason)
-                self.progress.advance(files=1)
+                file_failed(self.summary, self.progress, entry, reason, remember=False)
             return
         points = [p for e in results for p in e.points or ()]
         if points:
@@ -344,24 +330,12 @@ class _RayRun:
 
     def _finish(self, e: Encoded) -> None:
         if e.fatal:
-            self.summary.decode_failed(e.entry, e.error or "cannot decode")
-            self.progress.advance(files=1)
+            file_failed(self.summary, self.progress, e.entry, e.error or "cannot decode")
             return
         if self.direct:
             self.written += e.ids
-        if e.old is not None:
-            kept = set(e.ids)
-            stale = [i for i in e.old.ids if i not in kept]
-            if stale:
-                self.store.delete(stale)
-        if e.old is not None and e.old.complete:
-            self.summary.updated += 1
-        else:
-            self.summary.added += 1
-        self.summary.frames += len(e.ids) if e.entry.kind == "video" else 0
-        if e.error:
-            self.summary.error(e.entry.path, f"partly read: {e.error}", failed=False)
-        self.progress.advance(files=1, frames=len(e.ids))
+        delete_stale(self.store, e.old, e.ids)
+        file_done(self.summary, self.progress, e, len(e.ids))
 
 
 def _start_actors(

@@ -13,7 +13,6 @@ file is one line in the report's errors. The model is never needed.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mediasearch.errors import MediaError, MediaSearchError
 from mediasearch.fsutil import outermost
-from mediasearch.index.options import IndexSummary, NoProgress, Progress
+from mediasearch.index.options import IndexReport, NoProgress, Progress
 from mediasearch.index.versions import ENRICHERS_KEY, record_of
 from mediasearch.media.discover import display_path, path_from_payload
 from mediasearch.store.base import Filter, Store
@@ -116,17 +115,17 @@ def enrich(
     store: Store,
     roots: Sequence[str],
     enrichers: Sequence[Enricher],
-    summary: IndexSummary,
+    summary: IndexReport,
     progress: Progress | None = None,
     *,
     workers: int = 0,
     videos: DecoderPool | None = None,
-    cancel: threading.Event | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Run every enabled enricher on the points under ``roots`` that lack its current version.
 
-    Counts go to ``summary.enriched`` (points per enricher), failures to its errors. ``cancel`` stops
-    between files (what is written stays: the next pass goes on from there)."""
+    Counts go to ``summary.enriched`` (points per enricher), failures to its errors. ``stop`` (asked
+    between files) ends the pass early: what is written stays, and the next pass goes on from there."""
     pending = find_pending(store, roots, enrichers)
     for e in enrichers:
         summary.enriched.setdefault(e.name, 0)
@@ -139,7 +138,7 @@ def enrich(
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich") as pool:
             # Pixels are decoded in the pool; results are written here, one file at a time, in order.
-            decoding = _ahead(pool, pending, lambda p: _inputs(p, by_name, store, videos), 2 * workers, cancel)
+            decoding = _ahead(pool, pending, lambda p: _inputs(p, by_name, store, videos), 2 * workers, stop)
             for item, inputs in decoding:
                 _run_file(item, inputs, by_name, store, summary)
                 progress.advance(files=1, frames=len(item.points))
@@ -153,7 +152,7 @@ def _ahead(
     items: Sequence[Pending],
     fn: Callable[[Pending], Any],
     ahead: int,
-    cancel: threading.Event | None,
+    stop: Callable[[], bool] | None,
 ) -> Iterator[tuple[Pending, Any]]:
     """``fn`` over ``items`` in the pool, at most ``ahead`` in flight, yielded in order."""
     futures: list[Any] = []
@@ -164,7 +163,7 @@ def _ahead(
             item = queue.pop()
             futures.append((item, pool.submit(fn, item)))
         item, future = futures.pop(0)
-        if cancel is not None and cancel.is_set():
+        if stop is not None and stop():
             for _, f in futures:
                 f.cancel()
             return
@@ -242,7 +241,7 @@ def _fit(image: Any, side: int) -> Any:
 
 
 def _run_file(
-    item: Pending, inputs: _Inputs, by_name: dict[str, Enricher], store: Store, summary: IndexSummary
+    item: Pending, inputs: _Inputs, by_name: dict[str, Enricher], store: Store, summary: IndexReport
 ) -> None:
     """Run the file's pending enrichers and write each point's new fields with the versions, at once."""
     updates: dict[str, dict[str, Any]] = {pid: {} for pid, _, _ in item.points}
@@ -323,3 +322,4 @@ def sync_enabled(store: Store, enabled: Sequence[Enricher], installed: Sequence[
     if now != before:
         store.set_meta({**meta, META_KEY: now})
     return dropped
+

@@ -24,7 +24,7 @@ class IndexOptions:
 
 
 @dataclass
-class IndexSummary:
+class IndexReport:
     """What an index run did; ``to_json`` is the CLI contract."""
 
     scanned: int = 0

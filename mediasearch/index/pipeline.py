@@ -10,21 +10,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mediasearch import lane
 from mediasearch.errors import MediaError
-from mediasearch.index.options import IndexOptions, IndexSummary, Progress
-from mediasearch.index.plan import StoredFile, file_key, file_payload
+from mediasearch.index.encode_core import Decoded, delete_stale, file_done, file_failed, file_points
+from mediasearch.index.options import IndexOptions, IndexReport, Progress
+from mediasearch.index.plan import StoredFile
 from mediasearch.media.decode_pool import DecoderPool
 from mediasearch.media.discover import (
     FileEntry,
     fingerprint,
 )
-from mediasearch.store.base import PointIn, Store, point_id
+from mediasearch.store.base import PointIn, Store
 
 if TYPE_CHECKING:
     import torch
@@ -41,26 +41,12 @@ EncodeStage = Callable[
         "Embedder",
         Store,
         IndexOptions,
-        IndexSummary,
+        IndexReport,
         Progress,
         "Tagger | None",
     ],
     None,
 ]
-
-
-@dataclass
-class Decoded:
-    """One file, decoded and preprocessed by a worker."""
-
-    entry: FileEntry
-    old: StoredFile | None
-    fingerprint: str = ""
-    meta: Any = None
-    timestamps: list[float | None] = field(default_factory=list)
-    tensors: list[torch.Tensor] = field(default_factory=list)
-    error: str | None = None
-    fatal: bool = False
 
 
 def decode_file(
@@ -181,13 +167,14 @@ class _Encoder:
     the one being encoded, and files are counted done only once their points are stored.
     """
 
-    def __init__(self, model: Embedder, store: Store, summary: IndexSummary, progress: Progress, batch: int):
+    def __init__(self, model: Embedder, store: Store, summary: IndexReport, progress: Progress, batch: int):
         self.model, self.store, self.summary = model, store, summary
         self.progress, self.batch = progress, batch
         self.queue: list[tuple[Decoded, int]] = []
         self.vectors: dict[int, dict[int, np.ndarray]] = {}
         self.files: dict[int, Decoded] = {}
         self.tagger: Callable[[np.ndarray], list[list[str]]] | None = None
+        self.written: dict[int, list[str]] = {}  # a finished file's new point ids, until its stale ones go
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._writing: tuple[Future[None], list[Decoded]] | None = None
 
@@ -237,8 +224,7 @@ class _Encoder:
     def _drop(self, item: Decoded, reason: str) -> None:
         self.files.pop(id(item), None)
         self.vectors.pop(id(item), None)
-        self.summary.error(item.entry.path, reason)
-        self.progress.advance(files=1)
+        file_failed(self.summary, self.progress, item.entry, reason, remember=False)
 
     def _wait(self) -> None:
         """Wait for the batch being written (its errors surface here), then count its files done."""
@@ -255,35 +241,16 @@ class _Encoder:
         if points:
             self.store.upsert(points)
         for item in finished:
-            if item.old is not None:
-                new_ids = {point_id(file_key(item.entry.path), ts) for ts in item.timestamps}
-                stale = [i for i in item.old.ids if i not in new_ids]
-                if stale:
-                    self.store.delete(stale)
+            delete_stale(self.store, item.old, self.written.pop(id(item)))
 
     def _points(self, item: Decoded, vecs: dict[int, np.ndarray]) -> list[PointIn]:
-        base = file_payload(item.entry, item.fingerprint, len(item.timestamps), item.meta)
         matrix = np.stack([vecs[i] for i in range(len(item.timestamps))])
-        if self.tagger is not None:
-            tags = self.tagger(matrix)
-        key = file_key(item.entry.path)
-        points = []
-        for i, ts in enumerate(item.timestamps):
-            payload = {**base, "timestamp": ts}
-            if self.tagger is not None:
-                payload["tags"] = tags[i]
-            points.append(PointIn(point_id(key, ts), matrix[i], payload))
+        points = file_points(item, matrix, self.tagger)
+        self.written[id(item)] = [p.id for p in points]
         return points
 
     def _finish(self, item: Decoded) -> None:
-        if item.old is not None and item.old.complete:
-            self.summary.updated += 1
-        else:
-            self.summary.added += 1
-        self.summary.frames += len(item.timestamps) if item.entry.kind == "video" else 0
-        if item.error:
-            self.summary.error(item.entry.path, f"partly read: {item.error}", failed=False)
-        self.progress.advance(files=1, frames=len(item.timestamps))
+        file_done(self.summary, self.progress, item, len(item.timestamps))
 
 
 def _stack(tensors: list[Any], model: Embedder) -> tuple[torch.Tensor, dict[int, str]]:

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mediasearch.index.encode_core import Decoded, file_failed
 from mediasearch.index.failures import FailureLog, remembered_reason
 from mediasearch.index.mounts import MountLog
-from mediasearch.index.options import IndexOptions, IndexSummary, NoProgress, Progress
+from mediasearch.index.options import IndexOptions, IndexReport, NoProgress, Progress
 from mediasearch.index.pipeline import (
-    Decoded,
     EncodeStage,
     Tagger,
     _Encoder,
@@ -53,7 +53,7 @@ def index_paths(
     exclude: Sequence[str | Path] = (),
     failures: FailureLog | None = None,
     mounts: MountLog | None = None,
-) -> IndexSummary:
+) -> IndexReport:
     """Bring the store in step with the given folders (or files) and say what changed.
 
     Plans first; the model is needed only when something must be encoded: pass it, or ``load_model``
@@ -68,7 +68,7 @@ def index_paths(
         raise ValueError("index_paths needs a model or a way to load one")
     options = options or IndexOptions()
     progress = progress or NoProgress()
-    summary = IndexSummary()
+    summary = IndexReport()
     started = time.perf_counter()
     plan = plan_roots(roots, store, options, summary, exclude, mounts)
     failures = failures if failures is not None else FailureLog(None)
@@ -92,7 +92,7 @@ def index_paths(
 
 
 def _hold_back_failures(
-    plan: Plan, failures: FailureLog, options: IndexOptions, summary: IndexSummary
+    plan: Plan, failures: FailureLog, options: IndexOptions, summary: IndexReport
 ) -> tuple[list[str], list[str]]:
     """Take the files that failed before, unchanged, out of the plan's work (each listed as failed with
     its reason); the paths of the files the run will try, and of those held back."""
@@ -110,7 +110,7 @@ def _hold_back_failures(
     return [entry.path for entry, _ in work], held
 
 
-def _remember_failures(plan: Plan, failures: FailureLog, listed: list[str], summary: IndexSummary) -> None:
+def _remember_failures(plan: Plan, failures: FailureLog, listed: list[str], summary: IndexReport) -> None:
     """Keep this run's decode failures; forget those of files that now decoded, or that are gone.
     ``listed``: the files the plan had to encode (tried, or held back as failing)."""
     failures.forget(p for p in plan_paths(plan.encode) if p not in summary.broken)
@@ -130,7 +130,7 @@ def plan_roots(
     roots: Sequence[str],
     store: Store,
     options: IndexOptions,
-    summary: IndexSummary,
+    summary: IndexReport,
     exclude: Sequence[str | Path] = (),
     mounts: MountLog | None = None,
 ) -> Plan:
@@ -164,7 +164,7 @@ def plan_roots(
 
 
 def _unmounted(
-    ok: list[str], stored: dict[str, StoredFile], mounts: MountLog | None, summary: IndexSummary
+    ok: list[str], stored: dict[str, StoredFile], mounts: MountLog | None, summary: IndexReport
 ) -> list[str]:
     """The remembered mount points under the roots read that are missing or empty now (each reported
     once when files are indexed under it): nothing under them is removed."""
@@ -185,7 +185,7 @@ def _unmounted(
     return [point for point, _ in away]
 
 
-def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list[str], summary: IndexSummary) -> None:
+def _report_root(root: str, status: str, stored: dict[str, StoredFile], ok: list[str], summary: IndexReport) -> None:
     """Say why a missing or empty root was not read (an empty one inside a present root is not news)."""
     indexed = sum(under_any(p, [root]) for p in stored)
     if under_any(root, ok):  # inside a present root, which says what is there
@@ -214,7 +214,7 @@ def _encode_all(
     model: Embedder,
     store: Store,
     options: IndexOptions,
-    summary: IndexSummary,
+    summary: IndexReport,
     progress: Progress,
     tagger: Tagger | None,
 ) -> None:
@@ -235,8 +235,7 @@ def _encode_all(
     try:
         for item in _prefetch(work, decode, workers, ahead=batch + 2 * workers, initializer=_one_torch_thread):
             if item.fatal:
-                summary.decode_failed(item.entry, item.error or "cannot decode")
-                progress.advance(files=1)
+                file_failed(summary, progress, item.entry, item.error or "cannot decode")
                 continue
             encoder.add(item)
         encoder.close()

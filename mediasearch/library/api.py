@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from mediasearch import queryspec
 from mediasearch.errors import QueryError, StoreError
 from mediasearch.library.base import Backend
 from mediasearch.library.people import PeopleMethods
@@ -220,7 +221,7 @@ class Library(PeopleMethods):
         ocr: Sequence[str] = (),
     ) -> list[Hit] | Explanation:
         """Items nearest to a text, example images, or both; ``negatives`` subtract. The fields are those of
-        ``library.queryspec`` (``mediasearch query --help`` describes each).
+        ``mediasearch/queryspec.py`` (``mediasearch query --help`` describes each).
 
         ``after``/``before`` take a date (``YYYY[-MM[-DD]]``) or a POSIX time; ``min_score`` cuts on the
         calibrated score (0..1); ``near`` (``"LAT,LON,KM"`` or a tuple) keeps photos taken within KM of
@@ -231,16 +232,7 @@ class Library(PeopleMethods):
         """
         from mediasearch.library.requests import query_of
 
-        images = [image] if isinstance(image, str | os.PathLike) else list(image)
-        values = {
-            "text": text, "image": tuple(os.fspath(p) for p in images), "also": tuple(also),
-            "negatives": tuple(negatives), "not_image": tuple(os.fspath(p) for p in not_image), "weight": weight,
-            "raw": raw, "literal": literal, "explain": explain, "limit": limit, "min_score": min_score, "sort": sort,
-            "kind": kind, "folder": os.fspath(folder) if folder is not None else None, "tags": tuple(tags),
-            "after": after, "before": before, "near": near, "camera": camera, "place": place,
-            "person": tuple(person), "ocr": tuple(ocr),
-        }
-        q = query_of(values)
+        q = query_of(_spec_values(queryspec.QUERY_FIELDS, locals()))
         return self.backend.explain(q) if explain else self.search(q)
 
     def search(self, query: Query) -> list[Hit]:
@@ -267,11 +259,7 @@ class Library(PeopleMethods):
         """Items that look like ``path`` (an indexed file, or any image or video), with :meth:`query`'s filters."""
         from mediasearch.library.requests import query_of
 
-        values = {
-            "limit": limit, "sort": sort, "kind": kind, "folder": os.fspath(folder) if folder is not None else None,
-            "tags": tuple(tags), "after": after, "before": before, "near": near, "camera": camera, "place": place,
-            "person": tuple(person), "ocr": tuple(ocr),
-        }
+        values = _spec_values(queryspec.SIMILAR_FIELDS, locals())
         return self.backend.similar(os.fspath(path), query_of(values, similar=True))
 
     def duplicates(self, paths: Sequence[PathLike] = (), *, threshold: float | None = None) -> list[DuplicateGroup]:
@@ -336,7 +324,7 @@ class Library(PeopleMethods):
         Without labels: a fine-tuned checkpoint's linear head, or the classes of learned ``prompts``.
         A file that cannot be read goes to ``on_error`` (without one, it raises).
         """
-        from mediasearch.library.home import classify_embeddings_of
+        from mediasearch.library.models import classify_embeddings_of
 
         chosen = list(dict.fromkeys(lab.strip() for lab in labels or () if lab.strip()))
         if labels is not None and prompts is None and len(chosen) < 2:
@@ -354,7 +342,7 @@ class Library(PeopleMethods):
         ]
 
     def _encode(self, files: Sequence[PathLike], on_error: OnError | None) -> list[tuple[str, Any]]:
-        from mediasearch.library.home import encode_each
+        from mediasearch.library.models import encode_each
 
         done, errors = encode_each(self.load_model(), [os.fspath(f) for f in files])
         for err in errors:
@@ -362,3 +350,17 @@ class Library(PeopleMethods):
                 raise QueryError(f"{err['path']}: {err['error']}")
             on_error(FileError(err["path"], err["error"]))
         return done
+
+
+def _spec_values(fields: tuple[queryspec.QueryField, ...], given: dict[str, Any]) -> dict[str, Any]:
+    """The keywords a method was called with, by the specification's names: paths as strings, lists as tuples."""
+    values = {}
+    for field in fields:
+        value = given[field.name]
+        if field.repeatable:
+            many = [value] if isinstance(value, str | os.PathLike) else list(value)
+            value = tuple(os.fspath(v) if field.kind == queryspec.PATH else v for v in many)
+        elif field.kind == queryspec.PATH and value is not None:
+            value = os.fspath(value)
+        values[field.name] = value
+    return values

@@ -1,12 +1,14 @@
-"""One home's index: which model and store to open for indexing or for queries.
+"""One home: its paths and state files, which collection and model to open for indexing or for queries
+(with the store's schema brought up to date), and what ``status`` says about it.
 
-The use cases (``library.local``) and the daemon call these; they never print or exit.
+Loading, encoding and classifying with the model are in ``library.models``; the HNSW build in a child
+process in ``library.search_graph``. The use cases (``library.local``) and the daemon call these; they
+never print or exit.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, astuple, dataclass, replace
@@ -16,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from mediasearch.clip.spec import ModelSpec
 from mediasearch.errors import ModelMismatchError, StoreError, StoreLockedError
 from mediasearch.fsutil import atomic_write
+from mediasearch.library import models
 from mediasearch.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
     from mediasearch.clip.model import ClipModel
-    from mediasearch.clip.spec import Embedder
     from mediasearch.store.base import Store
 
 STATE_FILE = "state.json"
@@ -35,35 +37,9 @@ def own_folders(settings: Settings) -> list[Path]:
     return [settings.home / name for name in OWN_FOLDERS] + [settings.cache_dir]
 
 
-def spec_from_settings(settings: Settings) -> ModelSpec:
-    """The model the settings ask for (the default when none is set)."""
-    return ModelSpec(settings.model or DEFAULT_MODEL, settings.pretrained)
-
-
 def store_kwargs(settings: Settings) -> dict[str, Any]:
     """How to reach the home's store (its folder, or a server and its key)."""
     return {"home": settings.home, "qdrant_url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
-
-
-def load(settings: Settings, spec: ModelSpec, *, precision: str = "auto") -> ClipModel:
-    from mediasearch.clip.loading import load_model
-
-    return load_model(
-        spec,
-        device=settings.device,
-        cache_dir=settings.cache_dir / "models",
-        batch_size=settings.batch_size,
-        precision=precision,
-    )
-
-
-def load_for_text(settings: Settings, spec: ModelSpec) -> Embedder:
-    """A model for text queries: the cached text tower when there is one (no open_clip, no image tower)."""
-    from mediasearch.clip.loading import resolve_spec
-    from mediasearch.clip.text_tower import load_text_model
-
-    cached = load_text_model(resolve_spec(spec), settings.cache_dir / "models")
-    return cached if cached is not None else load(settings, spec)
 
 
 @dataclass
@@ -115,15 +91,15 @@ def open_for_index(settings: Settings, *, need_model: bool = True) -> Opened:
     from mediasearch.store.collections import active_collection, list_collections, open_store
 
     settings = index_settings(settings)
-    spec = resolve_spec(spec_from_settings(settings))
+    spec = resolve_spec(models.spec_from_settings(settings))
     collection = collection_name(spec.key())
     model: ClipModel | None = None
     if need_model or collection not in list_collections(**store_kwargs(settings)):
-        model = load(settings, spec)
+        model = models.load(settings, spec)
         collection = collection_name(model.spec.key())
     store = open_store(collection=collection, dim=model.dim if model else None, create=True, **store_kwargs(settings))
     if store.get_meta() is None:
-        model = model or load(settings, spec)
+        model = model or models.load(settings, spec)
         store.set_meta({"model": model.info(), "created": time.time(), **new_meta()})
     else:
         _upgraded(store)
@@ -158,7 +134,7 @@ def open_for_query(settings: Settings, *, need_model: bool = True, text_only: bo
     built = (store.get_meta() or {}).get("model") or {}
     try:
         spec = ModelSpec(built.get("name", DEFAULT_MODEL), built.get("pretrained"))
-        model = load_for_text(settings, spec) if text_only else load(settings, spec)
+        model = models.load_for_text(settings, spec) if text_only else models.load(settings, spec)
         if model.spec.key() != built.get("key", model.spec.key()):
             raise ModelMismatchError(
                 f"the weights of {model.spec.describe()} changed since the index was built: "
@@ -193,7 +169,7 @@ def _query_collection(settings: Settings) -> str:
         raise StoreError(f"nothing is indexed in {settings.home} yet: run `mediasearch index PATH` first")
     if settings.model is None:
         return active
-    spec = resolve_spec(spec_from_settings(settings))
+    spec = resolve_spec(models.spec_from_settings(settings))
     wanted = collection_name(spec.key())
     if wanted == active or wanted in list_collections(**store_kwargs(settings)):
         return wanted
@@ -331,78 +307,3 @@ def store_status(settings: Settings, opened: Opened, counts: Counts | None = Non
         "skipped_extensions": dict(last.get("skipped_extensions") or {}),
         "enrichers": progress,
     }
-
-
-def index_tagger(settings: Settings, opened: Opened) -> Any:
-    """A tagger for new items when tagging is on (``--tag``, or since ``mediasearch tag`` ran)."""
-    from mediasearch.search.tagging import Tagger
-    from mediasearch.search.vocabulary import Vocabulary, default_vocabulary
-
-    saved = (opened.store.get_meta() or {}).get("tagging")
-    if not saved and not settings.tagging:
-        return None
-    vocab = Vocabulary.from_json(saved) if saved else default_vocabulary(opened.model)
-    return Tagger(opened.model, vocab)
-
-
-
-
-def encode_each(model: ClipModel, paths: list[str]) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
-    """Each readable file's embedding, under its shown absolute path; unreadable ones come back as errors."""
-    from mediasearch.errors import MediaSearchError
-    from mediasearch.media.discover import display_path
-    from mediasearch.search.query import file_vector
-
-    done, errors = [], []
-    for path in paths:  # paths in the answers are shown (control characters escaped), as in the index
-        try:
-            done.append((display_path(os.path.abspath(path)), file_vector(model, path)))
-        except MediaSearchError as exc:
-            errors.append({"path": display_path(path), "error": str(exc)})
-    return done, errors
-
-
-def classify_embeddings_of(
-    model: ClipModel, vectors: Sequence[Any], labels: Sequence[str], prompts_file: str | None
-) -> list[Any]:
-    """Ranked label probabilities per embedding: learned prompts' classes, else the template ensemble over
-    ``labels``, else (no labels) the checkpoint's linear head."""
-    import numpy as np
-
-    from mediasearch.clip.zeroshot import classify_embeddings, ensemble_embeddings, logit_scale, ranked, templates_for
-
-    embs = np.stack(list(vectors))
-    if prompts_file is not None:
-        from mediasearch.clip.prompts import load_prompts
-
-        prompts = load_prompts(prompts_file)
-        chosen = list(labels) or list(prompts.labels)
-        return classify_embeddings(embs, prompts.label_embeddings(model, chosen), chosen, logit_scale(model))
-    if not labels and model.head is not None:
-        return ranked(model.head.probabilities(embs), model.head.labels)
-    label_embs = ensemble_embeddings(model, list(labels), templates_for(model))
-    return classify_embeddings(embs, label_embs, list(labels), logit_scale(model))
-
-
-def reopen_store(settings: Settings, collection: str, wait_s: float = 60.0) -> Store:
-    """The collection again, waiting up to ``wait_s`` for a child process to let go of it."""
-    from mediasearch.store.collections import open_store
-
-    return open_store(collection=collection, dim=None, create=False, wait_s=wait_s, **store_kwargs(settings))
-
-
-def optimize_in_child(settings: Settings, collection: str, cancel: Any) -> int | None:
-    """Build HNSW in a child process (the engine holds the GIL while it optimises); its exit code."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from pathlib import Path; from mediasearch.store import open_store\n"
-        "with open_store(home=Path(sys.argv[1]), collection=sys.argv[2], dim=None, create=False) as s:\n"
-        "    s.optimize()\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code, str(settings.home), collection])
-    while child.poll() is None:
-        if cancel.wait(0.5):
-            child.terminate()  # the engine clears what a killed optimise leaves behind at the next open
-    return child.wait()

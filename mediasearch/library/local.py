@@ -10,11 +10,11 @@ with both sides already open and calls the same use cases as everyone else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.library import home
+from mediasearch.library import home, models, search_graph
 from mediasearch.library.people import LocalPeople
 from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
 from mediasearch.settings import Settings
@@ -63,7 +63,7 @@ class LocalLibrary(LocalPeople):
         """The index side's model, loaded on first use."""
         opened = self.index_side
         if opened.model is None:  # exactly the settings' model: the collection is named after it
-            opened.model = home.load(self.settings, home.spec_from_settings(self.settings))
+            opened.model = models.load(self.settings, models.spec_from_settings(self.settings))
         return opened.model
 
     @property
@@ -71,7 +71,7 @@ class LocalLibrary(LocalPeople):
         """The collection queries use, with a full model."""
         opened = self._query_opened(text_only=False)
         if not hasattr(opened.model, "transform"):  # opened for text only: the image tower is needed now
-            opened.model = home.load(self.settings, opened.model.spec)
+            opened.model = models.load(self.settings, opened.model.spec)
         return opened
 
     def _query_opened(self, *, text_only: bool) -> home.Opened:
@@ -115,10 +115,10 @@ class LocalLibrary(LocalPeople):
         """The settings' model: the one an open side holds when it is that model, else loaded once."""
         for side in (self._index, self._query):
             if side is not None and side.model is not None and hasattr(side.model, "transform"):
-                if side.model.spec == home.spec_from_settings(self.settings) or self.settings.model is None:
+                if side.model.spec == models.spec_from_settings(self.settings) or self.settings.model is None:
                     return side.model
         if self._model is None:
-            self._model = home.load(self.settings, home.spec_from_settings(self.settings))
+            self._model = models.load(self.settings, models.spec_from_settings(self.settings))
         return self._model
 
     # -- indexing ---------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class LocalLibrary(LocalPeople):
 
         def load_model() -> tuple[Any, Any]:  # only when the plan has something to encode
             self._index_model()
-            return opened.model, home.index_tagger(settings, opened)
+            return opened.model, models.index_tagger(settings, opened.store, opened.model)
 
         own = home.own_folders(self.settings)  # a home inside a root: never its thumbnails
         target = store or opened.store
@@ -180,7 +180,7 @@ class LocalLibrary(LocalPeople):
         progress: Progress | None = None,
         store: Store | None = None,
         workers: int = 0,
-        cancel: Any = None,
+        stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
         """The enrichment pass over ``paths`` (after their CLIP pass): every enabled enricher on the points
         that lack its current version; an enricher turned off since the last pass has its data deleted."""
@@ -192,10 +192,16 @@ class LocalLibrary(LocalPeople):
         on = [e for e in installed if enrichers.is_on(self.settings, e.name)]
         sync_enabled(target, on, installed)
         present = [p for p in paths if os.path.exists(p)]  # an unmounted root waits, as the plan does
-        enrich(target, present, on, summary, progress, workers=workers, cancel=cancel)
+        enrich(target, present, on, summary, progress, workers=workers, stop=stop)
         if summary.removed or summary.moved or summary.updated:
             _tidy(on, target)  # side data (faces) of points that went or moved
         return summary
+
+    def enrichment_progress(self) -> dict[str, dict[str, int]]:
+        """Per enabled enricher, the index side's points done and pending (a scroll of every point)."""
+        from mediasearch.index import enrichers
+
+        return home.scan_store(self.index_side.store, enrichers.enabled(self.settings))[1]
 
     def complete(self, report: IndexReport) -> bool:
         """Record a finished run; a new model's collection becomes the one queries use. True when it did."""
@@ -225,6 +231,7 @@ class LocalLibrary(LocalPeople):
         report = scale.index_on_ray(
             self.settings, self.index_side, paths, options, address=address, actors=actors, tag=tag, progress=progress
         )
+        self.enrich(paths, report, progress=progress, workers=options.workers)  # on the driver, as Ray needs no model
         self.complete(report)
         return report
 
@@ -296,7 +303,7 @@ class LocalLibrary(LocalPeople):
         points = opened.store.count()
         opened.store.close()
         try:
-            code = home.optimize_in_child(self.settings, opened.collection, cancel)
+            code = search_graph.optimize_in_child(self.settings, opened.collection, cancel)
         finally:
             self.reopen_index_store()
         if code == 0:
@@ -309,7 +316,7 @@ class LocalLibrary(LocalPeople):
     def reopen_index_store(self, wait_s: float = 60.0) -> None:
         """Open the index side's store again after :meth:`build_search_index` closed it."""
         opened = self.index_side
-        opened.store = home.reopen_store(self.settings, opened.collection, wait_s)
+        opened.store = search_graph.reopen_store(self.settings, opened.collection, wait_s)
 
     def search_index_built(self) -> int | None:
         """How many points the index side's collection held when its HNSW graph was last built, or None
@@ -338,7 +345,7 @@ class LocalLibrary(LocalPeople):
         opened = self._query_opened(text_only=all(t.kind == "text" for t in query.terms))
         if any(t.kind == "image" for t in query.terms):
             opened = self.query_side
-        return search(opened.store, opened.model, query)
+        return self.name_hits(search(opened.store, opened.model, query))
 
     def similar(self, path: str, query: Query) -> list[Hit]:
         """Items that look like ``path`` (indexed or not), with the filters of ``query``."""
@@ -348,7 +355,7 @@ class LocalLibrary(LocalPeople):
         query = resolve(self, query)
         opened = self.query_side
         vec, own = similar_vector(opened.store, opened.model, path)
-        return search_vector(opened.store, opened.model, vec, query, exclude_ids=own)
+        return self.name_hits(search_vector(opened.store, opened.model, vec, query, exclude_ids=own))
 
     def place_names(self) -> list[str]:
         """The folded names of the places the indexed files were taken in (for the one-line parse)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import MediaSearchError, UnknownPersonError
@@ -21,6 +21,7 @@ from mediasearch.settings import Settings
 if TYPE_CHECKING:
     from mediasearch.index.people import People, PersonSummary
     from mediasearch.library.base import Backend
+    from mediasearch.library.types import Hit
     from mediasearch.store.base import Store
 
 
@@ -111,6 +112,19 @@ class LocalPeople:
         by_id = {s.id: s for s in self.people_book().summaries(hidden=True)}
         faces = {f.id for f in moved}
         return [person_of(s) for s in by_id.values() if s.cover.id in faces]
+
+    def name_hits(self, hits: list[Hit]) -> list[Hit]:
+        """Hits with the ids of their people replaced by names (``person N`` until named; hidden
+        people left out). Reads the names alone: no faces store is opened."""
+        if not any(hit.people for hit in hits):
+            return hits
+        from mediasearch.faces.registry import RegistryFile
+        from mediasearch.store.faces import faces_home
+
+        registry = RegistryFile(faces_home(self.settings.home)).load()
+        return [
+            replace(hit, people=[registry.name(p) for p in hit.people if not registry.info(p).hidden]) for hit in hits
+        ]
 
     def person_ids(self, names: list[str]) -> tuple[str, ...]:
         return self.people_book().resolve(names)

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.library import home
 from mediasearch.library.client import follow_progress
 from mediasearch.library.people import RemotePeople
 from mediasearch.library.types import DuplicateGroup, Explanation, Hit, IndexReport, PlaceCount, Status, TagReport
@@ -119,8 +118,10 @@ class RemoteLibrary(RemotePeople):
 
     def load_model(self) -> Any:
         """The settings' model, loaded here: embedding and classifying need no store, so no daemon."""
+        from mediasearch.library import models
+
         if self._model is None:
-            self._model = home.load(self.settings, home.spec_from_settings(self.settings))
+            self._model = models.load(self.settings, models.spec_from_settings(self.settings))
         return self._model
 
     def close(self) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 from mediasearch import queryspec, textnorm
 from mediasearch.clip.zeroshot import parse_labels
 from mediasearch.geo.names import fold
-from mediasearch.index.options import IndexOptions
-from mediasearch.index.options import IndexSummary as IndexReport
+from mediasearch.index.options import IndexOptions, IndexReport
 from mediasearch.index.plan import StoredFile
 from mediasearch.search.query import Query, Term, parse_date, parse_near, parse_weighted
 from mediasearch.search.vocabulary import Vocabulary, load_vocabulary

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.errors import StoreError
-from mediasearch.library import home
+from mediasearch.library import home, models
 from mediasearch.settings import Settings
 
 if TYPE_CHECKING:
-    from mediasearch.index.options import IndexOptions, IndexSummary, Progress
+    from mediasearch.index.options import IndexOptions, IndexReport, Progress
 
 
 @dataclass
@@ -49,7 +49,7 @@ def model_loader(settings: Settings) -> Callable[[], Any]:
 
     return functools.partial(
         load_model,
-        home.spec_from_settings(settings),
+        models.spec_from_settings(settings),
         device=settings.device,
         cache_dir=settings.cache_dir / "models",
         batch_size=settings.batch_size,
@@ -66,14 +66,15 @@ def index_on_ray(
     actors: int,
     tag: bool | None,
     progress: Progress | None,
-) -> IndexSummary:
+) -> IndexReport:
     """One index run whose decoding and encoding run on Ray; a collection in bulk-load mode leaves it."""
     from mediasearch.index.distributed import RayOptions, encode_stage
     from mediasearch.index.failures import FailureLog
     from mediasearch.index.mounts import MountLog
     from mediasearch.index.runner import index_paths
 
-    tagger = home.index_tagger(replace(settings, tagging=tag) if tag is not None else settings, opened)
+    tagging = replace(settings, tagging=tag) if tag is not None else settings
+    tagger = models.index_tagger(tagging, opened.store, opened.model)
     server = (settings.qdrant_url, settings.qdrant_api_key) if settings.qdrant_url else None
     stage = encode_stage(model_loader(settings), RayOptions(address=address, actors=actors, server=server))
     own = home.own_folders(settings)

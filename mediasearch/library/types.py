@@ -1,7 +1,7 @@
 """What the use cases return: dataclasses whose fields are exactly the keys of the matching ``--json`` output.
 
-``IndexReport`` is the indexer's own summary and ``Hit`` the search's own result (re-exported here); the
-rest are defined here. ``dataclasses.asdict`` of any of
+``IndexReport`` is the indexer's own report (``index/options.py``) and ``Hit`` the search's own result
+(``search/query.py``), re-exported here; the rest are defined here. ``dataclasses.asdict`` of any of
 them is what the CLI prints.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediasearch.index.options import IndexSummary as IndexReport
+from mediasearch.index.options import IndexReport
 from mediasearch.search.query import Hit
 
 __all__ = [
@@ -51,7 +51,7 @@ class Status:
     store: str | None = None
     collection: str | None = None
     last_run: dict[str, Any] | None = None
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {"path", "error", "since": unix time}
     tagging: bool = False
     skipped: int = 0  # files the last run passed over for their extension
     skipped_extensions: dict[str, int] = field(default_factory=dict)  # those files, by extension

@@ -429,6 +429,11 @@ def _everyday_words() -> frozenset[str]:
 # -- kind, connectors ---------------------------------------------------------------------------
 
 
+# "a photo of a dog" is how CLIP prompts are written (and what the demo model was trained on), not a
+# request for photos only: a kind word after an indefinite article stays in the text and filters nothing.
+_INDEFINITE = frozenset({"a", "an", "un", "une", "ein", "eine", "einen", "una"})
+
+
 def _take_kind(scan: _Scan) -> str | None:
     tokens = scan.tokens
     kinds: set[str] = set()
@@ -436,6 +441,8 @@ def _take_kind(scan: _Scan) -> str | None:
     for i, t in enumerate(tokens):
         kind = KIND_WORDS.get(t.key)
         if kind is None or t.owner is not None:
+            continue
+        if i > 0 and tokens[i - 1].key in _INDEFINITE:
             continue
         has_of = i + 1 < len(tokens) and tokens[i + 1].key in KIND_OF and tokens[i + 1].owner is None
         if t.key in KIND_NEEDS_OF and not has_of:

@@ -358,6 +358,7 @@ def _hits(
             calibrated=float(c),
             timestamp=p.get("timestamp"),
             tags=list(p.get("tags") or []),
+            people=list(p.get("people") or []),  # ids here; the library names them (LocalPeople.name_hits)
             place=place_label(p.get("place")),
         )
         hits.append(hit)

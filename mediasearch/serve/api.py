@@ -76,7 +76,7 @@ def create_app(
 
     from mediasearch.serve.people_routes import people_routes
 
-    people_routes(app, service, guarded, errors)
+    people_routes(app, service, guarded, errors, admin)
     return app
 
 

@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 LOG_FILE = Path("logs") / "daemon.log"
+# asyncio accepts up to the backlog in one go: a burst of a thousand connections would hold the loop
+# (and /health) for a second; smaller batches let it answer in between.
+ACCEPT_BATCH = 128
 
 
 def setup_logging(home: Path, echo: bool) -> logging.Logger:
@@ -117,7 +120,7 @@ class HttpServer:
         protocol = guarded_protocol(connection_cap(), HEADER_TIMEOUT_S)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=3,
-            http=protocol, timeout_keep_alive=5, h11_max_incomplete_event_size=64 << 10,
+            http=protocol, timeout_keep_alive=5, h11_max_incomplete_event_size=64 << 10, backlog=ACCEPT_BATCH,
         )
         self.server = uvicorn.Server(config)
         self.sock = sock

@@ -113,6 +113,12 @@ class Tools:
         with self._library() as lib:
             return dict(lib.tags())
 
+    def people(self) -> list[dict[str, Any]]:
+        """The people found by their faces, largest first: id, name (null until named), faces, files, the
+        clearest face (cover). Search with ``person`` set to a name or an id to find their photos."""
+        with self._library() as lib:
+            return [dataclasses.asdict(p) for p in lib.people()]
+
     def text(
         self, path: Annotated[str, _about("a picture or video (absolute path; indexed, or any on this machine)")]
     ) -> dict[str, Any]:
@@ -188,7 +194,7 @@ def tool_function(tools: Tools, name: str) -> Any:
     return method
 
 
-READ_TOOLS = ("search", "similar", "status", "tags", "text")
+READ_TOOLS = ("search", "similar", "status", "tags", "text", "people")
 WRITE_TOOLS = ("index", "forget")
 
 

@@ -18,9 +18,17 @@ class PeopleServiceLike(Protocol):
     def face(self, person: str, size: int) -> bytes: ...
 
 
-def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[..., dict[int | str, Any]]) -> None:
+def people_routes(
+    app: Any,
+    service: Any,
+    guarded: list[Any],
+    errors: Callable[..., dict[int | str, Any]],
+    admin: list[Any] | None = None,
+) -> None:
     """Add the people routes to ``app`` (``service``: a ``PeopleServiceLike``; ``errors``: the API's
-    documented error answers for some status codes)."""
+    documented error answers for some status codes). Listing and faces need the read token (``guarded``);
+    naming, hiding, merging and taking a face out change the library and need ``admin``."""
+    writes = guarded if admin is None else admin
     from fastapi import Query as Param
     from fastapi.responses import Response
     from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -59,9 +67,9 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
 
     @app.post(
         "/people/{person}/name",
-        dependencies=guarded,
+        dependencies=writes,
         response_model=Person,
-        responses=errors(400, 404, 422, 503),
+        responses=errors(400, 403, 404, 413, 422, 503),
         tags=tags,
     )
     def name_person(person: person_id, body: NameIn) -> dict[str, Any]:
@@ -70,9 +78,9 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
 
     @app.post(
         "/people/{person}/hide",
-        dependencies=guarded,
+        dependencies=writes,
         response_model=Person,
-        responses=errors(400, 404, 422, 503),
+        responses=errors(400, 403, 404, 413, 422, 503),
         tags=tags,
     )
     def hide_person(person: person_id, body: HideIn) -> dict[str, Any]:
@@ -80,7 +88,11 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
         return people.hide_person(person, body.hidden)
 
     @app.post(
-        "/people/merge", dependencies=guarded, response_model=Person, responses=errors(400, 404, 422, 503), tags=tags
+        "/people/merge",
+        dependencies=writes,
+        response_model=Person,
+        responses=errors(400, 403, 404, 413, 422, 503),
+        tags=tags,
     )
     def merge_people(body: MergeIn) -> dict[str, Any]:
         """`people merge KEEP OTHER`."""
@@ -88,9 +100,9 @@ def people_routes(app: Any, service: Any, guarded: list[Any], errors: Callable[.
 
     @app.post(
         "/people/remove-face",
-        dependencies=guarded,
+        dependencies=writes,
         response_model=list[Person],
-        responses=errors(400, 404, 422, 503),
+        responses=errors(400, 403, 404, 413, 422, 503),
         tags=tags,
     )
     def remove_face(body: RemoveFaceIn) -> list[dict[str, Any]]:

@@ -365,8 +365,10 @@ def guarded_protocol(max_connections: int, header_timeout: float = HEADER_TIMEOU
 
 
 class FloodFilter(logging.Filter):
-    """At most ``burst`` records per ``per`` seconds from one place in the code; the rest are dropped
-    and counted, and the next record that passes says how many were. Messages are redacted too."""
+    """Messages redacted; and from the server's libraries (the event loop, uvicorn: what a crowd of
+    sockets makes them say), at most ``burst`` records per ``per`` seconds from one place in their
+    code, the rest dropped and counted (the next record that passes says how many were). The daemon's
+    own lines (one per file indexed) are bounded by its work and always pass."""
 
     def __init__(self, burst: int = 20, per: float = 10.0) -> None:
         super().__init__()
@@ -376,6 +378,9 @@ class FloodFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("mediasearch"):
+            record.msg, record.args = redact(record.getMessage()), None
+            return True
         now = time.monotonic()
         key = (record.pathname, record.lineno)
         with self._lock:

@@ -88,8 +88,10 @@ class _LogProgress:
     """The indexer's progress as a log line every ``every`` seconds (per-file lines come at the end), and as
     the ``indexing`` part of the status, for a client's progress bar."""
 
-    def __init__(self, log: logging.Logger, paths: Sequence[str] = (), every: float = 30.0) -> None:
-        self.log, self.every, self.paths = log, every, list(paths)
+    def __init__(
+        self, log: logging.Logger, paths: Sequence[str] = (), every: float = 30.0, doing: str = "indexing"
+    ) -> None:
+        self.log, self.every, self.paths, self.doing = log, every, list(paths), doing
         self.total = self.files = self.frames = self.phase = 0
         self._next = 0.0
 
@@ -108,14 +110,14 @@ class _LogProgress:
         self.files = self.frames = 0
         self.phase += 1
         if files:
-            self.log.info("indexing %d files", files)
+            self.log.info("%s %d files", self.doing, files)
 
     def advance(self, files: int = 0, frames: int = 0) -> None:
         self.files += files
         self.frames += frames
         if time.monotonic() >= self._next:
             self._next = time.monotonic() + self.every
-            self.log.info("indexed %d of %d files so far (%d frames)", self.files, self.total, self.frames)
+            self.log.info("%s: %d of %d files so far (%d frames)", self.doing, self.files, self.total, self.frames)
 
     def finish(self) -> None:
         pass
@@ -156,6 +158,12 @@ class Service(PeopleService):
         self._fault_retry_at = 0.0
         self._thumbs = ThumbnailCache(settings.cache_dir / "thumbnails", THUMB_CACHE)
         self._videos = DecoderPool(THUMB_WORKERS, options.index.decode_timeout)
+        # The enrichment pass runs after each index run, in the background: roots whose CLIP pass is done,
+        # a job that gives way to any other (``_enrich_job``), and its progress for /status.
+        self._to_enrich: set[str] = set()
+        self._give_way = threading.Event()
+        self._enriching: _LogProgress | None = None
+        self.signals: dict[str, dict[str, int]] = {}  # per enricher, points done and pending (after each pass)
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -231,6 +239,8 @@ class Service(PeopleService):
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         with self._jobs_lock:
             self._jobs += 1
+        if fn != self._enrich_job:
+            self._give_way.set()  # a pass in progress stops after its file: this job comes first
 
         def run() -> Any:
             try:
@@ -271,6 +281,8 @@ class Service(PeopleService):
         job_paths: list[str] | None = None  # the folders of the index job in flight (None: another job)
         while not self.cancel.wait(TICK_S):
             if job is not None and not job.done():
+                if self._enriching is not None and (self.coalescer.pending() or time.monotonic() >= next_rescan):
+                    self._give_way.set()  # changes on disk come before the enrichers
                 continue
             if job is not None:
                 self._after_job(job, job_paths)
@@ -296,6 +308,8 @@ class Service(PeopleService):
                 if folders:
                     job_paths = list(folders)
                     job = self._submit(self._run_index, folders, self.options.index)
+                elif self._to_enrich and not self.coalescer.pending():
+                    job = self._submit(self._enrich_job)
                 elif self._needs_optimize():
                     job = self._submit(self._optimize_job)
             except MediaSearchError as exc:  # the scheduler must outlive any one failure
@@ -350,7 +364,8 @@ class Service(PeopleService):
         store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel, written))
         self.progress = _LogProgress(self.log, paths)
         try:
-            summary = lib.run_index(paths, options, tag=tagging, progress=self.progress, store=store)
+            summary = lib.run_index(paths, options, tag=tagging, progress=self.progress, store=store, enrich=False)
+            self._to_enrich.update(paths)  # the scheduler runs the enrichers once nothing else waits
         finally:
             self.progress = None
             after = lib.snapshot(paths)
@@ -365,6 +380,32 @@ class Service(PeopleService):
         for err in summary.errors:
             self.log.warning("failed %s: %s", err["path"], err["error"])
         return summary
+
+    def _enrich_job(self) -> None:
+        """The enrichment pass over the roots indexed since the last one; it stops after the file in hand
+        when another job is submitted (or the daemon stops), and the rest waits for the next quiet moment.
+        Reads go on meanwhile: only writes wait for it."""
+        lib = self._library()
+        roots, self._to_enrich = sorted(self._to_enrich), set()
+        self._give_way.clear()
+        report = IndexReport()
+        store = cast("Store", _GuardedStore(lib.index_side.store, self.cancel))
+        self._enriching = _LogProgress(self.log, roots, doing="enriching")
+
+        def stop() -> bool:
+            return self.cancel.is_set() or self._give_way.is_set()
+
+        try:
+            lib.enrich(roots, report, progress=self._enriching, store=store, stop=stop)
+        finally:
+            if stop():
+                self._to_enrich.update(roots)
+            self._enriching = None
+        self.signals = lib.enrichment_progress()
+        if any(report.enriched.values()):
+            self.log.info("enriched %s", ", ".join(f"{k} {v}" for k, v in report.enriched.items() if v))
+        for err in report.errors:
+            self.log.warning("not enriched %s: %s", err["path"], err["error"])
 
     def _grow(self, added: Counts) -> None:
         self.counts = self.counts + added
@@ -601,6 +642,7 @@ class Service(PeopleService):
         """`status --json`, plus what the daemon is doing; the counts are kept current, not counted."""
         with self._querying() as lib:
             out = asdict(lib.status(self.counts))
+        out["enrichers"] = self.signals
         out["daemon"] = self.describe()
         return out
 
@@ -614,11 +656,19 @@ class Service(PeopleService):
             "watching": dict(self.watcher.modes),
             "busy": self.busy,
             "pending_folders": self.coalescer.pending(),
+            "enriching": self._enrichment(),
             "last_scan": self.last_scan,
             "last_change": self.last_change,
             "started": self.started,
             "indexing": self.progress.to_json() if self.progress is not None and self.progress.started else None,
         }
+
+    def _enrichment(self) -> dict[str, Any] | None:
+        """The enrichment pass in progress (files done of files pending), or None."""
+        running = self._enriching
+        if running is None:
+            return {"files": 0, "done": 0, "waiting": len(self._to_enrich)} if self._to_enrich else None
+        return {"files": running.total, "done": running.files, "waiting": 0}
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
         """A JPEG thumbnail of an indexed file (a video's frame at ``at`` s); any other path is refused.

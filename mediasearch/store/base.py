@@ -67,7 +67,6 @@ AUTO_FLUSH_S = 5.0
 # The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
 # error. So a write needs this much free space first, or it is refused with StoreFullError.
 MIN_FREE_BYTES = 128 << 20  # a new segment alone maps a 32 MiB vector chunk and a 32 MiB log file
-OPEN_FREE_BYTES = 48 << 20  # opening an existing shard maps its 32 MiB write-ahead log
 LOCK_RETRY_S = 0.1
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8a-9c41-2e7d0b9a4f13")  # fixed forever: ids depend on it
 _S = TypeVar("_S", bound="StoreBase")

@@ -29,8 +29,6 @@ from mediasearch.store.base import (
     HNSW_M,
     KEYWORD_FIELDS,
     LOCK_RETRY_S,
-    MIN_FREE_BYTES,
-    OPEN_FREE_BYTES,
     TEXT_FIELDS,
     VECTOR_NAME,
     Filter,
@@ -266,11 +264,11 @@ def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {folder}: {exc.strerror or exc}") from exc
     shard_dir = folder / collection
-    # A new shard needs room for its first segment; an existing one only for what opening it maps (its
-    # write-ahead log), so an unchanged re-index, which writes nothing, is not refused for want of space
-    # its writes would need (each write checks for itself) -- and a nearly full disk is one line, not
-    # the SIGBUS of a mapping that cannot be backed.
-    check_free_space(folder, MIN_FREE_BYTES if create and not shard_dir.exists() else OPEN_FREE_BYTES)
+    # A new shard needs room for its first segment. An existing one is opened whatever the free space:
+    # what is indexed stays readable on a full disk, and an unchanged re-index, which writes nothing,
+    # is not refused for want of the space its writes would need (each write checks for itself).
+    if create and not shard_dir.exists():
+        check_free_space(folder)
     deadline = time.monotonic() + max(0.0, wait_s)
     lock = _OwnerLock(folder / f"{collection}.owner")
     if not _retry_until(lambda: lock.try_acquire() or None, deadline):

@@ -29,6 +29,11 @@
   let strongCount = 0;
   let foldOpen = false;
   let inflight = null;
+  // How the daemon read the text (`explain`), for the chips above the results; a removed chip's part
+  // is left out of the query (the text is then sent literally, with the remaining parts as fields).
+  let reading = null;
+  let readingOf = null;
+  let dropped = [];
   let current = -1;
   let returnFocus = null;
   let firstResults = true;
@@ -196,6 +201,7 @@
   }
 
   function fromControls() {
+    if ($("q").value.trim() !== state.q) dropped = [];
     state.q = $("q").value.trim();
     state.not = $("not").value.trim();
     state.folder = $("folder").value.trim();
@@ -256,7 +262,73 @@
     for (const word of state.not.split(",").map((w) => w.trim()).filter(Boolean)) {
       terms.push({ kind: "text", value: word, weight: -1 });
     }
-    return ["query", { text: state.q || null, terms, limit: state.limit, sort: state.sort, ...filters() }];
+    const body = { text: state.q || null, terms, limit: state.limit, sort: state.sort, ...filters() };
+    return ["query", dropped.length && reading ? { ...body, ...readingFields() } : body];
+  }
+
+  // -- the parsed parts as chips -----------------------------------------------------------------
+
+  function readingParts(r) {
+    const parts = [];
+    if (r.after || r.before) parts.push(["date", `${r.after || "…"} – ${r.before || "…"}`]);
+    if (r.place) parts.push(["place", r.place.name]);
+    for (const name of r.people || []) parts.push([`person:${name}`, name]);
+    if (r.kind) parts.push(["kind", r.kind === "video" ? "Videos" : "Photos"]);
+    if (r.ocr && r.ocr.length) parts.push(["ocr", `“${r.ocr.join(" ")}”`]);
+    if (r.sort) parts.push(["sort", r.sort === "oldest" ? "Oldest first" : "Newest first"]);
+    return parts;
+  }
+
+  function readingFields() {
+    // The parts still wanted, as explicit fields of a literal query (a place by its name).
+    const keep = (key) => !dropped.includes(key);
+    const r = reading;
+    return {
+      literal: true,
+      text: r.text || state.q,
+      after: keep("date") ? r.after || state.after || null : state.after || null,
+      before: keep("date") ? r.before || nextDay(state.before) : nextDay(state.before),
+      place: keep("place") && r.place ? r.place.name : null,
+      person: (r.people || []).filter((name) => keep(`person:${name}`)),
+      kind: keep("kind") && r.kind ? r.kind : state.type || null,
+      ocr: keep("ocr") ? r.ocr || [] : [],
+      sort: keep("sort") && r.sort ? r.sort : state.sort,
+    };
+  }
+
+  async function readText(signal) {
+    if (!state.q || state.image || state.like) {
+      reading = null;
+      readingOf = null;
+    } else if (readingOf !== state.q) {
+      reading = await api("POST", "query", { text: state.q, explain: true }, signal);
+      readingOf = state.q;
+    }
+    showReading();
+  }
+
+  function showReading() {
+    const box = $("reading");
+    const parts = reading ? readingParts(reading).filter(([key]) => !dropped.includes(key)) : [];
+    box.replaceChildren();
+    box.hidden = parts.length === 0;
+    if (!parts.length) return;
+    box.append(el("span", "reading-text", reading.text ? `“${reading.text}”` : "Filters only"));
+    for (const [key, label] of parts) {
+      const chip = el("span", "chip part");
+      chip.dataset.part = key;
+      const x = el("button", "chip-x");
+      x.type = "button";
+      x.setAttribute("aria-label", `Remove ${label}`);
+      x.append(icon("i-close"));
+      x.addEventListener("click", () => {
+        dropped.push(key);
+        state.limit = PAGE;
+        search();
+      });
+      chip.append(el("span", "chip-label", label), x);
+      box.append(chip);
+    }
   }
 
   function describe() {
@@ -278,12 +350,13 @@
     if (inflight) inflight.abort();
     const ctl = new AbortController();
     inflight = ctl;
-    const [route, body] = request();
     grid.dataset.state = "loading";
     grid.setAttribute("aria-busy", "true");
     $("progress").hidden = false;
     const started = performance.now();
     try {
+      await readText(ctl.signal);
+      const [route, body] = request();
       const found = await api("POST", route, body, ctl.signal);
       if (inflight !== ctl) return;
       render(found, performance.now() - started, route, append);
@@ -494,6 +567,7 @@
     folder.append(el("span", null, folderLabel(hit.path)));
     folder.title = dirname(hit.path);
     meta.append(title, folder);
+    if (hit.place) meta.append(el("div", "place", hit.place));
     if (hit.text) meta.append(recognised(hit.text, state.q || ""));
     if (hit.tags && hit.tags.length) meta.append(tagList(hit.tags.slice(0, 3)));
     li.append(open, like, meta);

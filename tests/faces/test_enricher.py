@@ -14,6 +14,7 @@ import pytest
 from conftest import write_video
 
 from mediasearch import Library
+from mediasearch.errors import MediaSearchError
 from mediasearch.settings import Settings
 from mediasearch.store import Filter
 from mediasearch.store.server import forget_memory_servers
@@ -133,3 +134,44 @@ def test_a_video_s_frames_carry_the_people_seen_in_them(
         seen = sorted(t for t, ids in frames.items() if person.id in ids)
         assert seen and 4.0 <= seen[0] and seen[-1] < 8.0
         assert all(person.id not in ids for t, ids in frames.items() if t < 4.0 or t >= 8.0)
+
+
+def test_query_person_finds_their_photos_and_the_moment_of_a_video(
+    demo_settings: Callable[..., Settings],
+    demo_model: Any,
+    faces_dir: Path,
+    truth: dict[str, Any],
+    photos: dict[str, list[Path]],
+    cli: Any,
+) -> None:
+    folder = photos["none"][0].parent
+    face, still = (faces_dir / n for n in pick(truth, "person_09"))
+    empty = photos["none"][0]
+    video = write_video(folder / "clip.mp4", [(empty, 4.0), (face, 4.0), (empty, 4.0)])
+    shutil.copy(still, folder / "still.jpg")
+    settings = demo_settings(home=cli.home)
+    with open_lib(settings) as lib:
+        lib.index([folder])
+        eve = next(p for p in lib.people() if str(folder / "still.jpg") in p.files)
+        alice = next(p for p in lib.people() if str(photos["person_01"][0]) in p.files)
+        lib.name_person(eve.id, "Eve")
+        lib.name_person(alice.id, "Alice")
+
+        hits = lib.query("portrait", person=["eve"], limit=20)
+        assert {h.path for h in hits} == {str(folder / "still.jpg"), str(video)}
+        assert all(h.people == ["Eve"] for h in hits)
+        moment = next(h for h in hits if h.kind == "video")
+        assert 4.0 <= moment.start <= moment.timestamp <= moment.end < 8.0
+
+        found = lib.query("portrait", person=["Alice"], limit=20)
+        assert {h.path for h in found} == set(alice.files) and len(found) >= 4  # --person precision 1.0
+        assert lib.query("portrait", person=["Alice", "Eve"], limit=20) == []  # all of them: nobody has both
+        with pytest.raises(MediaSearchError, match="Zed"):
+            lib.query("portrait", person=["Zed"])
+        lib.hide_person(alice.id)
+        assert all(h.people == [] for h in lib.query("portrait", person=[alice.id], limit=20))
+
+    rows = cli.json("query", "portrait", "--person", "Eve", "--limit", "20")
+    assert {r["path"] for r in rows} == {str(folder / "still.jpg"), str(video)} and rows[0]["people"] == ["Eve"]
+    unknown = cli("query", "portrait", "--person", "Zed", ok=False)
+    assert unknown.exit_code == 1 and "Zed" in unknown.stderr and "Traceback" not in unknown.output

@@ -18,6 +18,7 @@ from mediasearch.errors import MediaError
 from mediasearch.index import enrichers
 from mediasearch.index.enrich import FileInput, drop_fields
 from mediasearch.library import home as library
+from mediasearch.library import models
 from mediasearch.settings import Settings
 from mediasearch.store.base import Filter, Store
 
@@ -61,13 +62,21 @@ def mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(enrichers, "installed", lambda s: [e for e in real(s) if e.name == "metadata"])
 
 
-@pytest.fixture
+def only_metadata(settings: Settings) -> list[Any]:
+    """The installation's metadata enricher alone: the tests plug in their own instead of OCR, faces, places."""
+    return [e for e in REAL_INSTALLED(settings) if e.name == "metadata"]
+
+
+REAL_INSTALLED = enrichers.installed
+
+
+@pytest.fixture(autouse=True)
 def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """``plug(*enrichers)``: these are installed besides the real ones (as an adapter module would be)."""
-    real = enrichers.installed
+    """``plug(*enrichers)``: these are installed beside the metadata enricher (as adapter modules would be)."""
+    monkeypatch.setattr(enrichers, "installed", only_metadata)
 
     def install(*extra: Any) -> None:
-        monkeypatch.setattr(enrichers, "installed", lambda s: [*real(s), *extra])
+        monkeypatch.setattr(enrichers, "installed", lambda s: [*only_metadata(s), *extra])
 
     return install
 
@@ -76,7 +85,7 @@ def plug(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 def loads(monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[list[str]]:
     """Every model load and every batch the model encodes, by name."""
     calls: list[str] = []
-    load = library.load
+    load = models.load
 
     def counting_load(*args: Any, **kwargs: Any) -> Any:
         calls.append("load")
@@ -88,7 +97,7 @@ def loads(monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[list[str
         calls.append("encode")
         return encode(batch)
 
-    monkeypatch.setattr(library, "load", counting_load)
+    monkeypatch.setattr(models, "load", counting_load)
     monkeypatch.setattr(demo_model, "encode_tensors", counting_encode)
     yield calls
 
@@ -286,9 +295,8 @@ def test_after_any_run_each_point_records_exactly_the_enabled_versions(
     base = tmp_path_factory.mktemp("case")
     make_image(base / "media" / "a.jpg", color=(40, 170, 60))
     make_image(base / "media" / "b.png", color=(250, 140, 20))
-    real = enrichers.installed
     reader = Reader()
-    monkeypatch.setattr(enrichers, "installed", lambda s: [*real(s), reader])
+    monkeypatch.setattr(enrichers, "installed", lambda s: [*only_metadata(s), reader])
     on = True
     for step in [*steps, "index"]:
         if step == "bump":
@@ -301,3 +309,4 @@ def test_after_any_run_each_point_records_exactly_the_enabled_versions(
             for payload in points(current).values():
                 assert payload["enrichers"] == ({**ENCODED, "ocr": reader.version} if on else ENCODED)
                 assert bool(payload.get("ocr_text")) == on
+

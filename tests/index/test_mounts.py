@@ -89,7 +89,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
 
     yield mount
     for where in mounted:
-        subprocess.run(["umount", str(where)], capture_output=True, check=False)
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
 
 
 def test_a_real_tmpfs_unmounted_inside_a_root(tmp_path: Path, cli: Any, tmpfs: Callable[[Path], None]) -> None:

@@ -62,7 +62,7 @@ def strategy(hint: Any) -> st.SearchStrategy[Any]:
 
 def test_every_result_type_is_covered() -> None:
     names = {cls.__name__ for cls in RESULT_TYPES}
-    wanted = {"Hit", "IndexSummary", "Status", "TagReport", "DuplicateGroup", "Explanation", "Classification",
+    wanted = {"Hit", "IndexReport", "Status", "TagReport", "DuplicateGroup", "Explanation", "Classification",
               "Person", "FileText", "PlaceCount"}
     assert wanted <= names
 

@@ -142,3 +142,60 @@ def test_places_lists_the_cities_with_counts_and_place_filters(cli: Any, trips: 
         "nice_earlier_summer",
         "antibes_summer",
     }
+
+
+SHARED_FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+
+
+def test_people_named_in_the_library_are_read_out_of_the_query(cli: Any, tmp_path: Path) -> None:
+    """Real photos of two people (the shared set), geotagged and dated here; the faces enricher groups
+    them, the people are named, and "Alice in Nice last summer" keeps Alice's photos taken there then."""
+    from PIL import Image
+
+    if not (SHARED_FACES / "truth.json").is_file():
+        pytest.skip(f"the shared face photos are absent ({SHARED_FACES})")
+    summer = _last_summer(dt.date.today())
+    in_summer, in_winter = dt.datetime(summer, 7, 14, 12), dt.datetime(summer - 1, 12, 28, 12)
+    shots = {  # shared photo: (person in it per truth.json, where, when)
+        "d007.jpg": (NICE, in_summer),
+        "d021.jpg": (NICE, in_winter),
+        "d026.jpg": ((48.8584, 2.2945), in_summer),
+        "d004.jpg": (NICE, in_summer),
+        "d015.jpg": (NICE, in_summer),
+        "d024.jpg": (None, in_summer),
+    }
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for name, (where, when) in shots.items():
+        with Image.open(SHARED_FACES / name) as image:
+            image.convert("RGB").save(folder / name, quality=95)
+        rendered = folder / name
+        with Image.open(rendered) as image:
+            pixels = image.copy()
+        exif = pixels.getexif()
+        exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
+        if where is not None:
+            gps = exif.get_ifd(0x8825)
+            gps[1], gps[2], gps[3], gps[4] = "N", _dms(where[0]), "E", _dms(where[1])
+        pixels.save(rendered, exif=exif, quality=95)
+    cli.json("index", str(folder), "--no-ocr")
+    people = cli.json("people", model=None)
+    alice = next(p for p in people if str(folder / "d007.jpg") in p["files"])  # person_01's
+    bob = next(p for p in people if str(folder / "d004.jpg") in p["files"])  # person_07's
+    assert alice["id"] != bob["id"]
+    cli.json("people", "name", alice["id"], "Alice", model=None)
+    cli.json("people", "name", bob["id"], "Bob", model=None)
+    alice_files = {Path(f).name for f in alice["files"]}
+    bob_files = {Path(f).name for f in bob["files"]}
+    there_then = {n for n, (where, when) in shots.items() if where == NICE and when == in_summer}
+
+    def found(text: str) -> set[str]:
+        return {Path(h["path"]).name for h in cli.json("query", text, "--limit", "50")}
+
+    doc = cli.json("query", "Alice in Nice last summer", "--explain")
+    assert doc["people"] == ["Alice"] and doc["place"]["name"] == "Nice"
+    assert "d007.jpg" in alice_files & there_then
+    assert found("Alice in Nice last summer") == alice_files & there_then
+    assert found("photos of bob in Nice last summer") == bob_files & there_then
+    assert found("with Alice") == alice_files
+    assert found("Alice and Bob") == alice_files & bob_files  # both in the picture: none here

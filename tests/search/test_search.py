@@ -13,6 +13,7 @@ import pytest
 from mediasearch.index.runner import IndexOptions, index_paths
 from mediasearch.lab.shapes import CLASSES, COLOURS, SHAPES, class_name, render, write_shapes_video
 from mediasearch.library import home as library
+from mediasearch.library import models
 from mediasearch.search.query import Query, Term, search
 from mediasearch.settings import load_settings
 
@@ -47,7 +48,7 @@ def lib(tmp_path_factory: pytest.TempPathFactory, shapes_folder: tuple[Path, Any
 def opened(tmp_path_factory: pytest.TempPathFactory, demo_model: Any, lib: Path) -> Iterator[Any]:
     settings = load_settings({"home": tmp_path_factory.mktemp("searchhome"), "model": "demo"}, env={})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(library, "load", lambda s, spec: demo_model)
+        mp.setattr(models, "load", lambda s, spec: demo_model)
         handle = library.open_for_index(settings)
     summary = index_paths([str(lib)], handle.model, handle.store, IndexOptions(frame_interval=2.0))
     assert summary.failed == 0 and summary.added == 240 + 1 + 4

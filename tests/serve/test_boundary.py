@@ -81,14 +81,21 @@ def test_only_known_names_and_addresses_are_hosts(name: str, port: int) -> None:
 
 def test_a_flood_of_one_error_is_cut_short_and_counted() -> None:
     flood = FloodFilter(burst=5, per=60.0)
-    log = logging.getLogger("test.flood")
-    records = [log.makeRecord("test.flood", logging.ERROR, __file__, 7, "accept failed: %s", ("EMFILE",), None)
+    log = logging.getLogger("asyncio")
+    records = [log.makeRecord("asyncio", logging.ERROR, __file__, 7, "accept failed: %s", ("EMFILE",), None)
                for _ in range(1000)]
     passed = [r for r in records if flood.filter(r)]
     assert len(passed) == 5
-    other = log.makeRecord("test.flood", logging.ERROR, __file__, 8, "api-key=%s", ("sekret",), None)
+    other = log.makeRecord("asyncio", logging.ERROR, __file__, 8, "api-key=%s", ("sekret",), None)
     assert flood.filter(other) and "995 similar log lines dropped" in other.getMessage()
     assert "sekret" not in other.getMessage()
+    # The daemon's own lines, one per file indexed, all pass (redacted all the same).
+    own = [log.makeRecord("mediasearch.serve.daemon", logging.INFO, __file__, 9, "indexed %s", (f"/p/{n}.jpg",), None)
+           for n in range(1000)]
+    assert all(flood.filter(r) for r in own)
+    url = ("http://u:pw@h",)
+    mine = log.makeRecord("mediasearch.serve.daemon", logging.ERROR, __file__, 9, "Qdrant at %s", url, None)
+    assert flood.filter(mine) and "pw" not in mine.getMessage()
 
 
 # -- connections ----------------------------------------------------------------------------------------

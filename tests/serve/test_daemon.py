@@ -58,7 +58,8 @@ def test_copied_images_are_findable_within_10s(served: tuple[Daemon, Path], tmp_
         return {h["path"] for h in hits} == expected
 
     wait_for(found, 10 - (time.monotonic() - started), "the 10 red circles are the top hits for 'a red circle'")
-    assert len(daemon.log_lines(str(lib / "new"))) == 10
+    # The files are searchable as each is written; their log lines come when the run ends.
+    wait_for(lambda: len(daemon.log_lines(str(lib / "new"))) == 10, 60, "a log line per file indexed")
 
 
 def test_deletions_and_moved_folder_are_reflected_within_10s(served: tuple[Daemon, Path], tmp_path: Path) -> None:
@@ -313,6 +314,11 @@ class _StubService:
         ]
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> bytes:
+        from mediasearch.serve.service import NotIndexedError
+
+        raise NotIndexedError(f"{path} is not in the index")
+
+    def indexed_path(self, path: str) -> str:
         from mediasearch.serve.service import NotIndexedError
 
         raise NotIndexedError(f"{path} is not in the index")

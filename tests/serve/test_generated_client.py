@@ -50,8 +50,8 @@ def test_generated_client_indexes_queries_reads_status_and_forgets(served: Serve
         ForgetReport,
         ForgetRequest,
         Hit,
+        IndexReport,
         IndexRequest,
-        IndexSummary,
         QueryRequest,
         Status,
         Term,
@@ -63,7 +63,7 @@ def test_generated_client_indexes_queries_reads_status_and_forgets(served: Serve
     client = AuthenticatedClient(base_url=served.url, token=served.token, timeout=300.0)
 
     report = index.sync(client=client, body=IndexRequest(paths=[str(extra)]))
-    assert isinstance(report, IndexSummary) and report.added == 2 and report.failed == 0, report
+    assert isinstance(report, IndexReport) and report.added == 2 and report.failed == 0, report
 
     hits = query.sync(client=client, body=QueryRequest(terms=[Term(value="an orange triangle")], limit=2))
     assert isinstance(hits, list) and all(isinstance(h, Hit) for h in hits)

@@ -56,12 +56,13 @@ def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> Non
         status = _structured(await session.call_tool("status", {}))
         similar = _structured(await session.call_tool("similar", {"path": hits[0]["path"], "limit": 2}))
         refused = await session.call_tool("index", {"paths": [str(served.lib)]})
+        people = _structured(await session.call_tool("people", {}))
         return {"tools": tools, "hits": hits, "picture": picture, "status": status, "similar": similar,
-                "refused": refused}
+                "refused": refused, "people": people}
 
     got = anyio.run(lambda: _session(served, tmp_path, work=work))
     names = {tool.name for tool in got["tools"].tools}
-    assert names == {"search", "similar", "status", "tags", "text"}, names  # read-only by default
+    assert names == {"search", "similar", "status", "tags", "text", "people"}, names  # read-only by default
     search = next(tool for tool in got["tools"].tools if tool.name == "search")
     schema = getattr(search, "input_schema", None) or search.inputSchema
     wanted = {"text", "image", "negatives", "kind", "folder", "tags", "after", "before", "min_score", "near", "camera",
@@ -78,6 +79,7 @@ def test_mcp_tools_find_red_circles_first(served: Served, tmp_path: Path) -> Non
     assert got["status"]["files"] == 6 and got["status"]["daemon"] is not None  # answered by the daemon
     assert Path(got["similar"][0]["path"]).name.startswith("red_circle")
     assert getattr(got["refused"], "is_error", getattr(got["refused"], "isError", False))  # no such tool
+    assert got["people"] == []  # shapes have no faces
 
 
 def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(served: Served, tmp_path: Path) -> None:
@@ -90,7 +92,8 @@ def test_mcp_allow_index_adds_the_write_tools_and_no_thumbnail_is_guessable(serv
         return tools, None
 
     tools, refused = anyio.run(lambda: _session(served, tmp_path, "--allow-index", work=work))
-    assert {tool.name for tool in tools.tools} == {"search", "similar", "status", "tags", "text", "index", "forget"}
+    names = {tool.name for tool in tools.tools}
+    assert names == {"search", "similar", "status", "tags", "text", "people", "index", "forget"}
     assert refused is not None and "thumbnail" in str(refused)
 
 
@@ -106,12 +109,15 @@ def test_mcp_text_reads_a_picture_through_the_daemon(served: Served, tmp_path: P
 
     async def work(session: Any) -> Any:
         with_words = await session.call_tool("search", {"text": "a red circle", "ocr": ["starbucks"]})
-        without = await session.call_tool("search", {"text": "a red circle"})
+        without = _structured(await session.call_tool("search", {"text": "a red circle"}))
         got = _structured(await session.call_tool("text", {"path": str(picture)}))
-        return got, _structured(with_words), _structured(without)
+        indexed = _structured(await session.call_tool("text", {"path": without[0]["path"]}))
+        return got, _structured(with_words), without, indexed
 
-    got, with_words, without = anyio.run(lambda: _session(served, tmp_path, work=work))
+    got, with_words, without, indexed = anyio.run(lambda: _session(served, tmp_path, work=work))
     assert with_words == [] and without
+    # An indexed file: the daemon answers (from the index once its background OCR pass is done).
+    assert indexed["path"] == without[0]["path"] and indexed["kind"] == "image" and indexed["lines"] == []
     assert got["path"] == str(picture) and got["kind"] == "image" and got["source"] == "read"
     assert {"welcome", "harbour"} <= {w for line in got["lines"] for w in words(line["text"])}
 

@@ -19,6 +19,7 @@ from fault_helpers import wait_until
 from mediasearch.errors import MediaError, StoreError
 from mediasearch.lab.shapes import render, save_image
 from mediasearch.library import home as home_module
+from mediasearch.library import search_graph
 from mediasearch.library.requests import IndexOptions, Query, StoredFile, Term
 from mediasearch.media import thumbnails
 from mediasearch.media.decode_pool import DecoderPool, DecodeTimeoutError
@@ -248,7 +249,7 @@ def test_a_store_that_cannot_be_reopened_after_a_build_is_an_error_state_then_re
     photo(lib / "a.png")
     service = start(lib)
     monkeypatch.setattr(daemon_service, "RECOVER_EVERY_S", 0.2)
-    real_reopen, fail = home_module.reopen_store, threading.Event()
+    real_reopen, fail = search_graph.reopen_store, threading.Event()
     fail.set()
 
     def reopen(settings: Settings, collection: str, wait_s: float = 60.0) -> Any:
@@ -256,7 +257,7 @@ def test_a_store_that_cannot_be_reopened_after_a_build_is_an_error_state_then_re
             raise StoreError("the store is in use by another process")
         return real_reopen(settings, collection, wait_s)
 
-    monkeypatch.setattr(home_module, "reopen_store", reopen)
+    monkeypatch.setattr(search_graph, "reopen_store", reopen)
     service._submit(service._optimize_job).result(timeout=120)
     assert service.state == "error" and "cannot open the store" in service.message
     with pytest.raises(NotReadyError, match="cannot open the store"):

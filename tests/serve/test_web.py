@@ -366,3 +366,21 @@ def test_thumbnails_are_exif_rotated_and_sized(make_image: Callable[..., Path], 
     assert cache.get(str(upright), "image", 64) == first
     cache.get(str(upright), "image", 32)
     assert len(list((tmp_path / "cache").glob("*/*.jpg"))) == 2 and cache.prune() == 1
+
+
+def test_a_parsed_part_is_a_chip_and_removing_it_searches_without_it(page: Any, web_daemon: Daemon) -> None:
+    open_page(page, web_daemon)
+    page.wait_for_selector("#welcome:not([hidden])")
+    page.fill("#q", "videos of a blue star")
+    page.press("#q", "Enter")
+    only_videos = results(page, "text")
+    assert only_videos and {c["kind"] for c in only_videos} == {"video"}
+    page.wait_for_selector("#reading:not([hidden])")
+    assert page.inner_text("#reading .reading-text") == "“a blue star”"
+    assert page.inner_text("#reading .chip.part .chip-label") == "Videos"
+    page.click("#reading .chip.part[data-part=kind] .chip-x")
+    page.wait_for_selector("#reading", state="hidden")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results .card')].some(c => c.dataset.kind === 'image')"
+    )
+    assert "image" in {c["kind"] for c in results(page, "text")}

@@ -7,6 +7,7 @@ machine: the models ship in ``face-recognition-models``; nothing is downloaded.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,7 +17,9 @@ from mediasearch.settings import Settings
 from mediasearch.store.base import Store
 
 if TYPE_CHECKING:
-    from mediasearch.faces.engine import FaceEngine
+    import numpy as np
+
+    from mediasearch.faces.engine import Face
     from mediasearch.index.people import People
 
 VERSION = 1  # bump when detection, alignment or the descriptor change: every item's faces are found again
@@ -32,7 +35,7 @@ class FacesEnricher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._people: People | None = None
-        self._engine: FaceEngine | None = None
+        self._engine: _WorkerEngine | None = None
 
     def _book(self) -> People:
         if self._people is None:
@@ -42,15 +45,25 @@ class FacesEnricher:
             self._people = acquire_people(s.home, s.qdrant_url, s.qdrant_api_key)
         return self._people
 
+    def _detector(self) -> Any:
+        """The engine: in this process on the main thread (the command line); off it (a daemon, whose
+        other threads answer requests), in a worker process, since dlib holds the interpreter's lock
+        for the whole of a call (0.1-0.5 s), which would stall every request meanwhile."""
+        if threading.current_thread() is threading.main_thread():
+            from mediasearch.faces.engine import shared_engine
+
+            return shared_engine()
+        if self._engine is None:
+            self._engine = _WorkerEngine()
+        return self._engine
+
     def run(self, item: FileInput, store: Store) -> dict[str, dict[str, Any]]:
-        from mediasearch.faces.engine import FaceEngine
         from mediasearch.index.people import faces_of_frames
 
-        if self._engine is None:
-            self._engine = FaceEngine()
+        engine = self._detector()
         frames = [(f.point_id, f.timestamp, f.pixels) for f in item.frames if f.pixels is not None]
         fingerprint = item.payload.get("fingerprint")
-        return faces_of_frames(self._book(), self._engine, item.path, frames, fingerprint)
+        return faces_of_frames(self._book(), engine, item.path, frames, fingerprint)
 
     def drop(self, store: Store) -> None:
         drop_fields(store, self)
@@ -68,6 +81,9 @@ class FacesEnricher:
         return self._book().tidy(store)
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         if self._people is not None:
             from mediasearch.index.people import release_people
 
@@ -76,6 +92,25 @@ class FacesEnricher:
 
     def __del__(self) -> None:
         self.close()
+
+
+class _WorkerEngine:
+    """``FaceEngine.faces`` in a worker process of a ``media.decode_pool.DecoderPool`` (under its time
+    limit: a picture that hangs or crashes dlib costs that file alone)."""
+
+    TIMEOUT_S = 120.0  # the first call loads the models; a loaded machine is slow at it
+
+    def __init__(self) -> None:
+        from mediasearch.media.decode_pool import DecoderPool
+
+        self._pool = DecoderPool(1, self.TIMEOUT_S, "mediasearch.faces.engine:faces_of_pixels")
+
+    def faces(self, pixels: np.ndarray) -> list[Face]:
+        found: list[Face] = self._pool.call("(pixels)", "mediasearch.faces.engine:faces_of_pixels", {"pixels": pixels})
+        return found
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 def make(settings: Settings) -> FacesEnricher | None:
