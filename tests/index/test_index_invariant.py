@@ -66,6 +66,7 @@ from typer.testing import CliRunner
 from mediasearch.cli import app
 from mediasearch.lab.shapes import COLOURS  # the shapes domain's colours (DESIGN.md)
 from mediasearch.media import mounts as mount_table
+from mediasearch.media.discover import root_status
 
 # -- the store, read in one place ----------------------------------------------------------------
 
@@ -447,8 +448,10 @@ class IndexInvariant(RuleBasedStateMachine):
         return self.world.clean_runs[key]
 
     def protected(self, ok: list[str]) -> list[str]:
-        """lib, when it is unmounted, remembered as a mount point and inside a root read: kept as it is."""
-        keep = self.unmounted is not None and self.lib_remembered and strictly_under(self.lib, ok)
+        """lib, when it is unmounted (or left empty: an empty mount point looks the same as an unmounted
+        one), remembered as a mount point and inside a root read: kept as it is."""
+        away = self.unmounted is not None or root_status(self.lib) != "ok"
+        keep = away and self.lib_remembered and strictly_under(self.lib, ok)
         return [self.lib] if keep else []
 
     def check_index(
