@@ -105,9 +105,9 @@ def calibration_tables(report: Mapping[str, Any]) -> None:
     groups = _table(f"{escape(report['source'])}: {report['files']} files, {report['queries']['count']} queries",
                     "pairs", "count", f"pass ≥ {cut:g}", "should", "p1", "p10", "p50", "p90", "p99")
     for name, row in report["groups"].items():
-        pct = row["percentiles"]
+        shares = row["percentiles"]
         groups.add_row(name, str(row["pairs"]), pct(row["pass_rate"]),
-                       "pass" if row["should_pass"] else "fail", *(f"{pct[k]:.3f}" for k in pct))
+                       "pass" if row["should_pass"] else "fail", *(f"{shares[k]:.3f}" for k in shares))
     out.print(groups)
     out.print(f"[dim]{CALIBRATION_LEGEND}[/dim]")
     unknown = [q for q in report["per_query"] if q["kind"] == "unknown"]
