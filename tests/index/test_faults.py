@@ -109,7 +109,14 @@ def killable(
 
 @pytest.fixture(scope="module")
 def make_video_module(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    from conftest import DEFAULT_VIDEO_COLORS, _write_video
+    import importlib.util
+
+    # The root conftest by its file: the name "conftest" may be another folder's (tests/ocr, tests/faces).
+    spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).parents[1] / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    DEFAULT_VIDEO_COLORS, _write_video = root.DEFAULT_VIDEO_COLORS, root._write_video  # noqa: N806
 
     def make(path: Path, seconds: float = 6.0) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -108,10 +108,11 @@ def test_cli_terms(
     not_images: list[Path],
 ) -> None:
     """Every part becomes one term; --not and --not-image subtract, the rest adds."""
-    from mediasearch.cli.commands import _terms
+    from mediasearch.library.requests import _terms
 
+    values = {"text": text, "weight": weight, "also": also, "image": images, "negatives": nots, "not_image": not_images}
     try:
-        terms = _terms(text, weight, also, images, nots, not_images)
+        terms = _terms(values)
     except QueryError:
         return  # a weight out of range
     expected = (1 if text else 0) + len(also) + len(images) + len(nots) + len(not_images)
