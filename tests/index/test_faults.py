@@ -207,6 +207,12 @@ def test_daemon_kill9_mid_index_then_restart_equals_clean_run(
     second = Daemon(home, "--rescan-every", "off").wait_ready()  # the roots are remembered
     try:
         second.wait_idle(timeout=120)
+
+        def enriched() -> bool:  # the background enrichment pass (OCR, faces, places) after the CLIP pass
+            signals = second.status()["enrichers"]
+            return bool(signals) and all(s["pending"] == 0 for s in signals.values())
+
+        wait_until(enriched, 180, "the enrichment pass is done")
     finally:
         assert second.stop() == 0
     assert_same_state(store_state(home), want)
