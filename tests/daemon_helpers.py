@@ -92,6 +92,15 @@ class Daemon:
     def wait_idle(self, timeout: float = 60) -> None:
         wait_for(self.idle, timeout, "the daemon is idle")
 
+    def wait_enriched(self, timeout: float = 180) -> None:
+        """Idle, and the background enrichment pass (OCR, faces, places after the CLIP pass) is done."""
+
+        def enriched() -> bool:
+            signals = self.status()["enrichers"]
+            return self.idle() and bool(signals) and all(s["pending"] == 0 for s in signals.values())
+
+        wait_for(enriched, timeout, "the enrichment pass is done")
+
     def listing(self, folder: Path) -> set[str]:
         """Every indexed path under ``folder``, through a query."""
         hits = self.call("POST", "/query", {"text": "a photo", "limit": 500, "path_prefix": str(folder)})

@@ -10,7 +10,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +213,9 @@ def orientation_of(frame: Any) -> Orientation:
 
     theta = (-round(float(getattr(frame, "rotation", 0) or 0))) % 360  # clockwise degrees
     matrix = None
-    for data in getattr(frame, "side_data", ()):
+    side_data = getattr(frame, "side_data", ())
+    # PyAV up to 18.1.0 gives a sequence of SideData; 18.1.1 a mapping from their types to them
+    for data in side_data.values() if isinstance(side_data, Mapping) else side_data:
         if str(getattr(data, "type", "")).endswith("DISPLAYMATRIX"):
             with contextlib.suppress(struct.error, TypeError, ValueError):
                 matrix = struct.unpack_from("<9i", bytes(data))

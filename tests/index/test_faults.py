@@ -37,7 +37,6 @@ from mediasearch.index import runner as indexer
 pytestmark = pytest.mark.faults
 
 
-
 def clean_state(cli: Any, name: str, *paths: Path) -> Any:
     """The state a clean run over ``paths`` reaches, in a fresh home next to the test's."""
     other = type(cli)(cli.home.parent / name)
@@ -180,8 +179,9 @@ def test_a_signal_after_the_work_is_over_changes_nothing(signum: int) -> None:
     code = LATE_SIGNAL.replace("SIGNUM", signal.Signals(signum).name)
     late = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert (late.returncode, late.stdout, late.stderr) == (0, "done\n", "")
-    stopped = subprocess.run([sys.executable, "-c", code, "--interrupt"], capture_output=True, text=True,
-                             env=cli_env(), timeout=120)
+    stopped = subprocess.run(
+        [sys.executable, "-c", code, "--interrupt"], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
     assert stopped.returncode == 130 and stopped.stdout == ""
     assert one_line_error(stopped.stderr) == "error: interrupted; run the same command again to resume"
 
@@ -207,12 +207,7 @@ def test_daemon_kill9_mid_index_then_restart_equals_clean_run(
     second = Daemon(home, "--rescan-every", "off").wait_ready()  # the roots are remembered
     try:
         second.wait_idle(timeout=120)
-
-        def enriched() -> bool:  # the background enrichment pass (OCR, faces, places) after the CLIP pass
-            signals = second.status()["enrichers"]
-            return bool(signals) and all(s["pending"] == 0 for s in signals.values())
-
-        wait_until(enriched, 180, "the enrichment pass is done")
+        second.wait_enriched()
     finally:
         assert second.stop() == 0
     assert_same_state(store_state(home), want)
@@ -299,8 +294,6 @@ def test_folder_renamed_mid_run(
 # -- permission denied -----------------------------------------------------------------------------
 
 
-
-
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop the override capabilities"
 )
@@ -356,7 +349,6 @@ def test_full_disk_injected_mid_run(tmp_path: Path, cli: Any, monkeypatch: pytes
     monkeypatch.setattr(store_module.shutil, "disk_usage", real)
     cli.json("index", str(lib))
     assert_same_state(store_state(cli.home), clean_state(cli, "clean", lib))
-
 
 
 @pytest.mark.xfail(
@@ -460,6 +452,7 @@ def test_daemon_and_cli_at_once(tmp_path: Path, killable: tuple[Path, Any, tuple
         with pytest.raises(ModelMismatchError, match="not ViT-B-32"):
             client.query(Query(terms=(Term("text", "a red circle"),)), model="ViT-B-32")
         daemon.wait_idle(timeout=120)
+        daemon.wait_enriched()
     finally:
         assert daemon.stop() == 0
     state = store_state(home)
