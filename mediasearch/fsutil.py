@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "fsync_dir", "make_private"]
+__all__ = ["atomic_path", "atomic_write", "filesystem_type", "fsync_dir", "make_private"]
 
 PRIVATE_DIR = 0o700
 
@@ -144,3 +144,21 @@ def pid_alive(pid: int) -> bool:
     except OSError:  # EPERM: alive, owned by another user
         return True
     return True
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str | None:
+    """The type of the file system holding ``path`` (``"ext4"``, ``"tmpfs"``, ...), read from this
+    process's mount table by device number; None where it cannot tell (not Linux, a btrfs subvolume)."""
+    try:
+        device = os.stat(path).st_dev
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(device)}:{os.minor(device)}".encode()
+    for line in lines:
+        fields = line.split(b" ")
+        # id parent major:minor root mount-point options [optional fields...] - type source super-options
+        if len(fields) > 7 and fields[2] == wanted and b"-" in fields[6:]:
+            return fields[fields.index(b"-", 6) + 1].decode("utf-8", "replace")
+    return None

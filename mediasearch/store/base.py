@@ -233,6 +233,13 @@ def check_dim(location: str, stored: int, wanted: int | None) -> None:
         )
 
 
+def indexed_fields(only: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """The payload fields to index, by kind (keyword, float, geo, text): every one the media filters
+    use, or those of them named in ``only`` (a store that filters on fewer, such as the faces')."""
+    kinds = {"keyword": KEYWORD_FIELDS, "float": FLOAT_FIELDS, "geo": GEO_FIELDS, "text": TEXT_FIELDS}
+    return {kind: tuple(f for f in fields if only is None or f in only) for kind, fields in kinds.items()}
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -255,8 +262,9 @@ def write_error(path: Path, exc: BaseException) -> StoreError:
     return StoreError(f"cannot write {path}: {getattr(exc, 'strerror', None) or text}")
 
 
-def check_free_space(path: Path, needed: int | None = None) -> None:
-    """Raise StoreFullError unless the file system holding ``path`` has room for a safe write."""
+def check_free_space(path: Path, needed: int | None = None, *, to: str = "write safely") -> None:
+    """Raise StoreFullError unless the file system holding ``path`` has ``needed`` bytes free (by default
+    the reserve of a safe write); ``to`` says what for, in the message."""
     needed = MIN_FREE_BYTES if needed is None else needed
     try:
         free = shutil.disk_usage(path).free
@@ -264,8 +272,8 @@ def check_free_space(path: Path, needed: int | None = None) -> None:
         return  # cannot tell: the write itself will say
     if free < needed:
         raise StoreFullError(
-            f"the disk holding the index ({path}) is full: {free >> 20} MiB free, {needed >> 20} MiB needed "
-            "to write safely; free some space and run the command again (what is indexed is kept)"
+            f"the disk holding the index ({path}) is full: {free >> 20} MiB free, {-(-needed >> 20)} MiB needed "
+            f"to {to}; free some space and run the command again (what is indexed is kept)"
         )
 
 

@@ -4,6 +4,7 @@ collection (the one queries use; a new model's collection becomes active once a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from mediasearch.errors import StoreError, redact_url
@@ -28,18 +29,20 @@ def open_store(
     api_key: str | None = None,
     create: bool = True,
     wait_s: float = 5.0,
+    indexed: Sequence[str] | None = None,
 ) -> Store:
     """Open (or create) a collection: an Edge shard under ``home``, or one on a Qdrant server.
 
     ``dim=None`` opens an existing collection at whatever size it has. A different ``dim`` from
     the stored one raises ModelMismatchError. An Edge store held by another process is waited
-    for up to ``wait_s`` seconds, then StoreLockedError.
+    for up to ``wait_s`` seconds, then StoreLockedError. ``indexed`` names the payload fields to index
+    (None: every field the media filters use).
     """
     if not VALID_NAME.fullmatch(collection):
         raise StoreError(f"invalid collection name {collection!r}: use letters, digits, '_', '-' and '.'")
     if qdrant_url:
-        return open_server(qdrant_url, api_key, collection, dim, create)
-    return open_edge(Path(home), collection, dim, create, wait_s)
+        return open_server(qdrant_url, api_key, collection, dim, create, indexed)
+    return open_edge(Path(home), collection, dim, create, wait_s, indexed)
 
 
 def active_collection(*, home: Path, qdrant_url: str | None = None, api_key: str | None = None) -> str | None:

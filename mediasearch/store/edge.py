@@ -20,16 +20,12 @@ from typing import IO, Any
 import numpy as np
 
 from mediasearch.errors import MediaSearchError, StoreError, StoreFullError, StoreLockedError
-from mediasearch.fsutil import make_private, pid_alive
+from mediasearch.fsutil import filesystem_type, make_private, pid_alive
 from mediasearch.store.base import (
     AUTO_FLUSH_S,
-    FLOAT_FIELDS,
-    GEO_FIELDS,
     HNSW_EF_CONSTRUCT,
     HNSW_M,
-    KEYWORD_FIELDS,
     LOCK_RETRY_S,
-    TEXT_FIELDS,
     VECTOR_NAME,
     Filter,
     PointIn,
@@ -39,6 +35,7 @@ from mediasearch.store.base import (
     check_free_space,
     first_line,
     graph_threshold_kb,
+    indexed_fields,
     paged,
     payload_selector,
     to_record,
@@ -163,7 +160,13 @@ def _edge_config(dim: int) -> Any:
 
     # Half precision: an exact scan reads half the bytes (100k x 512: 6 ms instead of 11 here) and the
     # store is half the size; scores move by ~1e-5, far below the gaps that order results.
-    params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16)
+    # Cold vectors: mapped, read when a search touches them. The engine's default ("Cached") reads every
+    # vector at each load, so a command that searches the graph pays for all of them, and on tmpfs the
+    # load fills the sparse 32 MiB chunk (see "room to open" below). Segments keep the tier they were
+    # made with: an older shard's take it when an optimise rewrites them.
+    params = qe.EdgeVectorParams(
+        size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16, memory=qe.Memory.Cold
+    )
     threshold = graph_threshold_kb(dim)
     # The graph is memory-mapped (Cold): the page cache holds what searches touch, the process does not.
     graph = qe.HnswIndexConfig(
@@ -205,27 +208,103 @@ def _clear_temp_segments(shard_dir: Path) -> None:
             child.unlink(missing_ok=True)
 
 
-def _ensure_edge_indexes(shard: Any) -> None:
+def _ensure_edge_indexes(shard: Any, indexed: Sequence[str] | None) -> int:
+    """Create the payload indexes the shard lacks (by its own schema); how many it created."""
     import qdrant_edge as qe
 
     existing = set(shard.info().payload_schema)
-    wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
-    wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
-    wanted += [(f, qe.PayloadSchemaType.Geo) for f in GEO_FIELDS]
-    wanted += [(f, qe.PayloadSchemaType.Text) for f in TEXT_FIELDS]
+    types = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float}
+    types |= {"geo": qe.PayloadSchemaType.Geo, "text": qe.PayloadSchemaType.Text}
+    wanted = [(f, types[kind]) for kind, fields in indexed_fields(indexed).items() for f in fields]
     missing = [(field, schema) for field, schema in wanted if field not in existing]
     for field, schema in missing:
         shard.update(qe.UpdateOperation.create_field_index(field, schema))
     if missing:  # EdgeStore.close flushes only what went through it
         shard.flush()
+    return len(missing)
 
 
-def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float) -> tuple[Any, int]:
+# ---------------------------------------------------------------------------------------------
+# Edge: room to open
+#
+# On tmpfs the page cache is the storage, so reading a hole of a memory-mapped file allocates it, and
+# where nothing is left the read is a SIGBUS. The engine reads ("populates") mapped files when it loads
+# a shard: every payload index of an appendable segment, and the vectors of its "Cached" tier. It
+# creates those files sparse (4-32 MiB index pages, a 32 MiB vector chunk) and a writing process
+# touches only what it writes, so the first load after new files appeared fills them: ~150 MiB for a
+# new shard with our indexes; later loads find them filled and take nothing
+# (`python scripts/bench_open.py`). On a disk file system the same reads take page cache, never disk.
+HOLES_FILL_ON_READ = frozenset({"tmpfs"})
+OPEN_MARGIN_BYTES = 1 << 20  # the small files a load writes (its config, the id tracker's versions)
+
+
+def holes_fill_on_read(folder: Path) -> bool:
+    """Whether reading a mapped file's hole allocates it on the file system holding ``folder``."""
+    return filesystem_type(folder) in HOLES_FILL_ON_READ
+
+
+def _cold_parts(segment: Path) -> set[str]:
+    """The folders of a segment that a load maps without reading them (from its ``segment.json``)."""
+    try:
+        config = json.loads((segment / "segment.json").read_text(encoding="utf-8"))["config"]
+        vectors = dict(config.get("vector_data") or {})
+        payload = config.get("payload_storage_type") or {}
+        cold = {f"vector_storage-{name}" for name, v in vectors.items() if "InRam" not in str(v["storage_type"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()  # cannot tell: every file counts
+    if isinstance(payload, dict) and payload.get("type") == "mmap":
+        cold.add("payload_storage")
+    return cold
+
+
+def open_need(shard_dir: Path) -> int:
+    """Bytes a load of the shard may allocate where holes fill on read: the holes (size beyond the
+    allocated blocks) of the segment files that a load reads."""
+    need = 0
+    segments = shard_dir / "segments"
+    for segment in sorted(segments.iterdir()) if segments.is_dir() else []:
+        cold = _cold_parts(segment)
+        for folder, dirs, files in os.walk(segment):
+            if folder == str(segment):
+                dirs[:] = [d for d in dirs if d not in cold]
+            for name in files:
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(folder, name))
+                    need += max(0, st.st_size - st.st_blocks * 512)
+    return need
+
+
+def _check_room_to_open(shard_dir: Path, to: str = "open the store") -> None:
+    if holes_fill_on_read(shard_dir):
+        check_free_space(shard_dir, open_need(shard_dir) + OPEN_MARGIN_BYTES, to=to)
+
+
+def _settle(shard: Any, shard_dir: Path, deadline: float, created: bool) -> Any:
+    """Where holes fill on read, load a shard that just got new files once more, now: the load's
+    one-time growth is checked here, not met by a later open (a query) on a fuller disk."""
+    if not holes_fill_on_read(shard_dir):
+        return shard
+    shard.flush()
+    shard.close()
+    try:
+        _check_room_to_open(shard_dir, "create the store" if created else "open the store")
+    except StoreFullError:
+        if created:  # nothing is in it yet: leave no half-made store behind
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        raise
+    return _load_shard(shard_dir, deadline)
+
+
+def _open_shard(
+    shard_dir: Path, dim: int | None, create: bool, deadline: float, indexed: Sequence[str] | None
+) -> tuple[Any, int]:
     import qdrant_edge as qe
 
+    created = False
     if (shard_dir / "edge_config.json").is_file():
         stored = _edge_dim(shard_dir)
         check_dim(f"edge:{shard_dir}", stored, dim)
+        _check_room_to_open(shard_dir)
         shard = _load_shard(shard_dir, deadline)
         _clear_temp_segments(shard_dir)
     elif not create:
@@ -233,16 +312,18 @@ def _open_shard(shard_dir: Path, dim: int | None, create: bool, deadline: float)
     elif dim is None:
         raise StoreError(f"cannot create the store at {shard_dir} without knowing the vector size")
     else:
-        stored = dim
+        stored, created = dim, True
         try:
             shard = qe.EdgeShard.create(str(shard_dir), _edge_config(dim))
         except Exception as exc:
             raise StoreError(f"cannot create the store at {shard_dir}: {first_line(exc)}") from exc
     try:
-        _ensure_edge_indexes(shard)
+        added = _ensure_edge_indexes(shard, indexed)
     except Exception as exc:
         shard.close()
         raise StoreError(f"cannot index payload fields in {shard_dir}: {first_line(exc)}") from exc
+    if created or added:
+        shard = _settle(shard, shard_dir, deadline, created)
     return shard, stored
 
 
@@ -256,7 +337,9 @@ def read_only_home(folder: Path, exc: OSError) -> str:
     )
 
 
-def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s: float) -> EdgeStore:
+def open_edge(
+    home: Path, collection: str, dim: int | None, create: bool, wait_s: float, indexed: Sequence[str] | None = None
+) -> EdgeStore:
     folder = edge_store_dir(home)
     try:
         make_private(home)  # the store holds what the library shows: its owner's alone
@@ -274,7 +357,7 @@ def open_edge(home: Path, collection: str, dim: int | None, create: bool, wait_s
     if not _retry_until(lambda: lock.try_acquire() or None, deadline):
         raise _locked_error(shard_dir, lock.holder())
     try:
-        shard, stored = _open_shard(shard_dir, dim, create, deadline)
+        shard, stored = _open_shard(shard_dir, dim, create, deadline, indexed)
     except BaseException:
         lock.release()
         raise

@@ -27,6 +27,7 @@ from mediasearch.store.collections import open_store
 FACES_COLLECTION = "mediasearch_faces"
 FACES_DIM = 128
 FACES_FOLDER = "faces"  # under the home: the shard and people.json
+_INDEXED = ("path", "people")  # what faces are found by (the media's other indexes would be dead weight)
 _FIELDS = ("path", "point", "timestamp", "face", "box", "quality", "people", "norm", "fingerprint")
 
 
@@ -165,6 +166,7 @@ def open_faces(
         api_key=api_key,
         create=create,
         wait_s=wait_s,
+        indexed=_INDEXED,
     )
     return FaceStore(store)
 

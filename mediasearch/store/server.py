@@ -15,13 +15,9 @@ import numpy as np
 
 from mediasearch.errors import StoreError, redact, redact_url
 from mediasearch.store.base import (
-    FLOAT_FIELDS,
-    GEO_FIELDS,
     HNSW_EF_CONSTRUCT,
     HNSW_M,
-    KEYWORD_FIELDS,
     META_KEY,
-    TEXT_FIELDS,
     VECTOR_NAME,
     Filter,
     PointIn,
@@ -30,6 +26,7 @@ from mediasearch.store.base import (
     check_dim,
     first_line,
     graph_threshold_kb,
+    indexed_fields,
     paged,
     payload_selector,
     to_record,
@@ -112,14 +109,15 @@ def _graph_settings(dim: int, degree: int = HNSW_M) -> dict[str, Any]:
     }
 
 
-def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any]) -> None:
+def _ensure_server_indexes(
+    client: Any, collection: str, schema: dict[str, Any], indexed: Sequence[str] | None = None
+) -> None:
     from qdrant_client import models as m
 
-    wanted: list[tuple[str, Any]] = [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
-    wanted += [(f, m.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
-    wanted += [(f, m.PayloadSchemaType.GEO) for f in GEO_FIELDS]
     text = m.TextIndexParams(type=m.TextIndexType.TEXT, tokenizer=m.TokenizerType.WORD, lowercase=True)
-    wanted += [(f, text) for f in TEXT_FIELDS]
+    types: dict[str, Any] = {"keyword": m.PayloadSchemaType.KEYWORD, "float": m.PayloadSchemaType.FLOAT}
+    types |= {"geo": m.PayloadSchemaType.GEO, "text": text}
+    wanted = [(f, types[kind]) for kind, fields in indexed_fields(indexed).items() for f in fields]
     with warnings.catch_warnings():  # in-memory mode warns that indexes do nothing there
         warnings.filterwarnings("ignore", message="Payload indexes have no effect")
         for field, kind in wanted:
@@ -127,7 +125,9 @@ def _ensure_server_indexes(client: Any, collection: str, schema: dict[str, Any])
                 client.create_payload_index(collection, field, field_schema=kind)
 
 
-def open_server(url: str, api_key: str | None, collection: str, dim: int | None, create: bool) -> QdrantStore:
+def open_server(
+    url: str, api_key: str | None, collection: str, dim: int | None, create: bool, indexed: Sequence[str] | None = None
+) -> QdrantStore:
     client = server_client(url, api_key)
     try:
         with server_errors(url, f"opening {collection}"):
@@ -140,7 +140,7 @@ def open_server(url: str, api_key: str | None, collection: str, dim: int | None,
             info = client.get_collection(collection)
             stored = _server_dim(url, collection, info)
             check_dim(f"qdrant:{redact_url(url)}/{collection}", stored, dim)
-            _ensure_server_indexes(client, collection, info.payload_schema or {})
+            _ensure_server_indexes(client, collection, info.payload_schema or {}, indexed)
     except BaseException:
         release_client(url, client)
         raise

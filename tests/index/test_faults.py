@@ -351,13 +351,6 @@ def test_full_disk_injected_mid_run(tmp_path: Path, cli: Any, monkeypatch: pytes
     assert_same_state(store_state(cli.home), clean_state(cli, "clean", lib))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known defect: opening an existing Edge shard maps ~141 MiB of fresh segment files (measured with "
-    "this round's payload indexes), so on a disk with little more than the write reserve free the open itself "
-    "is a SIGBUS before any write is checked",
-)
 def test_real_full_disk(tmp_path: Path, small_disk: Path, cli: Any) -> None:
     """The engine writes through mmap, so a full disk would be a SIGBUS: the index stops before that."""
     from mediasearch.store.base import MIN_FREE_BYTES

@@ -154,20 +154,15 @@ def test_terms_expand_each_element_and_skip_empty_values() -> None:
     assert terms(Filter()) == [] and Filter().is_empty() and not flt.is_empty()
 
 
-def test_existing_store_gains_the_indexes_it_lacks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_existing_store_gains_the_indexes_it_lacks(tmp_path: Path) -> None:
     """A store made before a field was indexed gets that index when it is next opened."""
     import qdrant_edge as qe
 
-    from mediasearch.store import edge as edge_module
-
-    monkeypatch.setattr(edge_module, "KEYWORD_FIELDS", ("kind",))
-    monkeypatch.setattr(edge_module, "TEXT_FIELDS", ())
-    st.open_store(home=tmp_path, collection="media_old", dim=DIM).close()
+    st.open_store(home=tmp_path, collection="media_old", dim=DIM, indexed=("kind",)).close()
     shard_dir = tmp_path / "store" / "media_old"
     before = qe.EdgeShard.load(str(shard_dir))
-    assert "people" not in before.info().payload_schema
+    assert set(before.info().payload_schema) == {"kind"}
     before.close()
-    monkeypatch.undo()
     st.open_store(home=tmp_path, collection="media_old", dim=DIM).close()
     after = qe.EdgeShard.load(str(shard_dir))
     indexed = set(after.info().payload_schema)
