@@ -443,16 +443,30 @@ from library_fixtures import (  # noqa: E402, F401
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 384 MiB tmpfs mounted for the test (skipped where this process may not mount)."""
+def make_tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Factory: a tmpfs of ``size`` MiB mounted for the test (skipped where this process may not mount)."""
     import subprocess
 
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mounted: list[Path] = []
+
+    def make(size_mib: int) -> Path:
+        mount = tmp_path / f"disk{len(mounted) or ''}"
+        mount.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mount)]
+        done = subprocess.run(command, capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(mount)
+        return mount
+
     try:
-        yield mount
+        yield make
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        for mount in mounted:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(make_tmpfs: Callable[[int], Path]) -> Path:
+    """A 384 MiB tmpfs mounted for the test (skipped where this process may not mount)."""
+    return make_tmpfs(384)

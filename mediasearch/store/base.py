@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -238,6 +238,14 @@ def indexed_fields(only: Sequence[str] | None = None) -> dict[str, tuple[str, ..
     use, or those of them named in ``only`` (a store that filters on fewer, such as the faces')."""
     kinds = {"keyword": KEYWORD_FIELDS, "float": FLOAT_FIELDS, "geo": GEO_FIELDS, "text": TEXT_FIELDS}
     return {kind: tuple(f for f in fields if only is None or f in only) for kind, fields in kinds.items()}
+
+
+def unwanted_indexes(existing: Iterable[str], indexed: Sequence[str] | None) -> list[str]:
+    """Indexes a store has of the media's fields that ``indexed`` leaves out (the faces shard made before
+    it named its own carried all of them); indexes of other fields are not ours to drop."""
+    keep = {f for fields in indexed_fields(indexed).values() for f in fields}
+    ours = {f for fields in indexed_fields().values() for f in fields}
+    return sorted(f for f in existing if f in ours and f not in keep)
 
 
 def first_line(exc: BaseException) -> str:

@@ -39,6 +39,7 @@ from mediasearch.store.base import (
     paged,
     payload_selector,
     to_record,
+    unwanted_indexes,
     vector_list,
     write_error,
     write_small_file,
@@ -209,7 +210,8 @@ def _clear_temp_segments(shard_dir: Path) -> None:
 
 
 def _ensure_edge_indexes(shard: Any, indexed: Sequence[str] | None) -> int:
-    """Create the payload indexes the shard lacks (by its own schema); how many it created."""
+    """Create the payload indexes the shard lacks and drop those of the media's fields that ``indexed``
+    leaves out, by its own schema (an open that finds them as wanted writes nothing); how many changed."""
     import qdrant_edge as qe
 
     existing = set(shard.info().payload_schema)
@@ -217,11 +219,14 @@ def _ensure_edge_indexes(shard: Any, indexed: Sequence[str] | None) -> int:
     types |= {"geo": qe.PayloadSchemaType.Geo, "text": qe.PayloadSchemaType.Text}
     wanted = [(f, types[kind]) for kind, fields in indexed_fields(indexed).items() for f in fields]
     missing = [(field, schema) for field, schema in wanted if field not in existing]
+    unwanted = unwanted_indexes(existing, indexed)
     for field, schema in missing:
         shard.update(qe.UpdateOperation.create_field_index(field, schema))
-    if missing:  # EdgeStore.close flushes only what went through it
+    for field in unwanted:
+        shard.update(qe.UpdateOperation.delete_field_index(field))
+    if missing or unwanted:  # EdgeStore.close flushes only what went through it
         shard.flush()
-    return len(missing)
+    return len(missing) + len(unwanted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,7 +589,21 @@ class EdgeStore(StoreBase):
         """Merge segments and build the HNSW index (blocking, minutes at 100k+ points)."""
         with self._engine("optimize"):
             self._unflushed = True
-            return bool(self._shard.optimize())
+            changed = bool(self._shard.optimize())
+        if changed and holes_fill_on_read(self._dir):
+            self._settle()
+        return changed
+
+    def _settle(self) -> None:
+        """Load the shard again after an optimise made new segment files (see ``_settle``), so that the
+        growth of their first load is met here, not by the next command that opens the store."""
+        self.flush()
+        shard, self._shard = self._shard, None
+        try:
+            self._shard = _settle(shard, self._dir, time.monotonic() + LOCK_RETRY_S * 50, created=False)
+        except BaseException:
+            self._lock.release()  # closed: it releases the store as close() would
+            raise
 
     def graph_points(self) -> int:
         """How many points the search graph holds (0 before ``optimize`` builds one)."""

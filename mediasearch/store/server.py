@@ -30,6 +30,7 @@ from mediasearch.store.base import (
     paged,
     payload_selector,
     to_record,
+    unwanted_indexes,
     vector_list,
 )
 from mediasearch.store.filters import translate
@@ -123,6 +124,8 @@ def _ensure_server_indexes(
         for field, kind in wanted:
             if field not in schema:
                 client.create_payload_index(collection, field, field_schema=kind)
+        for field in unwanted_indexes(schema, indexed):
+            client.delete_payload_index(collection, field)
 
 
 def open_server(

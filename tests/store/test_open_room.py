@@ -43,8 +43,9 @@ def allocated(folder: Path) -> int:
 
 @pytest.fixture(params=["disk", "tmpfs"])
 def medium(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """A folder on the test machine's disk, or on a small tmpfs (where the test may mount one)."""
-    return tmp_path if request.param == "disk" else Path(request.getfixturevalue("small_disk"))
+    """A folder on the test machine's disk, or on a tmpfs (where the test may mount one; 1 GiB: a graph
+    build wants room for a copy of the segments it merges)."""
+    return tmp_path if request.param == "disk" else Path(request.getfixturevalue("make_tmpfs")(1024))
 
 
 def test_opening_a_shard_again_and_again_does_not_grow_it(medium: Path) -> None:
@@ -61,6 +62,25 @@ def test_opening_a_shard_again_and_again_does_not_grow_it(medium: Path) -> None:
     assert max(sizes) - written <= SLACK, (written, sizes)
     if filesystem_type(shard) == "tmpfs":  # elsewhere holes stay holes: a load reads them as page cache
         assert open_need(shard) <= SLACK  # nothing left for a later open to fill
+
+
+def test_a_graph_build_leaves_nothing_for_the_next_open_to_fill(medium: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An optimise makes new segments (the graph's, a fresh appendable one): their first load happens in
+    the process that built them, so the command that opens the store next takes no room."""
+    from mediasearch.store import base as store_base
+
+    monkeypatch.setattr(store_base, "EXACT_SEARCH_MAX_POINTS", 400)  # a graph from 400 points
+    home = medium / "home"
+    with st.open_store(home=home, collection="media_g", dim=DIM) as store:
+        store.upsert(_points(480))
+        assert store.optimize() and store.graph_points() == 480
+        assert store.count() == 480  # still usable after its reload
+    shard = home / "store" / "media_g"
+    built = allocated(shard)
+    for _ in range(3):
+        with st.open_store(home=home, collection="media_g", dim=None, create=False) as store:
+            assert store.graph_points() == 480
+    assert allocated(shard) - built <= SLACK, (built, allocated(shard))
 
 
 def test_an_open_that_would_fill_more_than_is_free_is_refused_in_one_line(small_disk: Path) -> None:
@@ -106,13 +126,29 @@ def test_an_open_that_would_fill_more_than_is_free_is_refused_in_one_line(small_
 
 
 def test_the_faces_shard_indexes_only_what_faces_are_found_by(tmp_path: Path) -> None:
+    """A faces shard as the last release made it (with the media's eleven indexes) keeps only path and
+    people once opened, with its faces; an open that finds them so changes nothing."""
     import qdrant_edge as qe
 
-    from mediasearch.store.faces import FACES_COLLECTION, faces_home, open_faces
+    from mediasearch.store.faces import FACES_COLLECTION, FACES_DIM, FaceRecord, faces_home, open_faces
 
-    open_faces(home=tmp_path).close()
-    engine = qe.EdgeShard.load(str(faces_home(tmp_path) / "store" / FACES_COLLECTION))
-    try:
-        assert set(engine.info().payload_schema) == {"path", "people"}
-    finally:
-        engine.close()
+    folder = faces_home(tmp_path)
+    st.open_store(home=folder, collection=FACES_COLLECTION, dim=FACES_DIM).close()  # every media index
+    shard = folder / "store" / FACES_COLLECTION
+    face = FaceRecord("0" * 8 + "-0000-0000-0000-" + "0" * 12, "/a.jpg", "p1", 0, (0, 0, 1, 1), 0.9, "7", np.ones(128))
+    with open_faces(home=tmp_path) as faces:
+        faces.add([face])
+
+    def schema() -> set[str]:
+        engine = qe.EdgeShard.load(str(shard))
+        try:
+            return set(engine.info().payload_schema)
+        finally:
+            engine.close()
+
+    assert schema() == {"path", "people"}
+    configs = sorted(shard.glob("segments/*/payload_index/config.json"))
+    stamps = [p.stat().st_mtime_ns for p in configs]
+    with open_faces(home=tmp_path) as faces:
+        assert [f.path for f in faces.faces(person="7")] == ["/a.jpg"]
+    assert [p.stat().st_mtime_ns for p in configs] == stamps
