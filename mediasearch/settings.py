@@ -24,6 +24,7 @@ CONFIG_NAME = "config.toml"
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 DEVICES = ("auto", "cpu", "cuda", "mps")
+IMAGE_RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")  # clip.image_runtime.RUNTIMES
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -45,6 +46,7 @@ class Settings:
     frame_interval: float = 2.0
     max_frames: int = 600
     batch_size: int = 0  # 0: chosen for the device (model.default_batch_size)
+    image_runtime: str = "auto"  # where a CPU runs the image tower: measured once per model and machine
     workers: int = 0
     tagging: bool = False
     # Signals (index.enrichers): off deletes the signal's data at the next index run.
@@ -74,6 +76,7 @@ _FIELD_TYPES: dict[str, type] = {
     "frame_interval": float,
     "max_frames": int,
     "batch_size": int,
+    "image_runtime": str,
     "workers": int,
     "tagging": bool,
     "ocr": bool,
@@ -142,6 +145,8 @@ def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] |
 def _validate(settings: Settings) -> None:
     if settings.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {settings.device!r}")
+    if settings.image_runtime not in IMAGE_RUNTIMES:
+        raise ConfigError(f"image runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {settings.image_runtime!r}")
     if settings.frame_interval <= 0:
         raise ConfigError("frame interval must be positive")
     if settings.max_frames < 1 or settings.batch_size < 0:

@@ -192,8 +192,11 @@ def _sync(device: str) -> None:
 
 def child_ceiling(args: dict[str, Any]) -> dict[str, Any]:
     """The model alone on preprocessed tensors, best of ``repeats`` batches."""
+    import dataclasses
+
     import torch
 
+    from mediasearch.clip import image_runtime
     from mediasearch.clip.loading import bf16_cosine
 
     model = _load(args, args["precision"])
@@ -202,9 +205,13 @@ def child_ceiling(args: dict[str, Any]) -> dict[str, Any]:
     best = min(_timed_encode(model, batch, args["device"]) for _ in range(args["repeats"]))
     out = {"rate": model.batch_size / best, "dtype": str(model.dtype).replace("torch.", ""),
            "batch": model.batch_size}
-    if args["device"] == "cpu" and args["precision"] == "auto" and model.dtype == torch.bfloat16:
+    out["runtime"] = model.image_runtime
+    if args["device"] == "cpu" and args["precision"] == "auto":
         fp32 = _load(args, "fp32")
-        out["cosine"] = bf16_cosine(fp32)
+        if model.dtype == torch.bfloat16:
+            out["cosine"] = bf16_cosine(fp32)
+        verdict = image_runtime.verdict_of(fp32, Path(args["workdir"]) / "model-cache")
+        out["verdict"] = dataclasses.asdict(verdict) if verdict is not None else None
     return out
 
 
@@ -475,7 +482,27 @@ def peak_rss_mib() -> float:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    if BENCH_CACHE:  # the image runtime is measured afresh in each bench work folder, under this run's load
+        env["XDG_CACHE_HOME"] = BENCH_CACHE[0]
+    return env
+
+
+BENCH_CACHE: list[str] = []
+
+
+def cpu_peak_gflops(cores: int) -> tuple[float, str]:
+    """The cores' float32 peak: cores x clock x FLOPs per cycle of their widest FMA (two FMA units per core
+    assumed: 64 with AVX-512, 32 with AVX2, 8 without), and how it was reckoned."""
+    text = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
+    try:
+        ghz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
+    except (OSError, ValueError):
+        mhz = [float(ln.split(":", 1)[1]) for ln in text.splitlines() if ln.startswith("cpu MHz")]
+        ghz = (mhz[0] if mhz else 0.0) / 1000
+    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
 
 
 def wait_rss(proc: subprocess.Popen[Any]) -> tuple[int, float]:
@@ -554,7 +581,8 @@ def bench_images(opts: argparse.Namespace, base: dict[str, Any], table: Table) -
     auto = child("ceiling", **base, precision="auto", repeats=opts.repeats)
     table.add("model only, fp32 (preprocessed tensors)", fp32["rate"], "images/s", f"batch {fp32['batch']}",
               fp32["rss_mib"])
-    note = f"{auto['dtype']}, batch {auto['batch']}" + (f", cosine {auto['cosine']:.5f}" if "cosine" in auto else "")
+    runtime_rows(table, auto)
+    note = f"{auto['runtime']}, batch {auto['batch']}" + (f", cosine {auto['cosine']:.5f}" if "cosine" in auto else "")
     ceiling = auto["rate"]
     tutorial = child("tutorial", **base, folder=str(big), limit=opts.tutorial_images)
     rows = []
@@ -580,6 +608,23 @@ def bench_images(opts: argparse.Namespace, base: dict[str, Any], table: Table) -
         if name == "12 MP":
             ratio += f", {rate / tutorial_rate:.1f}x tutorial"
         table.add(f"end to end (index), {name} JPEG, {count} files", rate, "images/s", ratio, rss)
+
+
+def runtime_rows(table: Table, auto: dict[str, Any]) -> None:
+    """The image runtime measurement of the first load (clip/image_runtime.py): each candidate's rate on
+    the probe batch, its arithmetic against the cores' peak, its cosine to torch fp32, and the pick."""
+    verdict = auto.get("verdict")
+    if not verdict:
+        return
+    peak, how = cpu_peak_gflops(verdict["threads"])
+    base = verdict["rates"].get("torch fp32")
+    for name, rate in sorted(verdict["rates"].items(), key=lambda kv: -kv[1]):
+        gflops = rate * verdict["flops"] / 1e9
+        ratio = f"{rate / base:.2f}x torch fp32, " if base else ""
+        ratio += f"{gflops:.0f} GFLOP/s = {gflops / peak:.2f} of fp32 peak" if peak else f"{gflops:.0f} GFLOP/s"
+        picked = " (picked)" if name == f"{verdict['runtime']} {verdict['precision']}" else ""
+        table.add(f"image runtime {name}{picked}, cosine {verdict['cosines'][name]:.5f}", rate, "images/s", ratio)
+    table.add(f"fp32 peak of the cores ({how})", peak, "GFLOP/s", f"{verdict['flops'] / 1e9:.1f} GFLOP per image")
 
 
 def bench_costs(
@@ -762,6 +807,7 @@ def main() -> None:
 
 def run(opts: argparse.Namespace) -> None:
     print(f"making media and weights under {opts.workdir} ...", file=sys.stderr)
+    BENCH_CACHE[:] = [str(Path(opts.workdir) / "user-cache")]
     steps = opts.only or ["images", "video", "reindex", "query", "search", "ocr"]
     sizes = {k: getattr(opts, k) for k in ("images_12mp", "images_640", "videos", "video_seconds", "reindex_files")}
     made = child("media", workdir=opts.workdir, model=opts.model, pretrained=opts.pretrained,

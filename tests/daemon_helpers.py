@@ -3,7 +3,6 @@ they index: shared here so that test modules never import each other."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from child_env import settings_free_env
 from fault_helpers import wait_until
 
 from mediasearch.lab.shapes import render, save_image
@@ -23,9 +23,7 @@ OTHERS = [("blue", "star"), ("green", "square"), ("yellow", "triangle"), ("purpl
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASEARCH_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    return env
+    return settings_free_env()
 
 
 def _cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

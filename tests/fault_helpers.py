@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from child_env import settings_free_env
 
 State = dict[str, tuple[dict[str, Any], np.ndarray]]
 
@@ -42,9 +43,7 @@ def assert_same_state(got: State, want: State, atol: float = 1e-4) -> None:
 
 
 def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASEARCH_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    return env
+    return settings_free_env()
 
 
 def cli_command(home: Path, *args: str) -> list[str]:
@@ -59,9 +58,7 @@ virtual environment, which root owns wherever they live (an unprivileged user co
 checkout in a folder only its owner may enter)."""
 
 
-def run_cli(
-    home: Path, *args: str, timeout: float = 300, drop_dac: bool = False
-) -> subprocess.CompletedProcess[str]:
+def run_cli(home: Path, *args: str, timeout: float = 300, drop_dac: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a child process (without permission overrides when ``drop_dac``: see DROP_DAC)."""
     prefix = DROP_DAC if drop_dac else []
     return subprocess.run(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_env import SUITE_IMAGE_RUNTIME
 from typer.testing import CliRunner
 
 from mediasearch.settings import Settings, load_settings
@@ -17,6 +18,7 @@ from mediasearch.settings import Settings, load_settings
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach for the network: hub downloads fail at once."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MEDIASEARCH_IMAGE_RUNTIME", SUITE_IMAGE_RUNTIME)  # tests/child_env.py says why
     for name in ("MEDIASEARCH_HOME", "MEDIASEARCH_MODEL", "MEDIASEARCH_PRETRAINED", "MEDIASEARCH_QDRANT_URL"):
         monkeypatch.delenv(name, raising=False)
 
@@ -35,9 +37,7 @@ def demo_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Factory: settings for a fresh home (under tmp_path) that use the demo model."""
 
     def make(home: Path | None = None, **overrides: Any) -> Settings:
-        return load_settings(
-            {"home": home or tmp_path / "home", "model": "demo", "device": "cpu", **overrides}, env={}
-        )
+        return load_settings({"home": home or tmp_path / "home", "model": "demo", "device": "cpu", **overrides}, env={})
 
     return make
 

@@ -98,8 +98,10 @@ def save(
     import torch
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().cpu()
-               for k, v in state.items()}
+    tensors = {
+        k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().cpu()
+        for k, v in state.items()
+    }
     full_meta = {**meta, "format": FORMAT}
     if head is not None:
         tensors[HEAD_WEIGHT] = torch.from_numpy(np.ascontiguousarray(head.weight, np.float32))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediasearch.clip.checkpoint import LinearHead, is_checkpoint
+from mediasearch.clip.image_runtime import cpu_has_native_bf16
 from mediasearch.clip.model import ClipModel, encode_text_tokens
 from mediasearch.clip.spec import DEMO_DIR, ModelSpec
 from mediasearch.errors import ModelError, WeightsUnavailableError
@@ -31,6 +32,8 @@ BF16_MIN_PARAMS = 20_000_000  # smaller image towers gain nothing from bf16 or f
 PRECISION_FILE = "precision.json"
 _PRECISION_VERDICTS: dict[str, bool] = {}  # per process, when there is no cache folder to keep them in
 _VERDICT_LOCK = threading.Lock()
+
+
 def resolve_device(requested: str) -> str:
     """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
     import torch
@@ -137,11 +140,14 @@ def load_model(
     cache_dir: Path | None = None,
     batch_size: int = 0,
     precision: str = "auto",
+    image_runtime: str = "auto",
 ) -> ClipModel:
     """Create the model, load its weights and put it in eval mode on the chosen device.
 
     ``precision`` "auto": fp16 on GPUs; on CPUs with native bf16, bf16 weights when the embeddings
     match fp32 (checked once per model, remembered under ``cache_dir``); else fp32.
+    ``image_runtime`` (CPU, precision "auto", with a ``cache_dir``): "auto" runs the image tower on the
+    runtime measured fastest and faithful on this machine (see ``image_runtime``), "torch" keeps torch.
     ``batch_size`` 0 picks one for the device.
     """
     import open_clip
@@ -175,6 +181,14 @@ def load_model(
         text_tower.ensure_cached(loaded, cache_dir)
         if dev == "cpu" and precision == "auto":
             loaded.fast_text, loaded.fast_text_of = _int8_text_tower(loaded.spec, cache_dir), model
+    if dev == "cpu" and precision == "auto" and cache_dir is not None:  # measured on the float32 weights
+        from mediasearch.clip import image_runtime as runtimes
+
+        torch_bf16 = cpu_has_native_bf16() and image_tower_params(model) >= BF16_MIN_PARAMS  # see _use_bf16
+        fast = runtimes.prepare(loaded, cache_dir, want=image_runtime, torch_bf16=torch_bf16)
+        loaded.fast_image, loaded.fast_image_of = fast, model
+    elif image_runtime not in ("auto", "torch"):
+        raise ModelError(f"--image-runtime {image_runtime} needs the CPU, precision auto and a model cache")
     if dev == "cpu" and precision in ("auto", "bf16"):
         _use_bf16(loaded, cache_dir, force=precision == "bf16")
     loaded.channels_last = _wants_channels_last(model, dev)
@@ -233,20 +247,6 @@ def image_tower_params(model: Any) -> int:
     """Parameters of an (open_clip) model's image tower; 0 when it has none."""
     visual = getattr(model, "visual", None)
     return sum(p.numel() for p in visual.parameters()) if visual is not None else 0
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX (x86), BF16 (Arm): CPUs that run bf16 matrix products at full speed."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in lines:
-        if line.startswith(("flags", "Features")):
-            flags.update(line.partition(":")[2].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _use_bf16(loaded: ClipModel, cache_dir: Path | None, *, force: bool) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from mediasearch.clip.image_runtime import ImageRuntime
     from mediasearch.clip.onnx_text import OnnxTower
 
 
@@ -47,7 +48,16 @@ class ClipModel:
     channels_last: bool = False  # conv image towers run faster on NHWC input
     fast_text: OnnxTower | None = None  # int8 ONNX text tower (see loading)
     fast_text_of: Any = field(default=None, repr=False)  # the weights it was exported from
+    fast_image: ImageRuntime | None = None  # the image tower on OpenVINO or ONNX Runtime (see loading)
+    fast_image_of: Any = field(default=None, repr=False)  # the weights it was converted from
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def image_runtime(self) -> str:
+        """Where images are encoded: "openvino bf16", "onnxruntime fp32", or torch and its dtype."""
+        if self.fast_image is not None and self.fast_image_of is self.model and self.device == "cpu":
+            return self.fast_image.name
+        return f"torch {str(self.dtype).replace('torch.', '').replace('float32', 'fp32').replace('bfloat16', 'bf16')}"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -62,6 +72,11 @@ class ClipModel:
     def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """Encode an already preprocessed batch (N×C×H×W); pinned CPU memory is copied asynchronously."""
         import torch
+
+        fast = self.fast_image if self.fast_image_of is self.model else None  # not a fine-tuned copy's
+        if fast is not None and self.device == "cpu":
+            pixels = batch.float().numpy()
+            return lane.run(lambda: _normalise_array(fast(pixels)), threads=fast.threads)
 
         def encode() -> np.ndarray:
             with torch.inference_mode():

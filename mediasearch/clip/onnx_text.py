@@ -140,8 +140,14 @@ def _export_graph(tower: TextTower, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "legacy exporter" deprecation notices
         torch.onnx.export(
-            module, (x, ends), str(path), dynamo=False, opset_version=17, input_names=["x", "ends"],
-            output_names=["embedding"], dynamic_axes={"x": {0: "batch", 1: "length"}, "ends": {0: "batch"}},
+            module,
+            (x, ends),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x", "ends"],
+            output_names=["embedding"],
+            dynamic_axes={"x": {0: "batch", 1: "length"}, "ends": {0: "batch"}},
         )
 
 
@@ -191,8 +197,11 @@ def _graph_module(tower: TextTower) -> torch.nn.Module:
         def block(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
             batch, length = x.shape[0], x.shape[1]
             heads = shape.heads
-            h = F.linear(self.norm(x, prefix + "ln_1."), self.p(prefix + "attn.in_proj_weight"),
-                         self.p(prefix + "attn.in_proj_bias"))
+            h = F.linear(
+                self.norm(x, prefix + "ln_1."),
+                self.p(prefix + "attn.in_proj_weight"),
+                self.p(prefix + "attn.in_proj_bias"),
+            )
             q, k, v = (t.reshape(batch, length, heads, -1).transpose(1, 2) for t in h.chunk(3, dim=-1))
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
             attended = attended.reshape(batch, length, shape.width)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).parent.parent / "demo_model"
+
+
 class Embedder(Protocol):
     """What the pipeline needs from a model; tests may pass any object with this shape."""
 

@@ -33,6 +33,7 @@ def load(settings: Settings, spec: ModelSpec, *, precision: str = "auto") -> Cli
         cache_dir=settings.cache_dir / "models",
         batch_size=settings.batch_size,
         precision=precision,
+        image_runtime=settings.image_runtime,
     )
 
 

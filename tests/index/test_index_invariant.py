@@ -49,6 +49,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from child_env import settings_free_env
 from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -189,8 +190,7 @@ def store_problems(actual: dict[str, Frames], expected: dict[str, Frames], shown
         got, want = actual[path], expected[path]
         if set(got) != set(want):
             problems.append(
-                f"{shown(path)}: frames at {sorted(got, key=frame_key)}, "
-                f"a clean run has {sorted(want, key=frame_key)}"
+                f"{shown(path)}: frames at {sorted(got, key=frame_key)}, a clean run has {sorted(want, key=frame_key)}"
             )
         for ts in sorted(set(got) & set(want), key=frame_key):
             (gp, gv), (wp, wv) = got[ts], want[ts]
@@ -254,10 +254,9 @@ runpy.run_module("mediasearch", run_name="__main__", alter_sys=True)
 
 def child_env() -> dict[str, str]:
     """The test's environment for a child CLI: this checkout's package, offline, no MEDIASEARCH_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASEARCH_")}
+    env = settings_free_env()
     package_parent = str(Path(sys.modules["mediasearch"].__file__ or "").resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
-    env["HF_HUB_OFFLINE"] = "1"
     return env
 
 
@@ -272,10 +271,7 @@ they are drawn half the time."""
 folder_names = st.sampled_from(FOLDERS[:3]) | st.sampled_from(FOLDERS)
 root_names = st.sampled_from((*FOLDERS[:3], ".")) | st.sampled_from((*FOLDERS, "."))  # ".": the whole library
 NESTED = tuple(
-    (outer, inner)
-    for outer in (*FOLDERS, ".")
-    for inner in FOLDERS
-    if outer == "." or inner.startswith(outer + "/")
+    (outer, inner) for outer in (*FOLDERS, ".") for inner in FOLDERS if outer == "." or inner.startswith(outer + "/")
 )  # ("lib", "lib/a") first
 MAX_DEPTH = 4
 
@@ -802,7 +798,6 @@ class IndexInvariant(RuleBasedStateMachine):
         note(f"{where}  (in a child process, which made {writes} store writes and finished)")
         self.check_index(roots, report, after_kill=self.pending is not None, sees_mounts=False)
         self.pending = None
-
 
     @precondition(lambda self: self.pending is None)
     @rule(file=files, folders=st.lists(root_names, max_size=1))

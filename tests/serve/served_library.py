@@ -4,7 +4,6 @@ client, MCP). It runs in an empty working folder, so that a relative path a fuzz
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from child_env import settings_free_env
 from daemon_helpers import photos
 from fault_helpers import wait_until
 
@@ -19,8 +19,14 @@ from mediasearch.library.client import DaemonClient, DaemonError, read_port_file
 
 MODEL = "demo"
 # Two red circles among other shapes: "a red circle" must find both before anything else.
-CLASSES = [("red", "circle"), ("blue", "star"), ("green", "square"), ("yellow", "triangle"), ("red", "circle"),
-           ("purple", "star")]
+CLASSES = [
+    ("red", "circle"),
+    ("blue", "star"),
+    ("green", "square"),
+    ("yellow", "triangle"),
+    ("red", "circle"),
+    ("purple", "star"),
+]
 
 
 @dataclass
@@ -44,9 +50,7 @@ class Served:
 
 def env() -> dict[str, str]:
     """This environment (PYTHONPATH included: the worktree first) without MEDIASEARCH_* settings, offline."""
-    out = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASEARCH_")}
-    out["HF_HUB_OFFLINE"] = "1"
-    return out
+    return settings_free_env()
 
 
 def command(home: Path) -> list[str]:
