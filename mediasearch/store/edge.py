@@ -591,10 +591,10 @@ class EdgeStore(StoreBase):
             self._unflushed = True
             changed = bool(self._shard.optimize())
         if changed and holes_fill_on_read(self._dir):
-            self._settle()
+            self._reload_after_optimize()
         return changed
 
-    def _settle(self) -> None:
+    def _reload_after_optimize(self) -> None:
         """Load the shard again after an optimise made new segment files (see ``_settle``), so that the
         growth of their first load is met here, not by the next command that opens the store."""
         self.flush()
