@@ -156,6 +156,12 @@ def shared_engine(detector: str = "hog") -> FaceEngine:
         return engine
 
 
+def faces_of_frames(path: str, *, frames: list[np.ndarray], detector: str = "hog") -> list[list[Face]]:
+    """The faces of each of a file's pictures, as a worker process of the enrichment pass calls it."""
+    engine = shared_engine(detector)
+    return [engine.faces(pixels) for pixels in frames]
+
+
 def faces_of_pixels(path: str, *, pixels: np.ndarray, detector: str = "hog") -> list[Face]:
     """``FaceEngine.faces`` as a decoder-pool worker calls it (``path`` names the file, for messages)."""
     return shared_engine(detector).faces(pixels)

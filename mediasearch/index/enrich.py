@@ -8,20 +8,29 @@ by file, decodes each file's pixels once (at the largest size the pending enrich
 pending enricher and writes its fields together with its version in one ``set_payload`` per point: a
 kill loses at most the file in hand, and the next run goes on from there. One enricher failing on one
 file is one line in the report's errors. The model is never needed.
+
+An enricher whose work is heavy and pure (faces, OCR) splits ``run`` in two (:class:`Concurrent`):
+``compute`` (pixels in, results out; no store) runs in the pass's pool on several files at once, ahead
+of the main thread, each call in one of ``lanes`` worker processes that the enricher opens for the pass;
+``apply`` (what touches the store or the people) runs on the main thread, file after file in path order.
+So a file's payload is written exactly as a one-lane pass writes it, and a file whose computation fails,
+crashes its worker or overruns its time limit is one line in the errors while the others are enriched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from mediasearch.errors import MediaError, MediaSearchError
 from mediasearch.fsutil import outermost
 from mediasearch.index.options import IndexReport, NoProgress, Progress
 from mediasearch.index.versions import ENRICHERS_KEY, record_of
+from mediasearch.lane import usable_cpus
 from mediasearch.media.discover import display_path, path_from_payload
 from mediasearch.store.base import Filter, Store
 
@@ -67,6 +76,17 @@ class Enricher(Protocol):
     def drop(self, store: Store) -> None: ...  # turned off: delete its data (fields, side collections)
 
     def forget(self, point_ids: Sequence[str], store: Store) -> None: ...  # points left the index
+
+
+@runtime_checkable
+class Concurrent(Protocol):
+    """An enricher whose heavy, pure part runs on several files at once (see the module's docstring)."""
+
+    def lanes(self, count: int) -> contextlib.AbstractContextManager[None]: ...  # open for one pass
+
+    def compute(self, item: FileInput) -> Any: ...  # any thread; no store; its result is picklable
+
+    def apply(self, item: FileInput, computed: Any, store: Store) -> dict[str, dict[str, Any]]: ...  # main thread
 
 
 @dataclass
@@ -134,14 +154,19 @@ def enrich(
     progress = progress or NoProgress()
     progress.start(len(pending))
     by_name = {e.name: e for e in enrichers}
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or min(4, usable_cpus())
+    lanes = max(1, min(workers, usable_cpus(), len(pending)))  # files computed at once, never more than cores
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich") as pool:
-            # Pixels are decoded in the pool; results are written here, one file at a time, in order.
-            decoding = _ahead(pool, pending, lambda p: _inputs(p, by_name, store, videos), 2 * workers, stop)
-            for item, inputs in decoding:
-                _run_file(item, inputs, by_name, store, summary)
-                progress.advance(files=1, frames=len(item.points))
+        with contextlib.ExitStack() as opened:
+            for e in enrichers:
+                if isinstance(e, Concurrent):
+                    opened.enter_context(e.lanes(lanes))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich") as pool:
+                # Pixels are decoded and computed on in the pool; results are written here, in order.
+                ahead = _ahead(pool, pending, lambda p: _prepare(p, by_name, store, videos), 2 * workers, stop)
+                for item, inputs in ahead:
+                    _run_file(item, inputs, by_name, store, summary)
+                    progress.advance(files=1, frames=len(item.points))
     finally:
         progress.finish()
     store.flush()
@@ -177,6 +202,33 @@ class _Inputs:
     payload: dict[str, Any] = field(default_factory=dict)
     frames: dict[int, list[FrameInput]] = field(default_factory=dict)  # max_side -> frames (0: no pixels)
     error: str | None = None
+    computed: dict[str, tuple[bool, Any]] = field(default_factory=dict)  # name -> (ok, result or error line)
+
+
+def _prepare(item: Pending, by_name: dict[str, Enricher], store: Store, videos: DecoderPool | None) -> _Inputs:
+    """The file decoded, then the heavy part of each of its concurrent enrichers computed (pool thread)."""
+    out = _inputs(item, by_name, store, videos)
+    records = {pid: record for pid, _, record in item.points}
+    for name in sorted(item.todo):
+        enricher = by_name[name]
+        if not isinstance(enricher, Concurrent) or (enricher.reads == "pixels" and out.error is not None):
+            continue
+        todo = _todo(out, enricher, records)
+        if not todo:
+            continue
+        try:
+            out.computed[name] = (True, enricher.compute(FileInput(item.path, item.kind, out.payload, todo)))
+        except MediaSearchError as exc:
+            out.computed[name] = (False, str(exc))
+        except Exception as exc:  # an enricher's bug must not stop the pass: one line, the file goes on
+            out.computed[name] = (False, f"{type(exc).__name__}: {exc}")
+    return out
+
+
+def _todo(inputs: _Inputs, enricher: Enricher, records: dict[str, dict[str, int]]) -> list[FrameInput]:
+    """The file's frames (at the enricher's size) that it has not done at its version."""
+    frames = inputs.frames[enricher.max_side if enricher.reads == "pixels" else 0]
+    return [f for f in frames if not is_done(records[f.point_id], enricher)]
 
 
 def _inputs(item: Pending, by_name: dict[str, Enricher], store: Store, videos: DecoderPool | None) -> _Inputs:
@@ -251,15 +303,19 @@ def _run_file(
         if enricher.reads == "pixels" and inputs.error is not None:
             summary.error(item.path, f"{name}: {inputs.error}", failed=False)
             continue
-        todo = [
-            f
-            for f in inputs.frames[enricher.max_side if enricher.reads == "pixels" else 0]
-            if not is_done(records[f.point_id], enricher)
-        ]
+        todo = _todo(inputs, enricher, records)
         if not todo:
             continue
+        file_input = FileInput(item.path, item.kind, inputs.payload, todo)
         try:
-            fields = enricher.run(FileInput(item.path, item.kind, inputs.payload, todo), store)
+            if name in inputs.computed:
+                ok, computed = inputs.computed[name]
+                if not ok:
+                    summary.error(item.path, f"{name}: {computed}", failed=False)
+                    continue
+                fields = enricher.apply(file_input, computed, store)  # type: ignore[attr-defined]
+            else:
+                fields = enricher.run(file_input, store)
         except MediaSearchError as exc:
             summary.error(item.path, f"{name}: {exc}", failed=False)
             continue

@@ -327,11 +327,22 @@ def faces_of_frames(
 ) -> dict[str, dict[str, Any]]:
     """Find the faces of a file's pictures (an image's one, a video's frames: point id, time, RGB
     pixels), group them into people and give each point's payload: ``{"people": ids, "faces": n}``."""
+    found = [(point, timestamp, engine.faces(pixels)) for point, timestamp, pixels in frames]
+    return people_of_faces(people, path, found, fingerprint)
+
+
+def people_of_faces(
+    people: People,
+    path: str,
+    found: Iterable[tuple[str, float | None, list[Face]]],
+    fingerprint: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Group the faces found in a file's pictures (point id, time, faces) into people and give each
+    point's payload: ``{"people": ids, "faces": n}``."""
     out: dict[str, dict[str, Any]] = {}
-    for point, timestamp, pixels in frames:
-        found = engine.faces(pixels)
-        ids = people.replace(path, point, timestamp, found, fingerprint)
-        out[point] = {"people": ids, "faces": min(len(found), MAX_FACES)}
+    for point, timestamp, faces in found:
+        ids = people.replace(path, point, timestamp, faces, fingerprint)
+        out[point] = {"people": ids, "faces": min(len(faces), MAX_FACES)}
     return out
 
 

@@ -30,6 +30,15 @@ def read_frames(engine: OcrEngine, frames: Iterable[tuple[K, np.ndarray]]) -> It
         yield key, lines
 
 
+def read_in_worker(
+    path: str, *, frames: list[tuple[K, np.ndarray]], threads: int = 1
+) -> list[tuple[K, list[TextLine]]]:
+    """``read_frames`` as a worker process of the enrichment pass calls it (``path`` names the file)."""
+    from mediasearch.ocr.engine import OcrEngine
+
+    return list(read_frames(OcrEngine(threads=threads), frames))
+
+
 def _thumb(pixels: np.ndarray) -> np.ndarray:
     import cv2
     import numpy as np

@@ -3,12 +3,17 @@
 ids of the people in it, clearest face first) and ``faces`` (how many). Turned off (``faces = false``,
 ``index --no-faces``), it deletes every face and what was said about people. Faces never leave the
 machine: the models ship in ``face-recognition-models``; nothing is downloaded.
+
+In the enrichment pass the faces are found in ``lanes`` worker processes, several files at once
+(``compute``: dlib holds the interpreter's lock for a whole call, so threads could not overlap), and
+grouped into people on the main thread in file order (``apply``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mediasearch.faces.engine import MAX_SIDE
@@ -21,7 +26,9 @@ if TYPE_CHECKING:
 
     from mediasearch.faces.engine import Face
     from mediasearch.index.people import People
+    from mediasearch.media.decode_pool import DecoderPool
 
+FRAMES_FN = "mediasearch.faces.engine:faces_of_frames"  # what a worker process runs on one file's frames
 VERSION = 1  # bump when detection, alignment or the descriptor change: every item's faces are found again
 
 
@@ -36,6 +43,7 @@ class FacesEnricher:
         self.settings = settings
         self._people: People | None = None
         self._engine: _WorkerEngine | None = None
+        self._pool: DecoderPool | None = None  # the pass's worker processes (``lanes``)
 
     def _book(self) -> People:
         if self._people is None:
@@ -58,12 +66,38 @@ class FacesEnricher:
         return self._engine
 
     def run(self, item: FileInput, store: Store) -> dict[str, dict[str, Any]]:
-        from mediasearch.index.people import faces_of_frames
+        return self.apply(item, self.compute(item), store)
 
+    @contextlib.contextmanager
+    def lanes(self, count: int) -> Iterator[None]:
+        """For one pass: up to ``count`` worker processes that find faces, one file each at a time."""
+        from mediasearch.media.decode_pool import DecoderPool
+
+        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN)
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    def compute(self, item: FileInput) -> list[list[Face]]:
+        """The faces of each frame with pixels (clearest first), in a worker process of the pass when
+        it has lanes open; else here (the main thread) or in a worker (any other thread)."""
+        pixels = [f.pixels for f in item.frames if f.pixels is not None]
+        pool = self._pool
+        if pool is not None:
+            found: list[list[Face]] = pool.call(item.path, FRAMES_FN, {"frames": pixels}, frames=len(pixels))
+            return found
         engine = self._detector()
-        frames = [(f.point_id, f.timestamp, f.pixels) for f in item.frames if f.pixels is not None]
-        fingerprint = item.payload.get("fingerprint")
-        return faces_of_frames(self._book(), engine, item.path, frames, fingerprint)
+        return [engine.faces(p) for p in pixels]
+
+    def apply(self, item: FileInput, computed: list[list[Face]], store: Store) -> dict[str, dict[str, Any]]:
+        """The faces found grouped into people (the people book: main thread, file order)."""
+        from mediasearch.index.people import people_of_faces
+
+        frames = [(f.point_id, f.timestamp) for f in item.frames if f.pixels is not None]
+        found = [(pid, ts, faces) for (pid, ts), faces in zip(frames, computed, strict=True)]
+        return people_of_faces(self._book(), item.path, found, item.payload.get("fingerprint"))
 
     def drop(self, store: Store) -> None:
         drop_fields(store, self)
