@@ -85,8 +85,11 @@ class _Worker:
 class DecoderPool:
     """Up to ``size`` worker processes that run ``decoder`` ("module:function") on one file each."""
 
-    def __init__(self, size: int, timeout: float, decoder: str = DEFAULT_DECODER) -> None:
+    def __init__(
+        self, size: int, timeout: float, decoder: str = DEFAULT_DECODER, who: str = "the video decoder"
+    ) -> None:
         self.size, self.timeout, self.decoder = max(1, size), timeout, decoder
+        self.who = who  # what the messages call the workers ("the face finder")
         self._idle: list[_Worker] = []
         self._live: set[_Worker] = set()
         self._lock = threading.Lock()
@@ -113,6 +116,8 @@ class DecoderPool:
         """Any ``decoder`` ("module:function", called as ``function(path, **kwargs)``) in a worker, under
         the limit of a video of ``frames`` frames (the daemon's video thumbnails use it)."""
         request = {"decoder": decoder, "sys_path": list(sys.path), "path": path, "kwargs": kwargs, "plan": False}
+        if self.who != "the video decoder":
+            request["fails"] = f"{self.who} failed"
         with self._slots:
             worker = self._take()
             try:
@@ -127,7 +132,7 @@ class DecoderPool:
         try:
             worker.send.send_bytes(pickle.dumps(request))
         except OSError as exc:
-            raise MediaError(f"the video decoder could not start: {exc.strerror or exc}") from None
+            raise MediaError(f"{self.who} could not start: {exc.strerror or exc}") from None
         if not request.get("plan", True):
             limit = self.timeout + PER_FRAME_S * max_frames
             kind, value = self._answer(worker, limit, f"decoding {max_frames} frames")
@@ -152,7 +157,7 @@ class DecoderPool:
         except (EOFError, OSError, pickle.UnpicklingError, ValueError):
             code = worker.proc.wait()
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-            raise MediaError(f"the video decoder crashed on this file ({how})") from None
+            raise MediaError(f"{self.who} crashed on this file ({how})") from None
         return str(kind), value
 
     def _take(self) -> _Worker:
@@ -167,11 +172,11 @@ class DecoderPool:
         limit = max(STARTUP_S, self.timeout)
         try:  # a new worker's start (Python, the decoders' imports) is not part of any file's time limit
             if not worker.recv.poll(limit):
-                raise MediaError(f"the video decoder did not start within {limit:.0f} s")
+                raise MediaError(f"{self.who} did not start within {limit:.0f} s")
             worker.recv.recv_bytes()  # ("ready", None)
         except (EOFError, OSError):
             self._discard(worker)
-            raise MediaError("the video decoder could not start") from None
+            raise MediaError(f"{self.who} could not start") from None
         except MediaError:
             self._discard(worker)
             raise
@@ -269,7 +274,8 @@ def _serve(requests: Connection, answers: Connection) -> None:
         except MediaError as exc:
             answer = ("error", str(exc))
         except Exception as exc:  # keep the promise: one line per bad file, never a traceback
-            answer = ("error", f"cannot decode video: {' '.join(str(exc).split()) or type(exc).__name__}")
+            fails = request.get("fails", "cannot decode video")
+            answer = ("error", f"{fails}: {' '.join(str(exc).split()) or type(exc).__name__}")
         answers.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
 
 

@@ -73,7 +73,7 @@ class FacesEnricher:
         """For one pass: up to ``count`` worker processes that find faces, one file each at a time."""
         from mediasearch.media.decode_pool import DecoderPool
 
-        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN)
+        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN, "the face finder")
         try:
             yield
         finally:

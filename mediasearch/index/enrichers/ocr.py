@@ -56,7 +56,8 @@ class OcrEnricher:
         from mediasearch.lane import usable_cpus
         from mediasearch.media.decode_pool import DecoderPool
 
-        self._pool, self._threads = DecoderPool(count, TIMEOUT_S, FRAMES_FN), max(1, usable_cpus() // count)
+        self._pool = DecoderPool(count, TIMEOUT_S, FRAMES_FN, "the text reader")
+        self._threads = max(1, usable_cpus() // count)
         try:
             yield
         finally:
