@@ -147,6 +147,14 @@ def crash_of(run: dict[str, Any]) -> str | None:
     return None
 
 
+def transforms() -> list[Any]:
+    """The 8 orientations as Pillow transposes of a picture (None: as it is)."""
+    from PIL import Image
+
+    t = Image.Transpose
+    return [None, t.FLIP_LEFT_RIGHT, t.ROTATE_180, t.FLIP_TOP_BOTTOM, t.TRANSPOSE, t.ROTATE_270, t.TRANSVERSE, t.ROTATE_90]
+
+
 def check_orientation(folder: Path, tolerance: float) -> dict[str, Any]:
     """Decode each picture of an orientation set; all of one set (Landscape_*, Portrait_*) must match."""
     import numpy as np
@@ -154,6 +162,7 @@ def check_orientation(folder: Path, tolerance: float) -> dict[str, Any]:
     from mediasearch.errors import MediaError
     from mediasearch.media.decode import load_image
 
+    TRANSFORMS = transforms()  # noqa: N806
     sets: dict[str, list[Path]] = {}
     for path in sorted(folder.rglob("*_[0-8].jp*g")):
         sets.setdefault(path.stem.rsplit("_", 1)[0], []).append(path)
@@ -172,18 +181,26 @@ def check_orientation(folder: Path, tolerance: float) -> dict[str, Any]:
         # The reference: orientation 1 (or 0, no tag) when present, else the first decoded.
         ref_path = next((p for p in decoded if p.stem.endswith(("_1", "_0"))), next(iter(decoded)))
         ref = decoded[ref_path]
-        ref_grey = np.asarray(ref.convert("L"), dtype=np.float32)
         for path, image in decoded.items():
             result["checked"] += 1
-            if abs(image.width / image.height - ref.width / ref.height) > 0.05:
-                result["wrong"].append(f"{path.name}: {image.width}x{image.height} vs {ref.width}x{ref.height}")
-                continue
-            grey = np.asarray(image.convert("L").resize(ref.size), dtype=np.float32)
-            diff = float(np.abs(grey - ref_grey).mean())
-            if diff <= tolerance:
+            # Upright when the picture matches the reference better as it is than in any of the 7 other
+            # orientations of the reference (pictures of a set may differ a little: a label, re-encoding).
+            diffs = {}
+            for transpose in TRANSFORMS:
+                turned = ref if transpose is None else ref.transpose(transpose)
+                grey = np.asarray(image.convert("L").resize((64, 64)), dtype=np.float32)
+                want = np.asarray(turned.convert("L").resize((64, 64)), dtype=np.float32)
+                aspect = abs(image.width / image.height - turned.width / turned.height) > 0.05
+                diffs[transpose] = float(np.abs(grey - want).mean()) + (1000.0 if aspect else 0.0)
+            best = min(diffs, key=lambda t: diffs[t])
+            if best is None and diffs[None] <= tolerance:
                 result["upright"] += 1
             else:
-                result["wrong"].append(f"{path.name}: mean difference {diff:.1f} from {ref_path.name}")
+                label = "as is" if best is None else best.name
+                result["wrong"].append(
+                    f"{path.name}: {image.width}x{image.height}, difference {diffs[None]:.1f} from {ref_path.name}, "
+                    f"best match {label} ({diffs[best]:.1f})"
+                )
     return result
 
 
@@ -263,8 +280,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of each CLI run, seconds")
-    parser.add_argument("--orientation", type=Path, help="an EXIF orientation set to check for upright decoding")
-    parser.add_argument("--tolerance", type=float, default=12.0, help="mean grey difference that still matches")
+    parser.add_argument(
+        "--orientation", type=Path, action="append", default=[], help="an EXIF orientation set to check (repeatable)"
+    )
+    parser.add_argument("--tolerance", type=float, default=25.0, help="mean grey difference (0-255) that still matches")
     parser.add_argument("--keep", type=Path, help="keep the homes under this folder (default: removed)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
@@ -278,7 +297,10 @@ def main() -> int:
             rows.append(corpus(folder.resolve(), home, args.timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    orientation = check_orientation(args.orientation, args.tolerance) if args.orientation else None
+    orientation = None
+    for folder in args.orientation:
+        one = check_orientation(folder, args.tolerance)
+        orientation = one if orientation is None else {k: orientation[k] + one[k] for k in one}
     bad = any(problems(r) for r in rows) or bool(orientation and (orientation["wrong"] or orientation["failed"]))
 
     if args.json:
