@@ -63,7 +63,7 @@ CLASSES: list[tuple[str, str]] = [
     ("empty", r"empty|zero bytes|0 bytes"),
     ("truncated", r"truncat|premature|end of file|unexpected end|eof"),
     ("too large", r"too large|memory|bomb|exceeds"),
-    ("not a picture (unknown format)", r"cannot identify|unknown format|not a (picture|photo|video)|unsupported format"),
+    ("not a picture (unknown format)", r"cannot identify|unknown format|not a (picture|video)|unsupported format"),
     ("no video stream / frame", r"no video|video frame|no frame"),
     ("unsupported codec or mode", r"unsupported|not supported|codec|mode|decoder"),
     ("corrupt data", r"corrupt|invalid|broken|bad |error|failed"),
@@ -152,7 +152,8 @@ def transforms() -> list[Any]:
     from PIL import Image
 
     t = Image.Transpose
-    return [None, t.FLIP_LEFT_RIGHT, t.ROTATE_180, t.FLIP_TOP_BOTTOM, t.TRANSPOSE, t.ROTATE_270, t.TRANSVERSE, t.ROTATE_90]
+    turns = [t.FLIP_LEFT_RIGHT, t.ROTATE_180, t.FLIP_TOP_BOTTOM, t.TRANSPOSE, t.ROTATE_270, t.TRANSVERSE, t.ROTATE_90]
+    return [None, *turns]
 
 
 def check_orientation(folder: Path, tolerance: float) -> dict[str, Any]:
@@ -270,7 +271,8 @@ def problems(row: dict[str, Any]) -> list[str]:
     if re_["failed_files_opened"]:
         out.append(f"re-index opened {len(re_['failed_files_opened'])} failed file(s) again")
     if re_["added"] or re_["updated"] or re_["removed"]:
-        out.append(f"re-index changed entries: {re_['added']} added, {re_['updated']} updated, {re_['removed']} removed")
+        changed = f"{re_['added']} added, {re_['updated']} updated, {re_['removed']} removed"
+        out.append(f"re-index changed entries: {changed}")
     if row["failed"] is not None and re_["failed"] != row["failed"]:
         out.append(f"re-index failed {re_['failed']} vs {row['failed']} in the first run")
     return out
