@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from daemon_helpers import Daemon
-from test_web import browser, open_page, results  # noqa: F401  (the browser fixture)
+from test_web import browser, browser_tab, open_page, results  # noqa: F401  (the browser fixture)
 
 from mediasearch.lab import textpics
 from mediasearch.lab.shapes import make_library
@@ -68,16 +68,8 @@ def signals_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[D
 
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Any]:  # noqa: F811
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with browser_tab(browser, timeout_ms=20000) as page:
         yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def test_a_word_in_a_picture_is_found_and_marked(tab: Any, signals_daemon: tuple[Daemon, Any]) -> None:
