@@ -17,7 +17,7 @@ count and the library versions; later loads, in any home, only read them. Candid
 Both read the tower as torch exports it to ONNX (the ``onnx`` package).
 
 No int8 image tower is offered: CLIP's real weights have outlier activations that naive int8 breaks, and
-this machine cannot check pretrained weights (nothing is downloaded); see docs/performance.md.
+this machine cannot check pretrained weights (nothing is downloaded); see the README, "Performance".
 """
 
 from __future__ import annotations
@@ -363,7 +363,8 @@ def image_flops(visual: Any, size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with contextlib.suppress(Exception), torch.inference_mode():
+    # with gradients on: torch's fused attention path (taken without them) is not counted
+    with contextlib.suppress(Exception), torch.enable_grad():
         counter = FlopCounterMode(display=False)
         with counter:
             visual(torch.zeros(1, 3, size, size))
@@ -372,34 +373,47 @@ def image_flops(visual: Any, size: int) -> float:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX (x86), BF16 (Arm): CPUs that run bf16 matrix products at full speed."""
+    """AVX512-BF16 or AMX (x86), BF16 (Arm): CPUs that run bf16 matrix products at full speed, unless
+    oneDNN is capped below them (``ONEDNN_MAX_CPU_ISA``, e.g. AVX2: how an AVX2-only CPU is emulated)."""
+    if _isa_cap() in _CAPS_WITHOUT_BF16:
+        return False
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def _isa_cap() -> str:
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
+def _cpu_flags() -> set[str]:
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return False
-    flags: set[str] = set()
+        return set()
     for line in lines:
         if line.startswith(("flags", "Features")):
-            flags.update(line.partition(":")[2].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+            return set(line.partition(":")[2].split())
+    return set()
 
 
 # -- keys -------------------------------------------------------------------------------------------
 
 
 def cpu_name() -> str:
-    """The CPU's model name and the vector extensions that decide its kernels."""
-    name, flags = "", set[str]()
+    """The CPU's model name, the vector extensions that decide its kernels, and any cap on them."""
+    name = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             head, _, value = line.partition(":")
-            if head.strip() == "model name" and not name:
+            if head.strip() == "model name":
                 name = value.strip()
-            elif head.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
+                break
+    flags = _cpu_flags()
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "bf16")
-    return " ".join([name or os.uname().machine, "[" + ",".join(f for f in wanted if f in flags) + "]"])
+    cap = f" capped at {_isa_cap()}" if _isa_cap() else ""
+    return " ".join([name or os.uname().machine, "[" + ",".join(f for f in wanted if f in flags) + "]"]) + cap
 
 
 def _key(loaded: ClipModel, threads: int, want: str) -> str:
@@ -415,7 +429,9 @@ def _key(loaded: ClipModel, threads: int, want: str) -> str:
     digest = hashlib.sha256()
     for part in (loaded.spec.key(), cpu_name(), str(threads), want, str(loaded.image_size), *versions):
         digest.update(part.encode() + b"\0")
-    with torch.inference_mode():
-        for name, param in loaded.model.visual.state_dict().items():  # the weights as loaded
-            digest.update(f"{name}{tuple(param.shape)}{float(param.double().sum()):.17g}".encode())
+    with torch.inference_mode():  # the weights as loaded: ~4,096 evenly spaced values of each tensor
+        for name, param in loaded.model.visual.state_dict().items():
+            flat = param.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)].float().contiguous()
+            digest.update(f"{name}{tuple(param.shape)}".encode() + sample.numpy().tobytes())
     return digest.hexdigest()[:24]

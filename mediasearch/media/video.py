@@ -144,6 +144,8 @@ def _probe_video(path: str) -> _Probe:
             if not container.streams.video:
                 raise MediaError("no video stream")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # a codec this FFmpeg has no decoder for (Dolby Vision 'dav1')
+                raise MediaError("unsupported video codec (no decoder for its video stream)")
             return _probe_of(container, stream, _first_frame_orientation(container, stream))
     except MediaError:
         raise

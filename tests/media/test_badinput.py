@@ -252,3 +252,21 @@ def test_a_hanging_or_crashing_decoder_costs_one_file_not_the_run(
     }
     assert elapsed < 30
     assert _decoder_children() == []  # stuck workers were killed, idle ones stopped
+
+
+def test_a_video_stream_no_decoder_knows_fails_in_one_clear_line(
+    tmp_path: Path, make_video: Callable[..., Path]
+) -> None:
+    """A codec this FFmpeg cannot decode (a Dolby Vision 'dav1' track: PyAV gives the stream no codec
+    context) is reported as such, not as a Python error about a missing attribute."""
+    from mediasearch.errors import MediaError
+    from mediasearch.media.video import sample_video
+
+    source = make_video(tmp_path / "h264.mp4", seconds=2.0).read_bytes()
+    assert source.count(b"avc1") >= 1  # the sample entry's fourcc, which the demuxer maps to a codec
+    unknown = tmp_path / "dolby.mp4"
+    unknown.write_bytes(source.replace(b"avc1", b"dav1"))
+    for exact in (False, True):
+        with pytest.raises(MediaError) as caught:
+            sample_video(unknown, exact=exact)
+        assert str(caught.value) == "unsupported video codec (no decoder for its video stream)"

@@ -11,6 +11,7 @@ and the thumbnail unit tests run everywhere.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -97,11 +98,12 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-@pytest.fixture
-def page(browser: Any, web_daemon: Daemon) -> Iterator[Any]:
-    """A fresh browser context (empty cache and storage) at desktop size."""
+@contextlib.contextmanager
+def browser_tab(browser: Any, timeout_ms: int = 15000) -> Iterator[Any]:
+    """A tab in a fresh browser context (empty cache and storage) at desktop size; a JavaScript error on
+    the page fails the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15000)
+    context.set_default_timeout(timeout_ms)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -110,6 +112,12 @@ def page(browser: Any, web_daemon: Daemon) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any, web_daemon: Daemon) -> Iterator[Any]:
+    with browser_tab(browser) as tab:
+        yield tab
 
 
 def open_page(tab: Any, daemon: Daemon, fragment: str = "") -> None:
