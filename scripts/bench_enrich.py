@@ -11,6 +11,11 @@ is indexed with the demo CLIP model and every signal off; then the pass is timed
 on (``Library.enrich``), from the files (decoding included) to the payloads and people written. Each
 ``--workers`` value is one run on a fresh home; the runs are interleaved ``--rounds`` times so that a
 change in the machine's load falls on all of them alike. The load average is printed with each figure.
+
+Besides photos/s, each row gives the pass's CPU time per photo in all its processes (what one core
+would give: ``1 core``; N free cores give about N times that, up to the main thread's bound) and the
+main thread's CPU time per photo (grouping, payload writes: the serial part, 1000/ms photos/s at most).
+On a loaded machine the photos/s depend on the other jobs; the CPU times much less.
 """
 
 from __future__ import annotations
@@ -79,17 +84,26 @@ def settings_for(home: Path, signal: str | None) -> Settings:
     return Settings(home=home, model="demo", faces=signal == "faces", ocr=signal == "ocr", places=False)
 
 
-def one_pass(folder: Path, base_home: Path, signal: str, workers: int) -> tuple[float, IndexReport]:
-    """Seconds of the pass with ``signal`` on, on a copy of a home where only the CLIP pass was run."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the pass's worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def one_pass(folder: Path, base_home: Path, signal: str, workers: int) -> tuple[float, float, float, IndexReport]:
+    """Wall seconds of the pass with ``signal`` on (on a copy of a home where only the CLIP pass was
+    run), its CPU seconds in all processes, and the CPU seconds of the main thread (the part that no
+    number of cores shortens)."""
     with tempfile.TemporaryDirectory(dir=base_home.parent) as tmp:
         home = Path(tmp) / "home"
         shutil.copytree(base_home, home)
         report = IndexReport()
         with Library.open(settings=settings_for(home, signal), use_daemon=False) as lib:
-            started = time.perf_counter()
+            cpu, main_cpu, started = cpu_seconds(), time.thread_time(), time.perf_counter()
             lib.backend.enrich([str(folder)], report, workers=workers)  # type: ignore[attr-defined]
-            seconds = time.perf_counter() - started
-    return seconds, report
+            seconds, main_cpu = time.perf_counter() - started, time.thread_time() - main_cpu
+        cpu = cpu_seconds() - cpu  # after the library closed: its worker processes have ended
+    return seconds, cpu, main_cpu, report
 
 
 def main() -> None:
@@ -119,12 +133,13 @@ def main() -> None:
             signal = "faces" if case == "faces" else "ocr"
             for _ in range(args.rounds):
                 for workers in args.workers:
-                    seconds, report = one_pass(folder, base, signal, workers)
-                    done = report.enriched.get(signal, 0)
-                    errors = len(report.errors) if hasattr(report, "errors") else 0
+                    seconds, cpu, main_cpu, report = one_pass(folder, base, signal, workers)
+                    done = max(1, report.enriched.get(signal, 0))
                     print(
                         f"{case:<10} workers={workers or 'auto'}: {done / seconds:5.2f} photos/s"
-                        f"  ({done} photos in {seconds:.1f} s, {errors} errors)  load: {loadavg()}",
+                        f"  ({done} photos in {seconds:.1f} s, {len(report.errors)} errors)"
+                        f"  CPU {1000 * cpu / done:.0f} ms/photo (1 core: {done / cpu:.2f}/s),"
+                        f" main thread {1000 * main_cpu / done:.0f} ms/photo  load: {loadavg()}",
                         flush=True,
                     )
 

@@ -45,11 +45,11 @@ class DecodeTimeoutError(MediaError):
 class _Worker:
     """One worker process and the two pipes to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
         paths = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # an empty entry means "."
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mediasearch.media.decode_pool"],
+            [sys.executable, "-m", "mediasearch.media.decode_pool", *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # FFmpeg's complaints about broken files: the reason is reported
@@ -86,10 +86,16 @@ class DecoderPool:
     """Up to ``size`` worker processes that run ``decoder`` ("module:function") on one file each."""
 
     def __init__(
-        self, size: int, timeout: float, decoder: str = DEFAULT_DECODER, who: str = "the video decoder"
+        self,
+        size: int,
+        timeout: float,
+        decoder: str = DEFAULT_DECODER,
+        who: str = "the video decoder",
+        preload: tuple[str, ...] = (),
     ) -> None:
         self.size, self.timeout, self.decoder = max(1, size), timeout, decoder
         self.who = who  # what the messages call the workers ("the face finder")
+        self.preload = preload  # modules a new worker imports before it is ready (default: the video decoders)
         self._idle: list[_Worker] = []
         self._live: set[_Worker] = set()
         self._lock = threading.Lock()
@@ -166,7 +172,7 @@ class DecoderPool:
                 raise MediaError("the decoder pool is closed")
             if self._idle:
                 return self._idle.pop()
-        worker = _Worker()
+        worker = _Worker(self.preload)
         with self._lock:
             self._live.add(worker)
         limit = max(STARTUP_S, self.timeout)
@@ -284,7 +290,8 @@ def _main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     answers = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # stray prints from C libraries must not corrupt the answers
-    for module in ("numpy", "PIL.Image", "av", "decord", DEFAULT_DECODER.partition(":")[0]):
+    preload = sys.argv[1:] or ("numpy", "PIL.Image", "av", "decord", DEFAULT_DECODER.partition(":")[0])
+    for module in preload:
         with contextlib.suppress(Exception):  # the decoders' imports, before the first file's clock starts
             importlib.import_module(module)  # (half a second idle, seconds on a loaded machine)
     answers.send_bytes(pickle.dumps(("ready", None)))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mediasearch.media.decode_pool import DecoderPool
 
 FRAMES_FN = "mediasearch.faces.engine:faces_of_frames"  # what a worker process runs on one file's frames
+PRELOAD = ("numpy", "dlib", "mediasearch.faces.engine")  # imported by a worker before its first file's clock
 VERSION = 1  # bump when detection, alignment or the descriptor change: every item's faces are found again
 
 
@@ -73,7 +74,7 @@ class FacesEnricher:
         """For one pass: up to ``count`` worker processes that find faces, one file each at a time."""
         from mediasearch.media.decode_pool import DecoderPool
 
-        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN, "the face finder")
+        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN, "the face finder", PRELOAD)
         try:
             yield
         finally:

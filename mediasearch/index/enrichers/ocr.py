@@ -31,6 +31,7 @@ OCR_VERSION = 1  # bump when the engine or its settings read differently: `index
 # 4000x3000 JPEG then decodes at half scale (DCT scaling), 4x fewer pixels than a full decode.
 MAX_SIDE = 1500
 FRAMES_FN = "mediasearch.ocr.frames:read_in_worker"  # what a worker process runs on one file's frames
+PRELOAD = ("numpy", "cv2", "rapidocr_onnxruntime", "mediasearch.ocr.engine", "mediasearch.ocr.frames")
 TIMEOUT_S = 120.0  # per file, plus decode_pool.PER_FRAME_S per frame (the first file loads the models)
 
 
@@ -56,7 +57,7 @@ class OcrEnricher:
         from mediasearch.lane import usable_cpus
         from mediasearch.media.decode_pool import DecoderPool
 
-        self._pool = DecoderPool(count, TIMEOUT_S, FRAMES_FN, "the text reader")
+        self._pool = DecoderPool(count, TIMEOUT_S, FRAMES_FN, "the text reader", PRELOAD)
         self._threads = max(1, usable_cpus() // count)
         try:
             yield
