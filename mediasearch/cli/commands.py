@@ -18,6 +18,7 @@ import typer
 from mediasearch import queryspec
 from mediasearch.cli.core import JSON_OPT, app, handles_errors, open_library, print_errors, settings_of
 from mediasearch.cli.query_options import spec_options
+from mediasearch.errors import ConfigError
 
 # -- indexing ------------------------------------------------------------------------------------
 
@@ -52,6 +53,15 @@ def index(
     overrides = {"frame_interval": frame_interval, "max_frames": max_frames, "batch_size": batch_size}
     overrides |= {"ocr": ocr, "faces": faces}
     with open_library(ctx, **overrides, workers=workers, tagging=tag or None) as lib:
+        given = [(name, on) for name, on in (("ocr", ocr), ("faces", faces)) if on is not None]
+        if given and lib.daemon is not None:  # the daemon runs its signals by its own settings
+            switches = " ".join(f"--{'' if on else 'no-'}{name}" for name, on in given)
+            wanted = ", ".join(f"{name} = {str(on).lower()}" for name, on in given)
+            raise ConfigError(
+                f"{switches} cannot reach the daemon serving this home (pid {lib.daemon.get('pid')}), which keeps the "
+                f"settings it started with: set {wanted} in {lib.settings.config_path} and restart it "
+                "(`mediasearch serve`), or stop it and index here"
+            )
         progress = RichProgress() if sys.stderr.isatty() and not as_json else None
         ray_kwargs = {"ray": ray, "ray_address": ray_address, "ray_actors": ray_actors}
         flags = {"hidden": hidden, "exact_times": exact_times, "retry_failed": retry_failed}

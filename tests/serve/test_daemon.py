@@ -114,6 +114,24 @@ def test_cli_goes_through_the_daemon_with_the_same_json(served: tuple[Daemon, Pa
     assert owner["pid"] == daemon.proc.pid
 
 
+def test_index_signal_switches_do_not_pass_silently_through_the_daemon(served: tuple[Daemon, Path]) -> None:
+    """``index --no-ocr`` with a daemon serving the home: the daemon keeps the settings it started with,
+    so the switch is refused in one line that says what to do, and nothing is indexed or dropped."""
+    daemon, lib = served
+    daemon.wait_idle()
+    before = daemon.status()
+    out = _cli(daemon.home, "index", str(lib), "--no-ocr", "--faces")
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {daemon.proc.pid}" in lines[0], out.stderr
+    assert "--no-ocr --faces" in lines[0] and "ocr = false, faces = true" in lines[0]
+    assert str(daemon.home / "config.toml") in lines[0]
+    after = daemon.status()
+    assert after["files"] == before["files"] and after["enrichers"] == before["enrichers"]
+    plain = _cli(daemon.home, "index", str(lib), "--json")  # without a switch it goes through
+    assert plain.returncode == 0, plain.stderr
+
+
 def test_thumbnails_only_for_indexed_files(served: tuple[Daemon, Path], tmp_path: Path) -> None:
     daemon, lib = served
     assert daemon.client is not None
