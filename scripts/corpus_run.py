@@ -67,8 +67,8 @@ CLASSES: list[tuple[str, str]] = [
     ("too large", r"too large|memory|bomb|exceeds"),
     ("not a picture (unknown format)", r"cannot identify|unknown format|not a (picture|video)|unsupported format"),
     ("no video stream / frame", r"no video|video frame|no frame"),
+    ("corrupt data", r"corrupt|invalid|broken|bad |decoder error|failed"),
     ("unsupported codec or mode", r"unsupported|not supported|codec|mode|decoder"),
-    ("corrupt data", r"corrupt|invalid|broken|bad |error|failed"),
 ]
 
 
