@@ -244,9 +244,10 @@ class People:
             registry.people.setdefault(person, registry.info(person)).hidden = hidden
             self.file.save(registry)
 
-    def merge(self, keep: str, other: str, media: Store | None) -> int:
-        """Move every face of ``other`` into ``keep`` (and the media payloads that name ``other``);
-        ``keep`` takes ``other``'s name if it had none. Returns the faces moved."""
+    def merge(self, keep: str, other: str, media: Iterable[Store]) -> int:
+        """Move every face of ``other`` into ``keep`` (and the payloads that name ``other`` in each of the
+        ``media`` collections: one per model the home was indexed with); ``keep`` takes ``other``'s name
+        if it had none. Returns the faces moved."""
         with self._lock:
             self._require(keep)
             if keep == other:
@@ -260,8 +261,8 @@ class People:
             for face in moved:
                 index.remove(other, face.vector.astype(np.float64))
                 index.add(keep, face.vector.astype(np.float64))
-            if media is not None:
-                _rename_in_media(media, other, keep)
+            for store in media:
+                _rename_in_media(store, other, keep)
             gone = registry.people.pop(other, None)
             if gone and gone.name and not registry.info(keep).name:
                 registry.people.setdefault(keep, registry.info(keep)).name = gone.name
@@ -269,9 +270,10 @@ class People:
             self.file.save(registry)
             return len(moved)
 
-    def remove_face(self, path: str, number: int | None, media: Store | None) -> list[FaceRecord]:
+    def remove_face(self, path: str, number: int | None, media: Iterable[Store]) -> list[FaceRecord]:
         """Take faces of a file out of their person (all of the file's faces, or its ``number``-th):
-        each becomes a person of its own and never joins its former person again."""
+        each becomes a person of its own and never joins its former person again (in the payloads of
+        each of the ``media`` collections that hold the file)."""
         with self._lock:
             faces = sorted(self.faces.faces(path=path), key=lambda f: (f.timestamp or 0.0, f.face))
             if not faces:
@@ -290,8 +292,9 @@ class People:
                 index.next_id += 1
                 index.add(person, vector)
                 self.faces.set_person([face.id], person)
-                if media is not None:
-                    _refresh_point(media, face.point, face.path, self.faces)
+            for store in media:
+                for point in dict.fromkeys(f.point for f in faces):
+                    _refresh_point(store, point, path, self.faces)
             registry.next_id = index.next_id
             self._prune(registry, index)
             self.file.save(registry)
@@ -313,7 +316,9 @@ def _rename_in_media(media: Store, old: str, new: str) -> None:
 
 
 def _refresh_point(media: Store, point: str, path: str, faces: FaceStore) -> None:
-    """Rewrite a media point's ``people`` from its faces (after one of them moved)."""
+    """Rewrite a media point's ``people`` from its faces (after one of them moved), where it exists."""
+    if not media.retrieve([point]):
+        return  # a collection of another model that never indexed this file
     people = [f.person for f in sorted(faces.faces(path=path), key=lambda f: f.face) if f.point == point]
     media.set_payload([point], {"people": list(dict.fromkeys(people))})
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from mediasearch.errors import MediaSearchError, UnknownPersonError
+from mediasearch.errors import UnknownPersonError
 from mediasearch.library.wire import from_json
 from mediasearch.settings import Settings
 
@@ -78,11 +79,10 @@ class LocalPeople:
             release_people(self._people)
             self._people = None
 
-    def _media_or_none(self) -> Store | None:
-        try:
-            return self._store_only()  # type: ignore[attr-defined]
-        except MediaSearchError:  # nothing indexed yet: no media payload to keep in step
-            return None
+    def _media_stores(self) -> Iterator[Store]:
+        """Every collection of the home (one per model it was indexed with): a merge or a face taken out
+        rewrites the ``people`` of each, so that a switch back to another model finds the same people."""
+        yield from self.every_collection()  # type: ignore[attr-defined]
 
     def people(self, hidden: bool = False) -> list[Person]:
         return [person_of(s) for s in self.people_book().summaries(hidden=hidden)]
@@ -102,13 +102,13 @@ class LocalPeople:
         return self.person(person)
 
     def merge_people(self, keep: str, other: str) -> Person:
-        self.people_book().merge(keep, other, self._media_or_none())
+        self.people_book().merge(keep, other, self._media_stores())
         return self.person(keep)
 
     def remove_face(self, path: str, face: int | None = None) -> list[Person]:
         """Take the faces of ``path`` (or its ``face``-th, clearest first) out of their people; each
         becomes a person of its own. Returns those new people."""
-        moved = self.people_book().remove_face(path, face, self._media_or_none())
+        moved = self.people_book().remove_face(path, face, self._media_stores())
         by_id = {s.id: s for s in self.people_book().summaries(hidden=True)}
         faces = {f.id for f in moved}
         return [person_of(s) for s in by_id.values() if s.cover.id in faces]

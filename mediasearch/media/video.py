@@ -97,6 +97,9 @@ def sample_video(
     if interval <= 0 or max_frames < 1:
         raise ValueError("interval must be > 0 and max_frames >= 1")
     path = os.fspath(path)
+    with contextlib.suppress(OSError):  # a missing file: PyAV says so below
+        if os.path.getsize(path) == 0:
+            raise MediaError(formats.EMPTY_FILE)
     keyed = None if exact else _sample_keyframes(path, interval, max_frames, target)
     probe = keyed.probe if keyed is not None else _probe_video(path)
     try:

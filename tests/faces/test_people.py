@@ -31,8 +31,8 @@ def home(request: pytest.FixtureRequest) -> Iterator[tuple[Path, str | None]]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def media_store(home: Path, url: str | None) -> Store:
-    return open_store(home=home, collection="media_people", dim=4, qdrant_url=url)
+def media_store(home: Path, url: str | None, collection: str = "media_people") -> Store:
+    return open_store(home=home, collection=collection, dim=4, qdrant_url=url)
 
 
 def enrich(people: People, media: Store, detected: dict[str, list[Face]], names: list[str]) -> dict[str, list[str]]:
@@ -99,15 +99,22 @@ def test_names_merges_and_ids_survive_a_reopen_and_a_rerun(
             again = enrich(people, media, detected, names)
             assert again == first
             assert people.resolve(["Alice"]) == (alice,)
-    with open_faces(home=path, qdrant_url=url) as faces, media_store(path, url) as media:
+    with (
+        open_faces(home=path, qdrant_url=url) as faces,
+        media_store(path, url) as media,
+        media_store(path, url, "media_other_model") as other,
+    ):
+        # The home indexed with a second model too: the same points in a collection of their own.
+        other.upsert([PointIn(r.id, np.ones(4, dtype=np.float32) / 2, r.payload) for r in media.scroll()])
         people = People(path, faces)
-        moved = people.merge(alice, bob, media)
+        moved = people.merge(alice, bob, [media, other])
         assert moved >= 1 and bob not in {p.id for p in people.summaries()}
-        alice_files = {r.payload["path"] for r in media.scroll(Filter(people=(alice,)))}
-        assert alice_files == {f"/photos/{n}" for n in names if first[n][0] in (alice, bob)}
-        assert media.count(Filter(people=(bob,))) == 0
+        for collection in (media, other):  # both rewritten: a switch back to the other model finds Alice
+            alice_files = {r.payload["path"] for r in collection.scroll(Filter(people=(alice,)))}
+            assert alice_files == {f"/photos/{n}" for n in names if first[n][0] in (alice, bob)}
+            assert collection.count(Filter(people=(bob,))) == 0
         with pytest.raises(QueryError, match="there is no person"):
-            people.merge(alice, bob, media)
+            people.merge(alice, bob, [media])
 
 
 def test_a_face_taken_out_of_a_person_stays_out(
@@ -121,7 +128,10 @@ def test_a_face_taken_out_of_a_person_stays_out(
         person = by_label(truth, found)["person_01"].pop()
         wrong = next(n for n in names if found[n] == [person])
         people.name(person, "Dana")
-        (face,) = people.remove_face(f"/photos/{wrong}", 0, media)
+        with media_store(path, url, "media_other_model") as other:  # a model that indexed other files only
+            other.upsert([PointIn(point_id("/photos/elsewhere.jpg", None), np.ones(4, dtype=np.float32), {})])
+            (face,) = people.remove_face(f"/photos/{wrong}", 0, [media, other])
+            assert other.count() == 1 and not other.retrieve([point_id(f"/photos/{wrong}", None)])
         point = point_id(f"/photos/{wrong}", None)
         (record,) = media.retrieve([point])
         assert record.payload["people"] != [person] and len(record.payload["people"]) == 1
@@ -130,7 +140,7 @@ def test_a_face_taken_out_of_a_person_stays_out(
         assert person not in {f.person for f in faces.faces(path=f"/photos/{wrong}")}
         assert RegistryFile(faces_home(path)).load().rejected[face.id] == [person]
         with pytest.raises(QueryError, match="--face takes 0 to 0"):
-            people.remove_face(f"/photos/{wrong}", 3, media)
+            people.remove_face(f"/photos/{wrong}", 3, [media])
 
 
 def test_forgotten_files_take_their_faces_and_lone_people_with_them(
