@@ -14,10 +14,11 @@ unchanged folder, must load no model and open no file that failed in the first (
 an audit hook, every import of torch/open_clip and every open of a file under the folder); its wall
 and CPU time are printed with `/proc/loadavg`, which says how loaded the machine was.
 
-``--orientation DIR`` also decodes the EXIF orientation set there (the same picture saved with each
-orientation 1..8, e.g. recurser/exif-orientation-examples) with `mediasearch.media.decode.load_image`:
-every decoded, oriented picture must match the others (mean absolute difference of grey levels on a
-common size below ``--tolerance``).
+``--orientation DIR`` (or a glob, quoted) also decodes the EXIF orientation sets there (NAME_N.EXT: the
+same picture saved with orientation N, e.g. recurser/exif-orientation-examples, Pillow's
+hopper_orientation_N) with `mediasearch.media.decode.load_image`:
+every decoded, oriented picture must match the set's reference (orientation 1, else the first) better
+as it is than in any other of the 8 orientations, and by a mean grey difference below ``--tolerance``.
 
 Nothing is downloaded; the folders are read only. The exit status is 1 when a crash, a hang, a wrong
 orientation or a second run that decodes or loads a model was found.
@@ -26,6 +27,7 @@ orientation or a second run that decodes or loads a model was found.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -65,8 +67,8 @@ CLASSES: list[tuple[str, str]] = [
     ("too large", r"too large|memory|bomb|exceeds"),
     ("not a picture (unknown format)", r"cannot identify|unknown format|not a (picture|video)|unsupported format"),
     ("no video stream / frame", r"no video|video frame|no frame"),
+    ("corrupt data", r"corrupt|invalid|broken|bad |decoder error|failed"),
     ("unsupported codec or mode", r"unsupported|not supported|codec|mode|decoder"),
-    ("corrupt data", r"corrupt|invalid|broken|bad |error|failed"),
 ]
 
 
@@ -162,11 +164,16 @@ def check_orientation(folder: Path, tolerance: float) -> dict[str, Any]:
 
     from mediasearch.errors import MediaError
     from mediasearch.media.decode import load_image
+    from mediasearch.media.discover import IMAGE_EXTS
 
     TRANSFORMS = transforms()  # noqa: N806
-    sets: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*_[0-8].jp*g")):
-        sets.setdefault(path.stem.rsplit("_", 1)[0], []).append(path)
+    # A folder: every NAME_N.EXT under it (N in 0..8); a glob: the files it names. One set per NAME and EXT.
+    found = sorted(Path(p) for p in glob.glob(str(folder))) if glob.has_magic(str(folder)) else folder.rglob("*")
+    sets: dict[tuple[str, str], list[Path]] = {}
+    for path in sorted(found):
+        name = re.fullmatch(r"(.+)_([0-8])", path.stem)
+        if name and path.suffix.lower().lstrip(".") in IMAGE_EXTS and path.is_file():
+            sets.setdefault((name.group(1), path.suffix.lower()), []).append(path)
     result: dict[str, Any] = {"checked": 0, "upright": 0, "wrong": [], "failed": []}
     for _name, paths in sorted(sets.items()):
         decoded: dict[Path, Any] = {}
@@ -241,6 +248,7 @@ def corpus(folder: Path, home: Path, timeout: float) -> dict[str, Any]:
             "files_opened": len(first["opened"]),
         },
         "crashes": [c for c in (crash_of(first), crash_of(status), crash_of(second)) if c],
+        "stderr_lines": len(first["stderr"].splitlines()),  # with --json, anything here is noise (libtiff, ...)
         "stderr_tail": [r["stderr"].strip().splitlines()[-3:] for r in (first, status, second) if crash_of(r)],
         "hangs": sum(r["hung"] for r in (first, status, second)),
         "reindex": {
@@ -283,7 +291,11 @@ def main() -> int:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of each CLI run, seconds")
     parser.add_argument(
-        "--orientation", type=Path, action="append", default=[], help="an EXIF orientation set to check (repeatable)"
+        "--orientation",
+        type=Path,
+        action="append",
+        default=[],
+        help="an orientation set: a folder or a glob (repeatable)",
     )
     parser.add_argument("--tolerance", type=float, default=25.0, help="mean grey difference (0-255) that still matches")
     parser.add_argument("--keep", type=Path, help="keep the homes under this folder (default: removed)")
@@ -325,6 +337,8 @@ def main() -> int:
         top = sorted(r["skipped_extensions"].items(), key=lambda kv: (-kv[1], kv[0]))
         if top:
             print(f"{name}: skipped by extension: " + ", ".join(f".{k} {v}" for k, v in top))
+        if r["stderr_lines"]:
+            print(f"{name}: the first run wrote {r['stderr_lines']} line(s) on stderr")
         for p in problems(r):
             print(f"{name}: PROBLEM {p}")
         for tail in r["stderr_tail"]:

@@ -5,6 +5,7 @@ photos without text; one table each.
     python scripts/ocr_outside.py FOLDER TRUTH.json    # recall of each photo's 1-3 search words
     python scripts/ocr_outside.py --junk FOLDER         # photos without text that a word would find
     python scripts/ocr_outside.py --junk FOLDER --raw   # ... and what the junk filter dropped
+    python scripts/ocr_outside.py --junk FOLDER --has-text LIST  # LIST: photos there that do show text
 
 TRUTH.json: {"files": {"source/name.jpg": {"words": ["Louvre", "Mairie"], "crop": [l, t, r, b]}}}
 (paths relative to FOLDER; the first folder of a path names its source; ``crop``, in pixels, keeps
@@ -17,7 +18,10 @@ accents folded, long-word prefixes, words split out of glued runs), the rule of
 
 ``--junk``: a photo counts when its indexed text holds a word of 3+ letters of the English word list
 (``--words``: wordninja's list, the one the indexer splits glued runs with, by default; or a file of
-one word per line such as /usr/share/dict/words). The machine's load is printed with the table.
+one word per line such as /usr/share/dict/words). Photos named in ``--has-text`` (one path relative to
+FOLDER a line, ``#`` comments: a sign or a logo you saw in them) are counted apart: a word found
+there is no junk. ``scripts/data/`` holds the truth and the list for the photos the README names.
+Every photo where a line was kept is listed with its lines. The machine's load is printed too.
 None of the photos belong to the project: fetch them (the sources are listed in the README).
 """
 
@@ -124,38 +128,40 @@ def raw_lines(engine: OcrEngine, image: Any) -> list[TextLine]:
         engine_module.keep_line = keep
 
 
-def junk(engine: OcrEngine, folder: Path, dictionary: frozenset[str], raw: bool) -> None:
+def junk(engine: OcrEngine, folder: Path, dictionary: frozenset[str], raw: bool, has_text: set[str]) -> None:
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICTURES)
-    hits: list[str] = []
-    with_lines = 0
+    hits = {True: 0, False: 0}  # photo shows text -> photos a dictionary word finds
+    raw_hits = {True: 0, False: 0}
+    listed: list[str] = []
     dropped: list[str] = []
-    raw_hits = 0
     seconds = 0.0
     for path in paths:
+        name = path.relative_to(folder).as_posix()
         image = pixels(path)
         start = time.perf_counter()
         lines = engine.read(image)
         seconds += time.perf_counter() - start
-        with_lines += bool(lines)
         matched = sorted(searchable(lines) & dictionary)
-        if matched:
+        hits[name in has_text] += bool(matched)
+        if lines:
             read = " | ".join(f"{line.text} ({line.conf:.2f})" for line in lines)
-            hits.append(f"{path.relative_to(folder)}: {' '.join(matched)}  <- {read}")
+            label = "shows text" if name in has_text else "JUNK" if matched else "no word"
+            listed.append(f"{label:<10}  {name}: {' '.join(matched) or '-'}  <- {read}")
         if raw:
             every = raw_lines(engine, image)
-            raw_hits += bool(searchable(every) & dictionary)
+            raw_hits[name in has_text] += bool(searchable(every) & dictionary)
             kept = {(line.text, line.box) for line in lines}
             dropped += [f"{line.text!r} {line.conf:.2f}" for line in every if (line.text, line.box) not in kept]
-    print(
-        f"photos without text: {len(paths)}; with any line kept: {with_lines}; "
-        f"a dictionary word would find: {len(hits)}  ({len(dictionary)} words of {MIN_WORD}+ letters)"
-    )
+    plain = len(paths) - len(has_text & {p.relative_to(folder).as_posix() for p in paths})
+    print(f"word list: {len(dictionary)} words of {MIN_WORD}+ letters; photos: {len(paths)}, {plain} without text")
+    print(f"photos without text that a dictionary word finds: {hits[False]} of {plain}")
+    print(f"photos showing text (--has-text) that a dictionary word finds: {hits[True]} of {len(paths) - plain}")
     print(f"pictures/s (OCR only): {len(paths) / seconds:.2f}")
-    for hit in hits:
-        print(f"junk  {hit}")
+    for line in listed:
+        print(f"lines  {line}")
     if raw:
-        print(f"without the junk filter a dictionary word would find: {raw_hits}; lines it dropped: {len(dropped)}")
-        print("dropped  " + "; ".join(dropped))
+        print(f"junk filter off: photos without text a dictionary word finds: {raw_hits[False]} of {plain}")
+        print(f"junk filter off: lines the filter drops: {len(dropped)}: " + "; ".join(dropped))
 
 
 def main() -> None:
@@ -165,6 +171,7 @@ def main() -> None:
     parser.add_argument("--junk", action="store_true", help="the folder holds photos without text")
     parser.add_argument("--raw", action="store_true", help="with --junk: also read with the junk filter off")
     parser.add_argument("--words", default=None, help="word list, one a line (default: wordninja's)")
+    parser.add_argument("--has-text", type=Path, default=None, help="with --junk: photos there that show text")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if not args.junk and args.truth is None:
@@ -172,7 +179,9 @@ def main() -> None:
     engine = OcrEngine(threads=args.threads)
     print(f"load before: {loadavg()}  threads: {engine.threads}", flush=True)
     if args.junk:
-        junk(engine, args.folder, english(args.words), args.raw)
+        listing = args.has_text.read_text().splitlines() if args.has_text else []
+        has_text = {line.strip() for line in listing if line.strip() and not line.startswith("#")}
+        junk(engine, args.folder, english(args.words), args.raw, has_text)
     else:
         recall(engine, args.folder, args.truth)
     print(f"load after: {loadavg()}")

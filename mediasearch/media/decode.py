@@ -70,6 +70,8 @@ def load_image(
                 source = stack.enter_context(open(path, "rb"))
             source.seek(0)
             head = source.read(formats.HEAD_BYTES)
+            if not head:  # a copy that never finished, a cloud placeholder: say so, not "cannot identify"
+                raise MediaError(formats.EMPTY_FILE)
             source.seek(0)
             return _decode_source(path, source, head, target)
     except MediaError:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "EMPTY_FILE",
     "HEIF_EXTS",
     "JXL_EXTS",
     "RAW_EXTS",
@@ -74,6 +75,7 @@ _AVIF_BRANDS = (b"avif", b"avis")
 _JXL_MAGIC = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 _JP2_MAGIC = (b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")
 HEAD_BYTES = 64  # enough of a file's start to tell its format
+EMPTY_FILE = "empty file (0 bytes)"  # the one reason for a file of no bytes, picture or video
 
 
 def sniff(head: bytes) -> str | None:

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,9 @@ def sample_video(
     if interval <= 0 or max_frames < 1:
         raise ValueError("interval must be > 0 and max_frames >= 1")
     path = os.fspath(path)
+    with contextlib.suppress(OSError):  # a missing file: PyAV says so below
+        if os.path.getsize(path) == 0:
+            raise MediaError(formats.EMPTY_FILE)
     keyed = None if exact else _sample_keyframes(path, interval, max_frames, target)
     probe = keyed.probe if keyed is not None else _probe_video(path)
     try:
@@ -247,10 +251,34 @@ def _av_reason(exc: BaseException) -> str:
     return one_line(str(strerror or exc) or type(exc).__name__).lower()
 
 
+_DECORD_IMPORT = threading.Lock()
+
+
 @functools.cache
 def _decord() -> Any:
-    """decord, with its bundled FFmpeg's log output turned off (it would clutter progress bars)."""
-    import decord
+    """decord, with its bundled FFmpeg's log output turned off (it would clutter progress bars).
+
+    decord2 loads its library, and every CUDA library of the nvidia-* packages it finds (those torch
+    installs, NVBLAS among them), with RTLD_GLOBAL: NVBLAS then takes over the BLAS calls of every
+    library loaded later, and torch loaded after a video was decoded crashed (SIGSEGV, "[NVBLAS] CPU
+    Blas library need to be provided") in its first matrix product. They are loaded with RTLD_LOCAL
+    instead; libdecord still finds what it links to (the loader matches them by name), and where decord
+    cannot be imported at all, PyAV decodes.
+    """
+    import ctypes
+
+    with _DECORD_IMPORT:
+        real = ctypes.CDLL
+
+        class _Local(real):  # type: ignore[misc, valid-type]
+            def __init__(self, name: str | None, mode: int = ctypes.RTLD_LOCAL, *args: Any, **kwargs: Any) -> None:
+                super().__init__(name, ctypes.RTLD_LOCAL, *args, **kwargs)
+
+        ctypes.CDLL = _Local  # type: ignore[misc]
+        try:
+            import decord
+        finally:
+            ctypes.CDLL = real  # type: ignore[misc]
 
     decord.logging.set_level(decord.logging.QUIET)
     return decord

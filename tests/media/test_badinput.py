@@ -270,3 +270,21 @@ def test_a_video_stream_no_decoder_knows_fails_in_one_clear_line(
         with pytest.raises(MediaError) as caught:
             sample_video(unknown, exact=exact)
         assert str(caught.value) == "unsupported video codec (no decoder for its video stream)"
+
+
+@pytest.mark.parametrize("ext", sorted(IMAGE_EXTS | VIDEO_EXTS - {"ts"}))
+def test_an_empty_file_says_it_is_empty(tmp_path: Path, ext: str) -> None:
+    """A file of no bytes (a copy that never finished, a cloud placeholder) of any extension that is
+    decoded: its reason says it is empty, not that its format is unknown or its data invalid."""
+    from mediasearch.errors import MediaError
+    from mediasearch.media.decode import load_image
+    from mediasearch.media.video import sample_video
+
+    path = tmp_path / f"empty.{ext}"
+    path.write_bytes(b"")
+    with pytest.raises(MediaError) as caught:
+        if ext in VIDEO_EXTS:
+            sample_video(path)
+        else:
+            load_image(path)
+    assert str(caught.value) == "empty file (0 bytes)"

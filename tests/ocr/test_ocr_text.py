@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediasearch.ocr.text import PREFIX_MIN, index_text, normalise, query_words, snippet, words
+from mediasearch.ocr.text import CJK_GRAMS, PREFIX_MIN, index_text, normalise, query_words, snippet, words
 
 
 def test_normalise_folds_case_accents_and_width() -> None:
@@ -65,6 +65,30 @@ def test_words_run_together_are_found_one_by_one() -> None:
     and a word the frequency list lacks ("chequing") comes back whole from its pieces."""
     tokens = set(index_text(["CHEQUINGACCOUNT", "informationpleasecontactyourlocalpublichealthoffice"]).split())
     assert {"account", "chequing", "contact", "public", "health", "office"} <= tokens
+
+
+def test_short_runs_of_words_are_split_too() -> None:
+    """Sign text is short: "NOLITTER" must match "litter", "OCBCBank" "bank"; a whole word stays whole."""
+    tokens = set(index_text(["NOLITTER", "OCBCBank"]).split())
+    assert {"litter", "bank"} <= tokens
+    for word in ("together", "question", "sandwich", "yesterday"):
+        assert all(word.startswith(token) for token in index_text([word]).split())  # prefixes only
+
+
+@given(
+    st.text(alphabet="港区東京中文", min_size=1, max_size=4),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12),
+)
+def test_latin_beside_chinese_in_one_token_is_found(cjk: str, latin: str) -> None:
+    """A bilingual sign read without a space ("港区MINATOCITY") still matches its Latin words."""
+    tokens = set(words(index_text([f"@{cjk}{latin.upper()}"])))
+    assert latin in tokens
+    assert len(cjk) < min(CJK_GRAMS) or cjk[: max(CJK_GRAMS)] in tokens
+
+
+def test_bilingual_sign_read_as_one_token() -> None:
+    tokens = set(index_text(["@港区MINATOCITY"]).split())
+    assert {"minato", "city", "minatocity", "港区"} <= tokens
 
 
 def test_chinese_words_match_inside_a_line_without_spaces() -> None:
