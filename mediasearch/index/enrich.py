@@ -5,7 +5,8 @@ outdated and nothing else (docs/architecture.md, "Signals and enrichers").
 After the CLIP pass of a run (search works at once), :func:`enrich` finds the points under the run's
 roots whose ``"enrichers"`` record lacks an enabled enricher or has an older version of it, groups them
 by file, decodes each file's pixels once (at the largest size the pending enrichers want), runs each
-pending enricher and writes its fields together with its version in one ``set_payload`` per point: a
+pending enricher (metadata first; each later one reads the file's payload with what the earlier
+ones wrote) and writes its fields together with its version in one ``set_payload`` per point: a
 kill loses at most the file in hand, and the next run goes on from there. One enricher failing on one
 file is one line in the report's errors. The model is never needed.
 
@@ -298,7 +299,9 @@ def _run_file(
     """Run the file's pending enrichers and write each point's new fields with the versions, at once."""
     updates: dict[str, dict[str, Any]] = {pid: {} for pid, _, _ in item.points}
     records = {pid: dict(record) for pid, _, record in item.points}
-    for name in sorted(item.todo):
+    payload = dict(inputs.payload)  # what the later enrichers read: with what the earlier ones wrote
+    first = item.points[0][0]  # whose stored payload that is
+    for name in sorted(item.todo, key=lambda n: (n != "metadata", n)):  # metadata (dates, GPS) first
         enricher = by_name[name]
         if enricher.reads == "pixels" and inputs.error is not None:
             summary.error(item.path, f"{name}: {inputs.error}", failed=False)
@@ -306,7 +309,7 @@ def _run_file(
         todo = _todo(inputs, enricher, records)
         if not todo:
             continue
-        file_input = FileInput(item.path, item.kind, inputs.payload, todo)
+        file_input = FileInput(item.path, item.kind, payload, todo)
         try:
             if name in inputs.computed:
                 ok, computed = inputs.computed[name]
@@ -325,6 +328,7 @@ def _run_file(
         for frame in todo:
             updates[frame.point_id].update(fields.get(frame.point_id, {}))
             records[frame.point_id][name] = enricher.version
+        payload = {**payload, **fields.get(first, {})}
         summary.enriched[name] = summary.enriched.get(name, 0) + len(todo)
     _write(store, updates, records, item)
 

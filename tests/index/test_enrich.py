@@ -283,6 +283,27 @@ def test_a_file_indexed_before_gps_was_read_gets_its_place_without_encoding(
     assert again == fresh
 
 
+def test_a_place_is_found_in_the_pass_that_reads_the_gps(
+    tmp_path: Path, demo_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older point with neither GPS nor place: metadata reads the GPS and places names the town in one
+    pass (places sees what metadata wrote for the file, not the payload from before the pass)."""
+    monkeypatch.setattr(
+        enrichers, "installed", lambda s: [e for e in REAL_INSTALLED(s) if e.name in ("metadata", "places")]
+    )
+    photo = _gps_jpeg(tmp_path / "trip" / "nice.jpg")
+    settings = demo_settings()
+    index(settings, photo.parent)
+    [(pid, fresh)] = points(settings).items()
+    assert "nice" in fresh["places"] and fresh["enrichers"]["places"] >= 1
+    with library.open_for_query(settings, need_model=False).store as store:
+        store.set_payload([pid], {"geo": None, "place": None, "places": None, "enrichers": {"clip": 1}})
+    report = index(settings, photo.parent)
+    assert report["enriched"] == {"metadata": 1, "places": 1}
+    [again] = points(settings).values()
+    assert again == fresh
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.sampled_from(["bump", "off", "on", "index"]), min_size=1, max_size=6))
 def test_after_any_run_each_point_records_exactly_the_enabled_versions(
@@ -309,4 +330,3 @@ def test_after_any_run_each_point_records_exactly_the_enabled_versions(
             for payload in points(current).values():
                 assert payload["enrichers"] == ({**ENCODED, "ocr": reader.version} if on else ENCODED)
                 assert bool(payload.get("ocr_text")) == on
-
