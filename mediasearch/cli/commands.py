@@ -31,7 +31,9 @@ def index(
     frame_interval: float | None = typer.Option(None, help="Seconds between sampled video frames."),
     max_frames: int | None = typer.Option(None, help="At most this many frames per video."),
     batch_size: int | None = typer.Option(None, help="Images per model batch (0: chosen for the device)."),
-    workers: int | None = typer.Option(None, help="Decoding threads (0: automatic)."),
+    workers: int | None = typer.Option(
+        None, help="Decoding threads, and worker processes of the OCR and faces pass (0: automatic)."
+    ),
     hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
     exact_times: bool = typer.Option(
         False, "--exact-times", help="Sample videos at exactly every interval, not at keyframes near it."
