@@ -739,6 +739,9 @@ def bench_warm_query(opts: argparse.Namespace, base: dict[str, Any], table: Tabl
         if "recall" in made:
             table.add(f"search graph (HNSW), {points:,} points: recall@10 of the exact scan", f"{made['recall']:.3f}",
                       "", f"50 queries near the points; built in {made['graph_seconds']:.0f} s", None)
+        from mediasearch.library import roots
+
+        roots.record(home, [str(photos)])  # a library root, as `mediasearch index` on the machine makes it
         proc, client = start_daemon(home, base["model"], base["device"])
         try:
             client.index([str(photos)], {})  # a daemon that has indexed: its threads as in real use

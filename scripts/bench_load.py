@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mediasearch.lab.shapes import CLASSES, make_library
+from mediasearch.library import roots
 from mediasearch.library.client import DaemonClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -140,6 +141,7 @@ def run(base: Path, model: str, images: int, rate: float, seconds: float, rounds
         make_library(base / f"loaded{r}", images, seed=20 + r)
     home = base / "home"
     home.mkdir()
+    roots.record(home, [str(base)])  # the folders it indexes are inside a library root (docs/security.md)
     proc, client = start_daemon(home, model, serve_args=["--rescan-every", "off"], log=home.parent / "serve.log")
     queries_alone, queries_loaded, index_alone, index_loaded = Figures(), Figures(), Figures(), Figures()
     try:
