@@ -122,6 +122,11 @@ def hanging_decoder(path: str, **kwargs: Any) -> Any:
     return sample_video(path, **kwargs)
 
 
+def niceness(path: str) -> int:
+    """The worker process's own scheduling priority (its nice value)."""
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def sleep_then_answer(path: str, *, seconds: float) -> str:
     """A decoder for the decoder pool's tests: sleeps, then answers the path it was given."""
     time.sleep(seconds)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 SCAN_FIELDS = ("path", "path_raw", "kind", "timestamp", ENRICHERS_KEY)
 META_KEY = "enrichers"  # collection meta: {name: version} of the enrichers that were on at the last pass
+LANE_NICE = 10  # a pass's worker processes run this far below the caller: a daemon's queries come first
 
 
 @dataclass(frozen=True)

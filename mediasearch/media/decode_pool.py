@@ -45,7 +45,7 @@ class DecodeTimeoutError(MediaError):
 class _Worker:
     """One worker process and the two pipes to it."""
 
-    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, preload: tuple[str, ...] = (), nice: int = 0) -> None:
         paths = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # an empty entry means "."
         self.proc = subprocess.Popen(
@@ -56,6 +56,10 @@ class _Worker:
             env=env,
             close_fds=True,
         )
+        if nice > 0:  # below this process's priority: background work gives the cores to what waits on them
+            with contextlib.suppress(OSError, AttributeError):
+                current = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, min(19, current + nice))
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.send = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
         self.recv = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
@@ -92,8 +96,10 @@ class DecoderPool:
         decoder: str = DEFAULT_DECODER,
         who: str = "the video decoder",
         preload: tuple[str, ...] = (),
+        nice: int = 0,
     ) -> None:
         self.size, self.timeout, self.decoder = max(1, size), timeout, decoder
+        self.nice = nice  # how far below this process the workers run (the enrichment pass: background work)
         self.who = who  # what the messages call the workers ("the face finder")
         self.preload = preload  # modules a new worker imports before it is ready (default: the video decoders)
         self._idle: list[_Worker] = []
@@ -172,7 +178,7 @@ class DecoderPool:
                 raise MediaError("the decoder pool is closed")
             if self._idle:
                 return self._idle.pop()
-        worker = _Worker(self.preload)
+        worker = _Worker(self.preload, self.nice)
         with self._lock:
             self._live.add(worker)
         limit = max(STARTUP_S, self.timeout)

@@ -314,6 +314,18 @@ def test_a_decoder_call_has_the_indexing_time_limit(tmp_path: Path) -> None:
             pool.call(str(tmp_path), "fault_helpers:sleep_then_answer", {"seconds": 60.0})
 
 
+def test_background_workers_run_below_the_caller(tmp_path: Path) -> None:
+    """The enrichment pass's workers (``nice`` > 0) run below the daemon, so its queries come first; the
+    decoders that indexing and thumbnails wait on run at the caller's own priority."""
+    from mediasearch.index.enrich import LANE_NICE
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with DecoderPool(1, timeout=30.0, nice=LANE_NICE) as pool:
+        assert pool.call(str(tmp_path), "fault_helpers:niceness", {}) == min(19, own + LANE_NICE)
+    with DecoderPool(1, timeout=30.0) as pool:
+        assert pool.call(str(tmp_path), "fault_helpers:niceness", {}) == own
+
+
 PLANNER = "mediasearch.media.decode_pool:_planned_frames"
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mediasearch.faces.engine import MAX_SIDE
-from mediasearch.index.enrich import FileInput, drop_fields
+from mediasearch.index.enrich import LANE_NICE, FileInput, drop_fields
 from mediasearch.settings import Settings
 from mediasearch.store.base import Store
 
@@ -74,7 +74,7 @@ class FacesEnricher:
         """For one pass: up to ``count`` worker processes that find faces, one file each at a time."""
         from mediasearch.media.decode_pool import DecoderPool
 
-        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN, "the face finder", PRELOAD)
+        self._pool = DecoderPool(count, _WorkerEngine.TIMEOUT_S, FRAMES_FN, "the face finder", PRELOAD, nice=LANE_NICE)
         try:
             yield
         finally:

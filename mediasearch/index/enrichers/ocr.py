@@ -18,7 +18,7 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from mediasearch.index.enrich import FileInput, drop_fields
+from mediasearch.index.enrich import LANE_NICE, FileInput, drop_fields
 from mediasearch.settings import Settings
 from mediasearch.store.base import Store
 
@@ -57,7 +57,7 @@ class OcrEnricher:
         from mediasearch.lane import usable_cpus
         from mediasearch.media.decode_pool import DecoderPool
 
-        self._pool = DecoderPool(count, TIMEOUT_S, FRAMES_FN, "the text reader", PRELOAD)
+        self._pool = DecoderPool(count, TIMEOUT_S, FRAMES_FN, "the text reader", PRELOAD, nice=LANE_NICE)
         self._threads = max(1, usable_cpus() // count)
         try:
             yield
