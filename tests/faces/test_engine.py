@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import load_rgb
+from face_media import load_rgb
 from PIL import Image
 
 from mediasearch.errors import ModelError

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_video
+from face_media import write_video
 
 from mediasearch import Library
 from mediasearch.errors import MediaSearchError
