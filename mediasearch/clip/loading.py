@@ -184,8 +184,7 @@ def load_model(
     if dev == "cpu" and precision == "auto" and cache_dir is not None:  # measured on the float32 weights
         from mediasearch.clip import image_runtime as runtimes
 
-        torch_bf16 = cpu_has_native_bf16() and image_tower_params(model) >= BF16_MIN_PARAMS  # see _use_bf16
-        fast = runtimes.prepare(loaded, cache_dir, want=image_runtime, torch_bf16=torch_bf16)
+        fast = runtimes.prepare(loaded, cache_dir, want=image_runtime, torch_bf16=_bf16_pays(model))
         loaded.fast_image, loaded.fast_image_of = fast, model
     elif image_runtime not in ("auto", "torch"):
         raise ModelError(f"--image-runtime {image_runtime} needs the CPU, precision auto and a model cache")
@@ -249,12 +248,17 @@ def image_tower_params(model: Any) -> int:
     return sum(p.numel() for p in visual.parameters()) if visual is not None else 0
 
 
+def _bf16_pays(model: Any) -> bool:
+    """Whether a bf16 cast would be faster here: a CPU with native bf16 and an image tower big enough."""
+    return cpu_has_native_bf16() and image_tower_params(model) >= BF16_MIN_PARAMS
+
+
 def _use_bf16(loaded: ClipModel, cache_dir: Path | None, *, force: bool) -> None:
     """Cast the model to bf16 where that is fast (native bf16, a real model) and faithful (checked)."""
     import torch
 
     if not force:
-        if not cpu_has_native_bf16() or image_tower_params(loaded.model) < BF16_MIN_PARAMS:
+        if not _bf16_pays(loaded.model):
             return
         if not _bf16_verdict(loaded, f"{loaded.spec.key()}|torch-{torch.__version__}", cache_dir):
             return

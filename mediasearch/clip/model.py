@@ -52,11 +52,17 @@ class ClipModel:
     fast_image_of: Any = field(default=None, repr=False)  # the weights it was converted from
     _text_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    def _fast_image(self) -> ImageRuntime | None:
+        """The converted image tower, when it runs here: on the CPU, for the weights it was converted
+        from (not a fine-tuned copy's)."""
+        return self.fast_image if self.fast_image_of is self.model and self.device == "cpu" else None
+
     @property
     def image_runtime(self) -> str:
         """Where images are encoded: "openvino bf16", "onnxruntime fp32", or torch and its dtype."""
-        if self.fast_image is not None and self.fast_image_of is self.model and self.device == "cpu":
-            return self.fast_image.name
+        fast = self._fast_image()
+        if fast is not None:
+            return fast.name
         return f"torch {str(self.dtype).replace('torch.', '').replace('float32', 'fp32').replace('bfloat16', 'bf16')}"
 
     @property
@@ -73,8 +79,8 @@ class ClipModel:
         """Encode an already preprocessed batch (N×C×H×W); pinned CPU memory is copied asynchronously."""
         import torch
 
-        fast = self.fast_image if self.fast_image_of is self.model else None  # not a fine-tuned copy's
-        if fast is not None and self.device == "cpu":
+        fast = self._fast_image()
+        if fast is not None:
             pixels = batch.float().numpy()
             return lane.run(lambda: _normalise_array(fast(pixels)), threads=fast.threads)
 
