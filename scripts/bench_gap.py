@@ -17,6 +17,7 @@ shapes spread with noise to ``--points`` points, 128-d, the store's own graph se
   estimated from a sample of stored points; ``mean(text vectors)`` from texts *other than* the queries
   (other templates and words), as a real model's would be from a fixed list of prompts;
 - the same with the union of two prefetches (``q'`` and ``q``), re-scored with ``q``;
+- a scan of the int8 copy (no graph) with its best re-scored on the stored vectors;
 - pseudo-relevance feedback: a cheap first walk, then a walk from its best 10's mean beside ``q``;
 - image queries (a stored point plus noise): plain, and (to show it must not be applied to them) shifted.
 """
@@ -166,6 +167,24 @@ class Searcher:
         return [to_record(h) for h in self.store._shard.query(request)]
 
 
+def int8_scan(store: Any, q: np.ndarray, oversampling: float) -> list[Any]:
+    """A scan of every point's int8 copy (no graph), its best ``10 x oversampling`` re-scored on the stored
+    vectors: Qdrant's exact search with quantization left on."""
+    import qdrant_edge as qe
+
+    from mediasearch.store.base import to_record, vector_list
+    from mediasearch.store.edge import VECTOR_NAME
+
+    quantized = qe.QuantizationSearchParams(ignore=False, rescore=True, oversampling=oversampling)
+    request = qe.QueryRequest(
+        limit=K,
+        query=qe.Query.Nearest(vector_list(q, store.dim), using=VECTOR_NAME),
+        with_payload=False,
+        params=qe.SearchParams(exact=True, quantization=quantized),
+    )
+    return [to_record(h) for h in store._shard.query(request)]
+
+
 def feedback(searcher: Searcher, q: np.ndarray, n: int, ef: int, first_ef: int = 64) -> list[Any]:
     """Pseudo-relevance feedback: a cheap first walk with ``q``; its best 10's mean (an image-like point,
     where the graph is at home) is walked next, beside ``q``, and the union re-scored with ``q``."""
@@ -259,6 +278,13 @@ def search(home: Path, sample: int, efs: list[int], ns: list[int], walk_ef: list
         print("| method | recall@10 | worst | p50 ms |")
         print("|---|--:|--:|--:|")
         row("exact scan", lambda q: store.search(q, K, exact=True), texts, truth_t)
+        for oversampling in (4, 20):
+            row(
+                f"text: scan of the int8 copy, best {K * oversampling} re-scored",
+                lambda q, o=oversampling: int8_scan(store, q, o),
+                texts,
+                truth_t,
+            )
         for ef in efs:
             row(f"text: graph, ef {ef}", lambda q, ef=ef: searcher.plain(q, ef), texts, truth_t)
         for ef in walk_ef:
