@@ -15,7 +15,9 @@ graph's hard case, which queries built as a point plus noise do not show. ``--di
 128-d embeddings into 512 dimensions (orthonormal columns: every score is kept), so that times, memory
 and disk are those of a ViT-B-32 store.
 
-Each size runs in three processes, as mediasearch runs them: one writes the points (``index``), one
+The graph walks the store's int8 copy of the vectors and re-scores its best on the stored ones; each
+``--ef`` row is also measured with the copy ignored (the same graph on the float16 vectors, as before
+the copy existed). Each size runs in three processes, as mediasearch runs them: one writes the points (``index``), one
 builds the graph (the daemon's child: ``open_store`` + ``optimize``), one searches (the daemon). Each
 reports its own peak RSS. Rows: recall@10 of the graph against the exact scan over the 58 texts (at
 the store's own ef, and at each ``--ef``); search time p50/p95 (graph and exact scan); filtered
@@ -26,6 +28,7 @@ recall against an exact filtered scan; a new text end to end (demo model encode 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -33,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +173,23 @@ def new_text_ms(store: Any, basis: np.ndarray, rounds: int = 30) -> tuple[float,
     return quantiles(seconds)
 
 
+@contextlib.contextmanager
+def stored_vectors_only() -> Iterator[None]:
+    """Graph searches that walk the stored (float16) vectors instead of the int8 copy: the same graph,
+    searched as before the copy existed (``store.base.QUANTIZATION``)."""
+    import qdrant_edge as qe
+
+    from mediasearch.store import edge
+
+    searched_with = edge._search_params
+    ignored = qe.QuantizationSearchParams(ignore=True)
+    edge._search_params = lambda exact, ef: qe.SearchParams(exact=exact, hnsw_ef=ef, quantization=ignored)
+    try:
+        yield
+    finally:
+        edge._search_params = searched_with
+
+
 def child_search(home: str, embeddings: str, efs: list[int]) -> dict[str, Any]:
     from mediasearch.store import base
     from mediasearch.store.base import Filter
@@ -191,6 +211,8 @@ def child_search(home: str, embeddings: str, efs: list[int]) -> dict[str, Any]:
         for ef in efs:
             base.SEARCH_EF = ef
             out["by_ef"][ef] = compare(store, queries, rounds=1)
+            with stored_vectors_only():
+                out["by_ef"][f"{ef}, int8 copy ignored"] = compare(store, queries, rounds=1)
     out["rss_mib"] = peak_rss_mib()
     return out
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from mediasearch.cpuinfo import cpu_flags, cpu_has_native_bf16, isa_cap
 from mediasearch.errors import ModelError
 from mediasearch.fsutil import atomic_write
 
@@ -372,32 +373,6 @@ def image_flops(visual: Any, size: int) -> float:
     return 0.0
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX (x86), BF16 (Arm): CPUs that run bf16 matrix products at full speed, unless
-    oneDNN is capped below them (``ONEDNN_MAX_CPU_ISA``, e.g. AVX2: how an AVX2-only CPU is emulated)."""
-    if _isa_cap() in _CAPS_WITHOUT_BF16:
-        return False
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
-
-
-def _isa_cap() -> str:
-    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return set()
-    for line in lines:
-        if line.startswith(("flags", "Features")):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
 # -- keys -------------------------------------------------------------------------------------------
 
 
@@ -410,9 +385,9 @@ def cpu_name() -> str:
             if head.strip() == "model name":
                 name = value.strip()
                 break
-    flags = _cpu_flags()
+    flags = cpu_flags()
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "bf16")
-    cap = f" capped at {_isa_cap()}" if _isa_cap() else ""
+    cap = f" capped at {isa_cap()}" if isa_cap() else ""
     return " ".join([name or os.uname().machine, "[" + ",".join(f for f in wanted if f in flags) + "]"]) + cap
 
 

@@ -122,8 +122,9 @@ class ClipModel:
 
     def _encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         """On a CPU, a few texts run on the lane while it is idle, else here on one thread (see
-        `few_threads`; on the int8 tower, all cores on the lane only while no other process wants
-        them, see `lane.spare_cpus`); more texts run on the lane with all its threads."""
+        `few_threads`; on the int8 tower, all cores on the lane while no other process wants them, see
+        `lane.spare_cpus`, else the session that has been faster lately, see `OnnxTower.faster`); more
+        texts run on the lane with all its threads."""
         import torch
 
         def encode() -> np.ndarray:
@@ -141,8 +142,9 @@ class ClipModel:
         if fast is not None and count <= SMALL_TEXT_TOKENS:  # a query's few texts
             array = tokens.numpy()
 
-            def on_the_lane() -> np.ndarray:  # no batch can start meanwhile: all cores, unless others want them
-                return fast.wide(array) if lane.spare_cpus() > 0 else fast(array)
+            def on_the_lane() -> np.ndarray:  # no batch can start meanwhile: all cores where no other task
+                # wants them; else the session that has been faster lately (others may be niced)
+                return fast.wide(array) if lane.spare_cpus() > 0 else fast.faster(array)
 
             return _normalise_array(lane.run_if_idle(on_the_lane, otherwise=lambda: fast(array)))
         if count > SMALL_TEXT_TOKENS:

@@ -59,10 +59,25 @@ EXACT_SEARCH_MAX_POINTS = 20_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCT = 200
 SEARCH_EF = 2048  # candidates the graph search keeps (Qdrant's hnsw_ef); never fewer than the limit
+# The graph walks an int8 copy of the vectors (scalar quantization: a byte per component, scaled to the
+# 0.99 quantile): half the bytes of the float16 vectors per step, and integer arithmetic. Its
+# ``limit x OVERSAMPLING`` best are then re-scored on the stored vectors, so the scores and order returned
+# are the stored vectors' cosines. At 100k demo-model points in 512-d, text queries' recall@10 against
+# the exact scan stays 0.998 at ef 2048 and the graph search takes 3.4 ms p50 against 4.1 with the copy
+# ignored (ef 1024: 2.2 against 3.3; `python scripts/bench_search.py --dim 512 --points 100000 --ef
+# 1024 2048`; README, "Search at library size"). An exact search ignores the copy: it stays exact.
+QUANTIZATION = "int8"
+QUANTILE = 0.99
+OVERSAMPLING = 2.0
 BYTES_PER_COMPONENT = 2  # vectors are kept in float16
 # What a graph was built with (recorded beside a build): a store opened with other settings is given
 # the new ones, and its next optimise rebuilds the graph.
-GRAPH_SETTINGS = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT, "max_points_exact": EXACT_SEARCH_MAX_POINTS}
+GRAPH_SETTINGS = {
+    "m": HNSW_M,
+    "ef_construct": HNSW_EF_CONSTRUCT,
+    "max_points_exact": EXACT_SEARCH_MAX_POINTS,
+    "quantization": QUANTIZATION,
+}
 AUTO_FLUSH_S = 5.0
 # The engine writes through mmap: on a full disk that is a SIGBUS that kills the process, not an
 # error. So a write needs this much free space first, or it is refused with StoreFullError.

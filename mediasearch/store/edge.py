@@ -26,6 +26,8 @@ from mediasearch.store.base import (
     HNSW_EF_CONSTRUCT,
     HNSW_M,
     LOCK_RETRY_S,
+    OVERSAMPLING,
+    QUANTILE,
     VECTOR_NAME,
     Filter,
     PointIn,
@@ -174,7 +176,13 @@ def _edge_config(dim: int) -> Any:
         m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=threshold, memory=qe.Memory.Cold
     )
     optimizers = qe.EdgeOptimizersConfig(indexing_threshold=threshold)
-    return qe.EdgeConfig(vectors={VECTOR_NAME: params}, hnsw_config=graph, optimizers=optimizers)
+    # The int8 copy the graph search walks (``store.base.QUANTIZATION``), made by the optimiser with the
+    # graph: a shard made before it gets it at its next optimise (the daemon's graph build), and is
+    # searched on its stored vectors until then. Mapped like the vectors.
+    quantized = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=QUANTILE, memory=qe.Memory.Cold)
+    return qe.EdgeConfig(
+        vectors={VECTOR_NAME: params}, hnsw_config=graph, optimizers=optimizers, quantization_config=quantized
+    )
 
 
 def _load_shard(shard_dir: Path, deadline: float) -> Any:
@@ -400,6 +408,17 @@ class EdgeConditions:
         return self.qe.Filter(must=must or None, must_not=must_not or None)
 
 
+def _search_params(exact: bool, ef: int) -> Any:
+    """An exact scan reads the stored vectors alone; the graph walks the int8 copy and re-scores its
+    best ``OVERSAMPLING`` x limit on the stored vectors (``store.base.QUANTIZATION``)."""
+    import qdrant_edge as qe
+
+    if exact:
+        return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+    quantized = qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+    return qe.SearchParams(exact=False, hnsw_ef=ef, quantization=quantized)
+
+
 def _edge_filter(flt: Filter | None) -> Any:
     return None if flt is None or flt.is_empty() else translate(flt, EdgeConditions())
 
@@ -552,7 +571,7 @@ class EdgeStore(StoreBase):
             filter=_edge_filter(flt),
             with_payload=True,
             with_vector=with_vectors,
-            params=qe.SearchParams(exact=self._use_exact(exact), hnsw_ef=self._search_ef(limit)),
+            params=_search_params(self._use_exact(exact), self._search_ef(limit)),
         )
         with self._engine("search"):
             hits = self._shard.query(request)

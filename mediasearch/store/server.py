@@ -18,6 +18,8 @@ from mediasearch.store.base import (
     HNSW_EF_CONSTRUCT,
     HNSW_M,
     META_KEY,
+    OVERSAMPLING,
+    QUANTILE,
     VECTOR_NAME,
     Filter,
     PointIn,
@@ -93,10 +95,31 @@ def _create_collection(client: Any, collection: str, dim: int) -> None:
 
     params = {VECTOR_NAME: m.VectorParams(size=dim, distance=m.Distance.COSINE)}
     try:
-        client.create_collection(collection, vectors_config=params, **_graph_settings(dim))
+        client.create_collection(
+            collection, vectors_config=params, quantization_config=_default_quantization(), **_graph_settings(dim)
+        )
     except Exception:
         if not client.collection_exists(collection):  # lost a race with another worker: fine
             raise
+
+
+def _default_quantization() -> Any:
+    """The int8 copy the graph search walks, as on Edge (``store.base.QUANTIZATION``). A collection laid
+    out by ``store create`` keeps the quantization it was given there."""
+    from qdrant_client import models as m
+
+    return m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=QUANTILE))
+
+
+def _search_params(exact: bool, ef: int) -> Any:
+    """As on Edge: an exact scan ignores a quantized copy; the graph re-scores ``OVERSAMPLING`` x limit
+    of its best on the stored vectors (a collection without a copy: the server ignores this)."""
+    from qdrant_client import models as m
+
+    if exact:
+        return m.SearchParams(exact=True, quantization=m.QuantizationSearchParams(ignore=True))
+    quantized = m.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+    return m.SearchParams(exact=False, hnsw_ef=ef, quantization=quantized)
 
 
 def _graph_settings(dim: int, degree: int = HNSW_M) -> dict[str, Any]:
@@ -306,10 +329,9 @@ class QdrantStore(StoreBase):
         """Nearest points by cosine similarity, best first (exact up to a size; see EdgeStore)."""
         if limit <= 0:
             return []
-        from qdrant_client import models as m
 
         # The in-memory server is always exact and warns about search params.
-        params = None if self._local else m.SearchParams(exact=self._use_exact(exact), hnsw_ef=self._search_ef(limit))
+        params = None if self._local else _search_params(self._use_exact(exact), self._search_ef(limit))
         with self._errors("search"):
             response = self._client.query_points(
                 self.collection,

@@ -161,7 +161,8 @@ def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, m
     np.testing.assert_allclose(tower.wide(tokens), tower(tokens), atol=1e-6)  # the same numbers
     log: list[str] = []
     spied = dataclasses.replace(tower, session=_Spy(tower.session, "one", log),
-                                wide_session=_Spy(tower.wide_session, "all", log))
+                                wide_session=_Spy(tower.wide_session, "all", log),
+                                cost={"one": 1.0, "all": 2.0})  # one thread has been the faster lately
     fast.fast_text = spied
     fast.encode_texts(["no lane: the caller's thread"])
     spare = [1, 0]  # the machine's other cores: free for the first text on the lane, then taken
@@ -191,3 +192,55 @@ def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, m
         compute.serve(stop)
     worker.join()
     assert log == ["one", "all", "one", "one"]
+
+
+class _Timed:
+    """A session that takes ``per_token[0]`` seconds of the fake clock per token (changeable meanwhile)."""
+
+    def __init__(self, session: Any, clock: list[float], per_token: list[float], name: str, log: list[str]) -> None:
+        self.session, self.clock, self.per_token, self.name, self.log = session, clock, per_token, name, log
+
+    def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.log.append(self.name)
+        self.clock[0] += self.per_token[0] * feeds["x"].shape[0] * feeds["x"].shape[1]
+        return self.session.run(outputs, feeds)
+
+
+def test_with_other_tasks_running_query_texts_take_the_session_that_has_been_faster(tmp_path: Path) -> None:
+    """Timed by the tower's clock (a fake one here): each session is tried, the faster per token is
+    kept, the other is tried again every RETRY_EVERY calls, and a change of speed changes the pick;
+    the numbers are the same whichever runs."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import dataclasses
+
+    fast = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
+    if fast.fast_text is None:
+        pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
+    weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
+    loaded = onnx_text.load_onnx_text_model(fast.spec, weights, threads=1, wide=2)
+    assert loaded is not None and loaded.model.wide_session is not None
+    tower, clock, log = loaded.model, [0.0], []
+    one_cost, all_cost = [1.0], [3.0]  # the wide session is slower: another task holds the other core
+    timed = dataclasses.replace(
+        tower,
+        session=_Timed(tower.session, clock, one_cost, "one", log),
+        wide_session=_Timed(tower.wide_session, clock, all_cost, "all", log),
+        clock=lambda: clock[0],
+    )
+    tokens = BpeTokenizer()(["a blue star", "a photo of a red circle"])
+    first = timed.faster(tokens)
+    np.testing.assert_allclose(first, tower(tokens), atol=1e-6)
+    for _ in range(2 * onnx_text.RETRY_EVERY - 1):
+        np.testing.assert_allclose(timed.faster(tokens), first, atol=1e-6)
+    every = onnx_text.RETRY_EVERY
+    assert log[:2] == ["all", "one"]  # each tried once
+    assert log.count("all") == 1 + 2 and log[every - 1] == log[2 * every - 1] == "all"  # retried, still slower
+    assert set(log[2:]) - {"all"} == {"one"} and timed.cost["one"] == pytest.approx(1.0)
+    all_cost[0] = 0.5  # the other task ended (or is niced): the wide session is now the faster
+    log.clear()
+    for _ in range(2 * every):
+        timed.faster(tokens)
+    retried = log.index("all")
+    assert retried < every and set(log[:retried]) == {"one"}
+    assert log[retried:] == ["all"] * every + ["one"]  # kept once found faster; then the other retried
