@@ -29,6 +29,12 @@ REC_SIDE = 2560  # lines are cut out of the picture reduced to at most this long
 DET_BOX_THRESH = 0.5  # mean text probability inside a box for the detector to keep it
 DET_UNCLIP = 1.6  # how far a box grows around the text core (PaddleOCR's default)
 MIN_SIDE = 32  # smaller pictures are padded up to this before detection
+# A picture smaller than the detection size is enlarged to it inside a frame of its border colour, up
+# to half its short side wide: in a tight crop (a word that fills the picture) the text touches the
+# edge, where the detector finds no box or a cut one (PaddleOCR users pad such crops). At the unclip
+# ratio 1.6 a box reaches about 0.4 of the text's height past its letters; half the short side clears
+# that for text as tall as the picture.
+FRAME = 0.5
 
 
 @dataclass(frozen=True)
@@ -66,45 +72,68 @@ class OcrEngine:
         boxes = self.detect_boxes(big)
         if not boxes:
             return []
-        crops = [_crop(big, box) for box in boxes]
-        parts = self._parts
-        with parts.lock:
-            crops, _, _ = parts.cls(crops)
-            results, _ = parts.rec(crops)
+        results = self._recognised([_crop(big, box) for box in boxes])
         lines = []
-        for box, (text, conf, *_rest) in zip(boxes, results, strict=True):
-            line = TextLine(str(text).strip(), float(conf), _normalised(box, big.shape[1], big.shape[0]))
+        for box, (text, conf) in zip(boxes, results, strict=True):
+            line = TextLine(text.strip(), conf, _normalised(box, big.shape[1], big.shape[0]))
             if keep_line(line.text, line.conf):
                 lines.append(line)
         return lines
 
+    def _recognised(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        """(text, confidence) of each line crop, turned upright first where the angle classifier says
+        it is upside down."""
+        parts = self._parts
+        with parts.lock:
+            turned, verdicts, _ = parts.cls(crops)
+            results = [(str(text), float(conf)) for text, conf, *_rest in parts.rec(turned)[0]]
+            # The lines it turned: said upside down, surely enough (its own rule)
+            flipped = [i for i, (label, sure) in enumerate(verdicts) if "180" in label and sure > parts.cls.cls_thresh]
+            if flipped:
+                # The classifier takes some upright lines for upside down ones (red print on a dark
+                # sign, 0.98 sure), and the recogniser reads nothing in them turned: read them as they
+                # are too and keep the more confident reading. Only flipped lines cost a second read.
+                again, _ = parts.rec([crops[i] for i in flipped])
+                for i, (text, conf, *_rest) in zip(flipped, again, strict=True):
+                    if float(conf) > results[i][1]:
+                        results[i] = (str(text), float(conf))
+        return results
+
     def detect_boxes(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Quadrilaterals (4x2 float32, in ``rgb``'s pixels) around the text, top to bottom."""
-        import numpy as np
-
-        boxes, scale = self._detect(rgb, self.det_side)
+        boxes, scale = self._detect(rgb, self.det_side, frame=True)
         if boxes and scale < 1.0 and self.det_side < FINE_SIDE:
             # Small print (a document, a receipt, a page) is found but cut into pieces or missed at the
             # first size: detect again at a larger one. Pictures without text never get here.
-            low = min(float(box[:, 1].max() - box[:, 1].min()) for box in boxes)
+            low = min(float(box[:, 1].max() - box[:, 1].min()) for box in boxes) * scale
             if low < FINE_BELOW:
-                boxes, scale = self._detect(rgb, FINE_SIDE)
+                boxes, scale = self._detect(rgb, FINE_SIDE, frame=False)
         if not boxes:
             return []
-        out = [np.asarray(box, dtype=np.float32) / scale for box in boxes]
         height, width = rgb.shape[:2]
-        for box in out:
+        for box in boxes:
             box[:, 0] = box[:, 0].clip(0, width - 1)
             box[:, 1] = box[:, 1].clip(0, height - 1)
-        return _reading_order(out)
+        return _reading_order(boxes)
 
-    def _detect(self, rgb: np.ndarray, side: int) -> tuple[list[np.ndarray], float]:
-        small, scale = _reduced(rgb, side)
+    def _detect(self, rgb: np.ndarray, side: int, *, frame: bool) -> tuple[list[np.ndarray], float]:
+        """The detector's boxes in ``rgb``'s pixels, and the scale it saw the picture at; with ``frame``,
+        a picture smaller than ``side`` is framed and enlarged to it (`_framed`), else taken as it is
+        (the second, larger pass over small print never enlarges)."""
+        import numpy as np
+
+        height, width = rgb.shape[:2]
+        if frame and max(height, width) < side:
+            small, scale, margin = _framed(rgb, side)
+        else:
+            (small, scale), margin = _reduced(rgb, side), 0
         small = _padded(small)
         parts = self._parts
         with parts.lock:
             boxes, _ = parts.det(small[:, :, ::-1])  # the Paddle models read BGR
-        return ([] if boxes is None else list(boxes)), scale
+        if boxes is None:
+            return [], scale
+        return [(np.asarray(box, dtype=np.float32) - margin) / scale for box in boxes], scale
 
 
 @dataclass
@@ -200,6 +229,27 @@ def _reduced(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
         return rgb, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _framed(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float, int]:
+    """A picture smaller than ``side``: enlarged so that it and a frame of its border colour, ``FRAME``
+    of its short side wide or what room is left, make a long side of ``side`` (never shrunk: the frame
+    narrows instead). Returns the framed picture, the scale and the frame's width in its pixels."""
+    import cv2
+    import numpy as np
+
+    height, width = rgb.shape[:2]
+    long_side = max(height, width)
+    frame = min(FRAME * min(height, width), (side - long_side) / 2)
+    scale = side / (long_side + 2 * frame)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    inner = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC) if scale > 1.0 else rgb
+    margin = round(frame * scale)
+    edges = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
+    out = np.empty((size[1] + 2 * margin, size[0] + 2 * margin, 3), dtype=np.uint8)
+    out[:] = np.median(edges, axis=0).astype(np.uint8)
+    out[margin : margin + size[1], margin : margin + size[0]] = inner
+    return out, scale, margin
 
 
 def _padded(rgb: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ that a whole-word match also finds
 - a long word from its beginning: "starbuck" finds "STARBUCKS" (``PREFIX_MIN`` letters or more);
 - a word the recogniser read with a digit for a letter: "oyster" finds "0YSTER";
 - a word inside words the recogniser ran together (it often drops the spaces of tight print):
-  "account" finds "CHEQUINGACCOUNT", split by word frequencies (wordninja's English list);
+  "account" finds "CHEQUINGACCOUNT", split by word frequencies (wordninja's English list), and "ocbc"
+  finds "OCBCBank", split where the case changes (names the list lacks);
 - a word of Chinese or Japanese, written without spaces: every run of 2-4 of its characters.
 """
 
@@ -46,8 +47,10 @@ def query_words(text: str) -> tuple[str, ...]:
 
 def index_text(lines: Iterable[str]) -> str:
     """The payload ``ocr_text`` of recognised ``lines``: the text, then the extra words to match."""
-    text = "\n".join(normalise(line) for line in lines if line.strip())
-    extra = dict.fromkeys(word for token in words(text) for word in _variants(token))
+    kept = [line for line in lines if line.strip()]
+    text = "\n".join(normalise(line) for line in kept)
+    parts = [word for line in kept for part in _case_parts(line) for word in words(part)]
+    extra = dict.fromkeys([*parts, *(word for token in [*words(text), *parts] for word in _variants(token))])
     present = set(words(text))
     tail = " ".join(word for word in extra if word not in present)
     return f"{text}\n{tail}" if tail else text
@@ -68,6 +71,25 @@ def _variants(token: str) -> list[str]:
         if PREFIX_MIN < len(word) <= PREFIX_MAX_WORD and word.isalpha():
             out.extend(word[:end] for end in range(PREFIX_MIN, len(word)))
     return out
+
+
+def _case_parts(line: str) -> list[str]:
+    """The words of the letter runs in ``line`` whose case changes inside them, where a word begins:
+    "OCBCBank" -> "OCBC", "Bank"; "MovieShots" -> "Movie", "Shots" (the case is gone once normalised)."""
+    out: list[str] = []
+    for run in _LETTERS.findall(line):
+        starts = [0] + [
+            i
+            for i in range(1, len(run))
+            if run[i].isupper() and (run[i - 1].islower() or (i + 1 < len(run) and run[i + 1].islower()))
+        ]
+        if len(starts) > 1:
+            pieces = (run[a:b] for a, b in zip(starts, [*starts[1:], len(run)], strict=True))
+            out.extend(piece for piece in pieces if len(piece) >= PART_MIN)
+    return out
+
+
+_LETTERS = re.compile(r"[^\W\d_]+")
 
 
 def _split_glued(run: str) -> list[str]:

@@ -8,6 +8,7 @@ import json
 import random
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ from mediasearch.errors import MediaError
 from mediasearch.lab import textpics
 from mediasearch.ocr.engine import OcrEngine, TextLine
 from mediasearch.ocr.text import normalise, words
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 OCR_DATA = SHARED / "ocr"
@@ -158,3 +162,63 @@ def test_normalised_text_of_lines_is_searchable() -> None:
     ImageDraw.Draw(image).text((40, 100), "Café CRÈME 4,50", fill=(250, 250, 250), font=textpics.font(face, 56))
     text = normalise(" ".join(line.text for line in engine().read(image)))
     assert "cafe" in text and "creme" in text
+
+
+def _tight(word: str, size: int, dark: bool) -> Image.Image:
+    """``word`` on a canvas cut to its letters: it touches all four edges (a word crop, a banner)."""
+    from PIL import Image, ImageDraw
+
+    font = textpics.font(None, size)
+    ink, paper = ((240, 240, 240), (20, 30, 60)) if dark else ((10, 10, 10), (235, 225, 200))
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), word, font=font)
+    image = Image.new("RGB", (right - left, bottom - top), paper)
+    ImageDraw.Draw(image).text((-left, -top), word, fill=ink, font=font)
+    return image
+
+
+@pytest.mark.parametrize("size", [24, 64, 120])
+def test_a_word_filling_a_tight_canvas_is_read(size: int) -> None:
+    """Text touching the picture's edges: the detector finds it once the picture is framed."""
+    for word in ("Harbour", "Bakery", "LONDON"):
+        for dark in (False, True):
+            got = found_words(engine().read(_tight(word, size, dark)))
+            assert word.lower() in got, (word, size, dark, got)
+
+
+def test_boxes_of_a_small_picture_are_in_its_own_pixels() -> None:
+    """A small picture is enlarged and framed for the detector; its boxes come back in its pixels."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (300, 200), (250, 250, 245))
+    ImageDraw.Draw(image).text((150, 120), "Dock", fill=(0, 0, 0), font=textpics.font(None, 36))
+    (line,) = engine().read(image)
+    assert words(line.text) == ["dock"]
+    left, top, right, bottom = line.box
+    assert left == pytest.approx(150 / 300, abs=0.04) and top == pytest.approx(120 / 200, abs=0.06)
+    assert right <= 1.0 and bottom <= 1.0
+
+
+class _Mistaken:
+    """The real angle classifier, wrong about every line: it says each is upside down and turns it."""
+
+    def __init__(self, real: Any) -> None:
+        self.cls_thresh = real.cls_thresh
+
+    def __call__(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[Any]], float]:
+        return [np.ascontiguousarray(np.rot90(crop, 2)) for crop in crops], [["180", 0.99] for _ in crops], 0.0
+
+
+def test_a_line_the_angle_classifier_turns_wrongly_is_still_read() -> None:
+    """The classifier takes some upright lines for upside down (red print on a dark sign); the
+    recogniser reads nothing in them turned, so both ways are read and the surer reading kept."""
+    from dataclasses import replace
+
+    from PIL import Image, ImageDraw
+
+    mistaken = OcrEngine()
+    mistaken._parts = replace(mistaken._parts, cls=_Mistaken(mistaken._parts.cls))
+    image = Image.new("RGB", (800, 300), (25, 25, 30))
+    ImageDraw.Draw(image).text((60, 110), "Lighthouse 24H", fill=(220, 60, 60), font=textpics.font(None, 56))
+    assert {"lighthouse", "24h"} <= found_words(mistaken.read(image))
+    # and a line that is upside down is still read the right way up by the real classifier
+    assert {"lighthouse", "24h"} <= found_words(engine().read(image.rotate(180)))

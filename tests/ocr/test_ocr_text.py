@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediasearch.ocr.text import CJK_GRAMS, PREFIX_MIN, index_text, normalise, query_words, snippet, words
+from mediasearch.ocr.text import CJK_GRAMS, PART_MIN, PREFIX_MIN, index_text, normalise, query_words, snippet, words
 
 
 def test_normalise_folds_case_accents_and_width() -> None:
@@ -95,3 +95,32 @@ def test_chinese_words_match_inside_a_line_without_spaces() -> None:
     tokens = set(index_text(["繁體中文測試"]).split())
     assert {"繁體", "測試", "中文測試"} <= tokens
     assert query_words("測試") == ("測試",)
+
+
+def test_words_run_together_are_split_where_the_case_changes() -> None:
+    """A name the word list lacks, glued to the next word: "OCBCBank" must match "ocbc"."""
+    tokens = set(index_text(["OCBCBank", "collectMovieShots,", "ÉcoleNormale"]).split())
+    assert {"ocbc", "bank", "collect", "movie", "shots", "ecole", "normale"} <= tokens
+    assert index_text(["SALE ALL YEAR", "Sale"]) == "sale all year\nsale"  # no change of case inside: as read
+
+
+_UPPER = st.text(alphabet="BCDFGHJKLMNPQRSTVWXZ", min_size=PART_MIN, max_size=8)
+_LOWER = st.text(alphabet="bcdfghjklmnpqrstvwxz", min_size=PART_MIN - 1, max_size=8)
+
+
+@settings(deadline=None)
+@given(st.lists(st.one_of(_UPPER, st.tuples(_UPPER, _LOWER)), min_size=2, max_size=4))
+def test_each_word_of_a_run_glued_across_a_case_change_is_found(pieces: list[str | tuple[str, str]]) -> None:
+    """Invariant: words glued together in "UPPER", "Capitalised" and "camelCase" runs ("OCBCBank",
+    "NewYorkTimes") are each a whole word of the index text, whatever the word list knows."""
+    glued = [p if isinstance(p, str) else p[0][0] + p[1] for p in pieces]
+    # Two upper-case words in a row are one run to any reader: join them before asking.
+    wanted: list[str] = []
+    for piece, original in zip(glued, pieces, strict=True):
+        if wanted and isinstance(original, str) and wanted[-1].isupper():
+            wanted[-1] += piece
+        else:
+            wanted.append(piece)
+    indexed = set(words(index_text(["".join(glued)])))
+    for word in wanted:
+        assert word.lower() in indexed, (glued, word)
