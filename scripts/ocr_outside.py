@@ -3,7 +3,6 @@
 photos without text; one table each.
 
     python scripts/ocr_outside.py FOLDER TRUTH.json    # recall of each photo's 1-3 search words
-    python scripts/ocr_outside.py FOLDER TRUTH.json --whole  # ... each photo whole (see below)
     python scripts/ocr_outside.py --junk FOLDER         # photos without text that a word would find
     python scripts/ocr_outside.py --junk FOLDER --raw   # ... and what the junk filter dropped
     python scripts/ocr_outside.py --junk FOLDER --has-text LIST  # LIST: photos there that do show text
@@ -15,9 +14,8 @@ cut from one). The photos are read as the OCR enricher reads
 them (decoded to a long side of 1500) and a word counts as found when ``query --ocr WORD`` would find
 the photo: every normalised word of it in the indexed text (``ocr.text.index_text``: lowercase,
 accents folded, long-word prefixes, words split out of glued runs), the rule of
-``scripts/bench_ocr.py``. The decoder crops a picture to 4:1 at most (CLIP's view), which cuts the
-ends off a banner's words; ``--whole`` reads each picture whole instead, as the engine would if the
-enricher gave it all the pixels.
+``scripts/bench_ocr.py``. The enricher reads a picture whole (CLIP's view is cropped to 4:1 at most,
+which would cut the ends off a banner's words).
 
 ``--junk``: a photo counts when its indexed text holds a word of 3+ letters of the English word list
 (``--words``: wordninja's list, the one the indexer splits glued runs with, by default; or a file of
@@ -70,23 +68,16 @@ def english(path: str | None) -> frozenset[str]:
     return frozenset(w for e in entries for w in words(e) if len(w) >= MIN_WORD and w.isalpha())
 
 
-def pixels(path: Path, crop: list[int] | None = None, whole: bool = False) -> Any:
-    """The picture as the OCR enricher gets it: decoded, oriented, long side at most 1500; with
-    ``whole``, not cropped to 4:1 first."""
+def pixels(path: Path, crop: list[int] | None = None) -> Any:
+    """The picture as the OCR enricher gets it: decoded whole, oriented, long side at most 1500."""
+    from mediasearch.index.enrich import _fit
     from mediasearch.media.decode import load_image
 
-    if whole:
-        from PIL import Image, ImageOps
-
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    else:
-        image, _ = load_image(path, target=ENRICHER_SIDE)
+    image, _ = load_image(path, target=ENRICHER_SIDE, whole=True)
     if crop:
         left, top, right, bottom = crop
         image = image.crop((left, top, right, bottom))
-    image.thumbnail((ENRICHER_SIDE, ENRICHER_SIDE))
-    return image
+    return _fit(image, ENRICHER_SIDE)
 
 
 def searchable(lines: list[TextLine]) -> set[str]:
@@ -99,13 +90,13 @@ def found(word: str, got: set[str]) -> bool:
     return bool(asked) and all(w in got for w in asked)
 
 
-def recall(engine: OcrEngine, folder: Path, truth_file: Path, whole: bool) -> None:
+def recall(engine: OcrEngine, folder: Path, truth_file: Path) -> None:
     truth = json.loads(truth_file.read_text())["files"]
     per_source: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     missed: list[str] = []
     seconds = 0.0
     for name, item in sorted(truth.items()):
-        image = pixels(folder / item.get("file", name), item.get("crop"), whole)
+        image = pixels(folder / item.get("file", name), item.get("crop"))
         start = time.perf_counter()
         lines = engine.read(image)
         seconds += time.perf_counter() - start
@@ -182,7 +173,6 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="with --junk: also read with the junk filter off")
     parser.add_argument("--words", default=None, help="word list, one a line (default: wordninja's)")
     parser.add_argument("--has-text", type=Path, default=None, help="with --junk: photos there that show text")
-    parser.add_argument("--whole", action="store_true", help="read each picture whole, not cropped to 4:1")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if not args.junk and args.truth is None:
@@ -194,7 +184,7 @@ def main() -> None:
         has_text = {line.strip() for line in listing if line.strip() and not line.startswith("#")}
         junk(engine, args.folder, english(args.words), args.raw, has_text)
     else:
-        recall(engine, args.folder, args.truth, args.whole)
+        recall(engine, args.folder, args.truth)
     print(f"load after: {loadavg()}")
 
 

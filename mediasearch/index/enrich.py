@@ -272,7 +272,7 @@ def _decode(item: Pending, largest: int, sides: set[int], videos: DecoderPool | 
             sample = frames_at(item.path, wanted, target=largest)
         images = [_nearest(sample.frames, t).image for t in wanted]
     else:
-        image, _ = load_image(item.path, target=largest)
+        image, _ = load_image(item.path, target=largest, whole=True)  # the ends of a banner too
         images = [image]
     out: dict[int, list[FrameInput]] = {}
     for side in sides:

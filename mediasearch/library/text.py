@@ -94,7 +94,7 @@ def _read_now(path: str, shown: str) -> FileText:
         frames = [(f.timestamp, np.asarray(_fit(f.image))) for f in sample.frames]
         kind = "video"
     else:
-        image, _ = load_image(path, target=READ_SIDE)
+        image, _ = load_image(path, target=READ_SIDE, whole=True)
         frames = [(None, np.asarray(_fit(image)))]
         kind = "image"
     lines = [

@@ -50,13 +50,15 @@ _MAX_ASPECT = 4  # images are centre-cropped to at most 4:1 (see _crop_aspect)
 
 
 def load_image(
-    path: str | os.PathLike[str], *, target: int = 224, source: BinaryIO | None = None
+    path: str | os.PathLike[str], *, target: int = 224, source: BinaryIO | None = None, whole: bool = False
 ) -> tuple[Image.Image, MediaMeta]:
     """Decode an image to RGB, oriented, with a short side in [target, 2*target) when larger.
 
     Large JPEGs are decoded at reduced size, camera RAW files from their embedded preview when it is
     large enough; `MediaMeta` keeps the original (oriented) size. The decoder is chosen by the file's
-    content where its extension lies (a HEIC or JPEG XL named .jpg). With ``source`` (the file already
+    content where its extension lies (a HEIC or JPEG XL named .jpg). A picture longer than 4:1 is
+    centre-cropped to 4:1 (all CLIP sees of it), unless ``whole`` (the enrichers: the words at the ends
+    of a banner, the top and total of a long receipt). With ``source`` (the file already
     open and checked: the daemon's thumbnails) the bytes come from it and ``path`` only names the file.
     Raises `MediaError` for anything that cannot be decoded, including pictures too large to decode
     in the memory the decoders may take (`memory`).
@@ -73,43 +75,47 @@ def load_image(
             if not head:  # a copy that never finished, a cloud placeholder: say so, not "cannot identify"
                 raise MediaError(formats.EMPTY_FILE)
             source.seek(0)
-            return _decode_source(path, source, head, target)
+            return _decode_source(path, source, head, target, whole)
     except MediaError:
         raise
     except Exception as exc:
         raise MediaError(_image_failure(exc)) from exc
 
 
-def _decode_source(path: str, source: BinaryIO, head: bytes, target: int) -> tuple[Image.Image, MediaMeta]:
+def _decode_source(
+    path: str, source: BinaryIO, head: bytes, target: int, whole: bool = False
+) -> tuple[Image.Image, MediaMeta]:
     from PIL import UnidentifiedImageError
 
     ext = formats.extension(path)
     if ext in formats.RAW_EXTS and formats.sniff(head) is None:
-        return _decode_raw(path, source, target)
+        return _decode_raw(path, source, target, whole)
     # libtiff (Pillow's reader of compressed TIFFs) prints on the C library's stderr
     tiff = ext in ("tif", "tiff") or head[:4] in (b"II*\x00", b"MM\x00*")
     muted = formats.c_stderr_muted() if tiff else contextlib.nullcontext()
     with formats.warnings_to_debug(), muted:
         try:
-            return _open_and_decode(path, source, head, target)
+            return _open_and_decode(path, source, head, target, whole)
         except UnidentifiedImageError as exc:
             fallback = _unidentified_fallback(path, source, tiff, exc)
-            return _finish(fallback, target), MediaMeta(*fallback.size)
+            return _finish(fallback, target, whole), MediaMeta(*fallback.size)
         except ValueError as exc:
             spliced = formats.png_without_big_text(source) if "TEXT" in str(exc).upper() else None
             if spliced is None:
                 raise
-            return _open_and_decode(path, spliced, head, target)
+            return _open_and_decode(path, spliced, head, target, whole)
 
 
-def _open_and_decode(path: str, source: BinaryIO, head: bytes, target: int) -> tuple[Image.Image, MediaMeta]:
+def _open_and_decode(
+    path: str, source: BinaryIO, head: bytes, target: int, whole: bool = False
+) -> tuple[Image.Image, MediaMeta]:
     from PIL import Image
 
     with Image.open(source, formats=_image_formats(path, head)) as im:
-        return _decode_opened(im, target)
+        return _decode_opened(im, target, whole)
 
 
-def _decode_opened(im: Image.Image, target: int) -> tuple[Image.Image, MediaMeta]:
+def _decode_opened(im: Image.Image, target: int, whole: bool = False) -> tuple[Image.Image, MediaMeta]:
     from PIL import ImageOps
 
     original = im.size
@@ -119,7 +125,7 @@ def _decode_opened(im: Image.Image, target: int) -> tuple[Image.Image, MediaMeta
         meta = metadata.with_xmp(image_meta(original, im.getexif()), _xmp_of(im))
         im.load()  # a full decode now, so a truncated file fails here and not in the encoder
         ImageOps.exif_transpose(im, in_place=True)
-        out = _finish(im, target)
+        out = _finish(im, target, whole)
         # The caller's `with` closes `im`, which would invalidate it if it were returned as is.
         return (out.copy() if out is im else out), meta
 
@@ -132,18 +138,19 @@ def _xmp_of(im: Image.Image) -> bytes | str | None:
     return found if isinstance(found, (bytes, str)) else None
 
 
-def _finish(im: Image.Image, target: int) -> Image.Image:
-    """RGB, reduced towards the target size, cropped to a sane aspect ratio."""
-    return _crop_aspect(_reduce(_to_rgb(im), target))
+def _finish(im: Image.Image, target: int, whole: bool = False) -> Image.Image:
+    """RGB, reduced towards the target size, cropped to a sane aspect ratio (unless ``whole``)."""
+    reduced = _reduce(_to_rgb(im), target)
+    return reduced if whole else _crop_aspect(reduced)
 
 
-def _decode_raw(path: str, source: BinaryIO, target: int) -> tuple[Image.Image, MediaMeta]:
+def _decode_raw(path: str, source: BinaryIO, target: int, whole: bool = False) -> tuple[Image.Image, MediaMeta]:
     picture = formats.read_raw(path, target, source)
     width, height = picture.size
     lat, lon = exif_gps(picture.exif)
     camera = exif_camera(picture.exif) or picture.camera
     meta = MediaMeta(width, height, exif_date(picture.exif), camera, lat=lat, lon=lon)
-    return _finish(picture.image, target), meta
+    return _finish(picture.image, target, whole), meta
 
 
 def _unidentified_fallback(path: str, source: BinaryIO, tiff: bool, exc: BaseException) -> Image.Image:

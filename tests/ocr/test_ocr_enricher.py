@@ -84,3 +84,34 @@ def test_turning_ocr_off_deletes_its_data_and_on_brings_it_back(
     assert again.to_json()["enriched"]["ocr"] > 0 and again.added == 0  # no CLIP work, OCR only
     texts = [p["ocr_text"] for p in payloads(settings) if Path(p["path"]).name == "receipt.jpg"]
     assert "starbucks" in words(texts[0])
+
+
+def test_the_words_at_the_ends_of_a_banner_are_read(tmp_path: Path, demo_settings: Any, demo_model: Any) -> None:
+    """A picture wider than 4:1: CLIP sees its middle (the decoder crops it to 4:1), the OCR enricher
+    and `text` read it whole, so the words at both ends are found, with boxes in the whole picture."""
+    from PIL import Image, ImageDraw
+
+    from mediasearch.lab import textpics
+    from mediasearch.media.decode import load_image
+
+    banner = Image.new("RGB", (2400, 300), (245, 240, 225))
+    draw = ImageDraw.Draw(banner)
+    face = textpics.font(next(iter(textpics.fonts()), None), 90)
+    draw.text((30, 100), "Harbour", fill=(20, 20, 20), font=face)
+    draw.text((1950, 100), "Parking", fill=(20, 20, 20), font=face)
+    folder = tmp_path / "banners"
+    folder.mkdir()
+    banner.save(folder / "banner.png")
+    banner.save(tmp_path / "loose.png")  # not indexed: `text` reads it now
+    assert load_image(folder / "banner.png", target=224)[0].size == (1200, 300)  # CLIP's view: 4:1
+    assert load_image(folder / "banner.png", target=224, whole=True)[0].size == (2400, 300)
+
+    settings = demo_settings()
+    with ms.Library.open(settings=settings, use_daemon=False) as lib:
+        assert lib.index([str(folder)]).errors == []
+        read = lib.text(str(tmp_path / "loose.png"))
+    (payload,) = payloads(settings)
+    assert {"harbour", "parking"} <= set(words(payload["ocr_text"]))
+    boxes = {words(line["text"])[0]: line["box"] for line in payload["ocr_lines"]}
+    assert boxes["harbour"][0] < 0.1 and boxes["parking"][2] > 0.8  # left and right ends of the whole banner
+    assert read.source == "read" and {"harbour", "parking"} <= {w for line in read.lines for w in words(line.text)}

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from mediasearch.media.decode_pool import DecoderPool
     from mediasearch.ocr.engine import OcrEngine, TextLine
 
-OCR_VERSION = 1  # bump when the engine or its settings read differently: `index` reads every item again
+# Bump when the engine or its settings read differently: `index` reads every item again.
+# 2: pictures read whole (not CLIP's 4:1 crop), small ones framed for detection, flipped lines read both ways.
+OCR_VERSION = 2
 # The picture the lines are cut from (detection runs smaller: ocr.engine.DET_SIDE). 1500, not 1600: a
 # 4000x3000 JPEG then decodes at half scale (DCT scaling), 4x fewer pixels than a full decode.
 MAX_SIDE = 1500
