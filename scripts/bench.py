@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_query import percentile, start_daemon, timed  # noqa: E402
+from bench_query import percentile, start_daemon, timed, wait_enriched  # noqa: E402
 
 QUERY = "a dog running on a sunny beach"
 TUTORIAL_QUERY = f"""
@@ -746,14 +746,7 @@ def bench_warm_query(opts: argparse.Namespace, base: dict[str, Any], table: Tabl
         try:
             client.index([str(photos)], {})  # a daemon that has indexed: its threads as in real use
             post = client.call
-            # ... and has finished the enrichment pass (OCR, faces) it runs after that in the background,
-            # whose worker processes would otherwise share the cores with the queries timed here
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                signals = post("GET", "/status").get("enrichers") or {}
-                if all(s.get("pending", 0) == 0 for s in signals.values()):
-                    break
-                time.sleep(1.0)
+            wait_enriched(post)  # ... and has finished the OCR and faces pass it runs after that
             post("POST", "/query", {"text": QUERY})
             new = [timed(post, "POST", "/query", {"text": f"{QUERY} {i}"}) for i in range(opts.warm_runs)]
             raw = [timed(post, "POST", "/query", {"text": f"{QUERY} raw {i}", "raw": True})

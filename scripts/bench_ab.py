@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-from bench_query import percentile, start_daemon, timed  # noqa: E402
+from bench_query import percentile, start_daemon, timed, wait_enriched  # noqa: E402
 
 GRAPH = """
 import sys, threading
@@ -121,12 +121,7 @@ def one_round(tree: Path, home: Path, opts: argparse.Namespace, work: Path) -> d
     post = client.call
     try:
         client.index([str(work / "photos-640")], {})
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            signals = post("GET", "/status").get("enrichers") or {}
-            if all(s.get("pending", 0) == 0 for s in signals.values()):
-                break
-            time.sleep(1.0)
+        wait_enriched(post)
         post("POST", "/query", {"text": bench.QUERY})
         tag = f"{time.time():.0f}"
         runs = range(opts.runs)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mediasearch.lab.shapes import CLASSES, make_library
 from mediasearch.library.client import DaemonClient, read_port_file
@@ -41,6 +42,17 @@ def timed(fn: Callable[..., object], *args: object) -> float:
     started = time.perf_counter()
     fn(*args)
     return time.perf_counter() - started
+
+
+def wait_enriched(post: Callable[..., Any], limit_s: float = 600.0) -> None:
+    """Until the daemon's background enrichment pass (OCR, faces) has nothing pending, or ``limit_s``:
+    its worker processes would otherwise share the cores with the queries timed after it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        signals = post("GET", "/status").get("enrichers") or {}
+        if all(s.get("pending", 0) == 0 for s in signals.values()):
+            return
+        time.sleep(1.0)
 
 
 def start_daemon(

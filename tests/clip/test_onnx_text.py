@@ -142,21 +142,27 @@ class _Spy:
         return self.session.run(*args)
 
 
-def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _two_session_tower(tmp_path: Path) -> tuple[Any, Any]:
+    """The demo model loaded on the CPU and its cached int8 text tower with two sessions: one thread
+    and two (2 even on a 1-CPU machine); skips where onnxruntime/onnx are missing or int8 was refused."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
+    fast = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
+    if fast.fast_text is None:
+        pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
+    weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
+    loaded = onnx_text.load_onnx_text_model(fast.spec, weights, threads=1, wide=2)
+    assert loaded is not None and loaded.model.wide_session is not None
+    return fast, loaded.model
+
+
+def test_query_texts_use_all_cores_only_while_the_lane_is_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
     import threading
 
     from mediasearch import lane
 
-    fast = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
-    if fast.fast_text is None:
-        pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
-    weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
-    loaded = onnx_text.load_onnx_text_model(fast.spec, weights, threads=1, wide=2)  # 2 even on a 1-CPU machine
-    assert loaded is not None and loaded.model.wide_session is not None
-    tower = loaded.model
+    fast, tower = _two_session_tower(tmp_path)
     tokens = BpeTokenizer()([t.format("a blue star") for t in CLIP_TEMPLATES])
     np.testing.assert_allclose(tower.wide(tokens), tower(tokens), atol=1e-6)  # the same numbers
     log: list[str] = []
@@ -210,17 +216,10 @@ def test_with_other_tasks_running_query_texts_take_the_session_that_has_been_fas
     """Timed by the tower's clock (a fake one here): each session is tried, the faster per token is
     kept, the other is tried again every RETRY_EVERY calls, and a change of speed changes the pick;
     the numbers are the same whichever runs."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     import dataclasses
 
-    fast = load_model(ModelSpec("demo"), device="cpu", cache_dir=tmp_path)
-    if fast.fast_text is None:
-        pytest.skip("the demo model's int8 text tower did not pass its cosine check here")
-    weights, _ = text_tower.cache_paths(tmp_path, fast.spec.key())
-    loaded = onnx_text.load_onnx_text_model(fast.spec, weights, threads=1, wide=2)
-    assert loaded is not None and loaded.model.wide_session is not None
-    tower, clock, log = loaded.model, [0.0], []
+    _, tower = _two_session_tower(tmp_path)
+    clock, log = [0.0], []
     one_cost, all_cost = [1.0], [3.0]  # the wide session is slower: another task holds the other core
     timed = dataclasses.replace(
         tower,
